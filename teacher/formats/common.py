@@ -1,0 +1,61 @@
+"""What every checkpoint reader returns, and the strict key check they all share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+
+from teacher.config import DiscriminatorConfig, GeneratorConfig
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is unsupported, corrupt, or does not match the expected layout."""
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint converted to the native layout.
+
+    Args:
+        source_format: Short name of the format the file was read from (``rosinality``, ``nvidia-pkl`` ...).
+        g_config / g_state: Generator architecture and native state dict, or None if the file has none.
+        d_config / d_state: Discriminator architecture and native state dict, or None.
+        extra: Format-specific leftovers worth keeping (e.g. training args), never tensors of the networks.
+    """
+
+    source_format: str
+    g_config: GeneratorConfig | None = None
+    g_state: dict[str, torch.Tensor] | None = None
+    d_config: DiscriminatorConfig | None = None
+    d_state: dict[str, torch.Tensor] | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def check_state_dict(
+    what: str,
+    got: Mapping[str, torch.Tensor],
+    expected: Mapping[str, torch.Size | tuple[int, ...]],
+) -> None:
+    """Raise one CheckpointError naming every missing, unexpected and mis-shaped key.
+
+    Args:
+        what: Human-readable name of the thing being loaded (e.g. ``"rosinality g_ema in foo.pt"``).
+        got: Converted state dict.
+        expected: Key -> shape of the network it must load into.
+    """
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    misshaped = sorted(
+        f"{k}: file {tuple(got[k].shape)} vs network {tuple(expected[k])}"
+        for k in set(got) & set(expected)
+        if tuple(got[k].shape) != tuple(expected[k])
+    )
+    if missing or unexpected or misshaped:
+        parts = []
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+            if items:
+                shown = ", ".join(items[:12]) + (f", ... ({len(items) - 12} more)" if len(items) > 12 else "")
+                parts.append(f"{len(items)} {title} key(s): {shown}")
+        raise CheckpointError(f"{what} does not match the network: " + "; ".join(parts))
