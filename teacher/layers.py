@@ -120,15 +120,16 @@ class SynthesisLayer(nn.Module):
         self.register_buffer("resample_filter", setup_filter(resample_filter, gain=4), persistent=False)
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None = None,
-                noise_mode: str = "const", fused_modconv: bool = True) -> torch.Tensor:
-        """x [N, I, r', r'], w [N, w_dim], explicit noise [N, 1, r, r] overrides noise_mode."""
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None,
+                fused_modconv: bool = True) -> torch.Tensor:
+        """x [N, I, r', r'], w [N, w_dim], noise [N or 1, 1, r, r] or None (no noise).
+
+        The caller resolves the noise (``make_noise``), so this layer never draws it itself.
+        """
         styles = self.affine(w)  # [N, I]
         x = modulated_conv2d(x, self.weight * self.weight_gain, styles, up=self.up, fused=fused_modconv)
         if self.up:
             x = upfirdn2d(x, self.resample_filter, padding=1)  # [N, O, r, r]
-        if noise is None:
-            noise = self.make_noise(x.shape[0], noise_mode, x.device, x.dtype)
         if noise is not None:
             x = x + noise * self.noise_strength
         return bias_act(x, self.bias, act="lrelu", clamp=self.conv_clamp)

@@ -184,3 +184,55 @@ def _convert_discriminator(src: dict, what: str) -> tuple[DiscriminatorConfig, d
         if src[k].shape != want.shape or not torch.allclose(src[k].float(), want, atol=1e-6):
             raise CheckpointError(f"{what}: {k} is not the standard [1,3,3,1] blur kernel")
     return cfg, {k: v.float().clone() for k, v in out.items()}
+
+
+def to_dict(ckpt: Checkpoint) -> dict:
+    """The inverse map: a native checkpoint as a rosinality ``{"g_ema", "latent_avg"[, "d"]}`` dict
+    (what rosinality's ``generate.py`` / ``projector.py`` load)."""
+    if ckpt.g_config is None:
+        raise CheckpointError("rosinality files need a generator")
+    cfg, s = ckpt.g_config, ckpt.g_state
+    up_kernel, down_kernel = setup_filter([1, 3, 3, 1], gain=4), setup_filter([1, 3, 3, 1])
+    g: dict[str, torch.Tensor] = {}
+    for i in range(cfg.mapping_layers):
+        g[f"style.{i + 1}.weight"] = s[f"mapping.fc{i}.weight"]
+        g[f"style.{i + 1}.bias"] = s[f"mapping.fc{i}.bias"]
+    g["input.input"] = s["synthesis.b4.const"][None]
+    convs = [("conv1", "synthesis.b4.conv1")]
+    rgbs = [("to_rgb1", "synthesis.b4.torgb")]
+    for j, r in enumerate(cfg.resolutions[1:]):
+        convs += [(f"convs.{2 * j}", f"synthesis.b{r}.conv0"), (f"convs.{2 * j + 1}", f"synthesis.b{r}.conv1")]
+        rgbs.append((f"to_rgbs.{j}", f"synthesis.b{r}.torgb"))
+        g[f"convs.{2 * j}.conv.blur.kernel"] = up_kernel.clone()
+        g[f"to_rgbs.{j}.upsample.kernel"] = up_kernel.clone()
+    for i, (d, n) in enumerate(convs):
+        g[f"{d}.conv.weight"] = s[f"{n}.weight"][None]
+        g[f"{d}.conv.modulation.weight"] = s[f"{n}.affine.weight"]
+        g[f"{d}.conv.modulation.bias"] = s[f"{n}.affine.bias"]
+        g[f"{d}.noise.weight"] = s[f"{n}.noise_strength"].reshape(1)
+        g[f"{d}.activate.bias"] = s[f"{n}.bias"]
+        g[f"noises.noise_{i}"] = s[f"{n}.noise_const"][None, None]
+    for d, n in rgbs:
+        g[f"{d}.conv.weight"] = s[f"{n}.weight"][None]
+        g[f"{d}.conv.modulation.weight"] = s[f"{n}.affine.weight"]
+        g[f"{d}.conv.modulation.bias"] = s[f"{n}.affine.bias"]
+        g[f"{d}.bias"] = s[f"{n}.bias"].reshape(1, -1, 1, 1)
+    out: dict = {"g_ema": {k: v.clone() for k, v in g.items()}, "latent_avg": s["mapping.w_avg"].clone()}
+    if ckpt.d_config is not None:
+        ds, top = ckpt.d_state, ckpt.d_config.img_resolution
+        d = {"convs.0.0.weight": ds[f"b{top}.fromrgb.weight"], "convs.0.1.bias": ds[f"b{top}.fromrgb.bias"]}
+        r, i = top, 1
+        while r > 4:
+            d[f"convs.{i}.conv1.0.weight"] = ds[f"b{r}.conv0.weight"]
+            d[f"convs.{i}.conv1.1.bias"] = ds[f"b{r}.conv0.bias"]
+            d[f"convs.{i}.conv2.0.kernel"] = down_kernel.clone()
+            d[f"convs.{i}.conv2.1.weight"] = ds[f"b{r}.conv1.weight"]
+            d[f"convs.{i}.conv2.2.bias"] = ds[f"b{r}.conv1.bias"]
+            d[f"convs.{i}.skip.0.kernel"] = down_kernel.clone()
+            d[f"convs.{i}.skip.1.weight"] = ds[f"b{r}.skip.weight"]
+            r, i = r // 2, i + 1
+        d.update({"final_conv.0.weight": ds["b4.conv.weight"], "final_conv.1.bias": ds["b4.conv.bias"],
+                  "final_linear.0.weight": ds["b4.fc.weight"], "final_linear.0.bias": ds["b4.fc.bias"],
+                  "final_linear.1.weight": ds["b4.out.weight"], "final_linear.1.bias": ds["b4.out.bias"]})
+        out["d"] = {k: v.clone() for k, v in d.items()}
+    return out

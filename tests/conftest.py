@@ -1,0 +1,33 @@
+"""Shared test fixtures. The reference StyleGAN2 fixture lives in ../shared/fixtures (CI has it);
+a bundled copy of the checkpoint ships with the package as the main job's default teacher."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fixture_dir() -> Path:
+    env = os.environ.get("MOBILESTYLEGAN_FIXTURES")
+    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "fixtures", REPO / "shared" / "fixtures"]:
+        if (cand / "rosinality_tiny64_expected.pt").exists():
+            return cand
+    raise FileNotFoundError("reference fixtures not found: expected ../shared/fixtures next to the repository "
+                            "or $MOBILESTYLEGAN_FIXTURES")
+
+
+@pytest.fixture(scope="session")
+def rosinality_fixture() -> tuple[Path, dict]:
+    d = fixture_dir()
+    return d / "rosinality_tiny64.pt", torch.load(d / "rosinality_tiny64_expected.pt", weights_only=True)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    torch.manual_seed(0)
+    yield

@@ -1,0 +1,41 @@
+"""Tiny random teachers for tests."""
+
+from __future__ import annotations
+
+import torch
+
+import teacher
+from teacher.config import DiscriminatorConfig, GeneratorConfig
+from teacher.formats.common import Checkpoint
+
+
+def tiny_g_config(res: int = 32, w_dim: int = 16, **kw) -> GeneratorConfig:
+    channels = {4 * 2**i: max(16 >> i, 4) for i in range(res.bit_length() - 2)}
+    return GeneratorConfig(z_dim=w_dim, w_dim=w_dim, img_resolution=res, channels=channels, mapping_layers=2, **kw)
+
+
+def tiny_d_config(res: int = 32, **kw) -> DiscriminatorConfig:
+    channels = {4 * 2**i: max(16 >> i, 4) for i in range(res.bit_length() - 2)}
+    return DiscriminatorConfig(img_resolution=res, channels=channels, **kw)
+
+
+def randomize(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every parameter and buffer non-trivial values (biases, noise strengths included)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+            if name.endswith("resample_filter"):
+                continue
+            scale = 0.1 if name.endswith(("bias", "noise_strength", "w_avg")) else 1.0
+            t.copy_(torch.randn(t.shape, generator=g) * scale + (1.0 if name.endswith("affine.bias") else 0.0))
+    return module
+
+
+def tiny_checkpoint(res: int = 32, with_d: bool = True, seed: int = 0) -> Checkpoint:
+    gc = tiny_g_config(res)
+    G = randomize(teacher.Generator(gc), seed)
+    ck = Checkpoint("native", g_config=gc, g_state=dict(G.state_dict()))
+    if with_d:
+        dc = tiny_d_config(res)
+        ck.d_config, ck.d_state = dc, dict(randomize(teacher.Discriminator(dc), seed + 1).state_dict())
+    return ck
