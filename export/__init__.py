@@ -1,0 +1,1 @@
+"""Export of trained students to ONNX / OpenVINO, parity checks and benchmarks."""
