@@ -46,7 +46,8 @@ CASES = list(itertools.product([1, 2, 4], [1, 2, 4], [(0, 0, 0, 0), (2, 1, 0, 3)
 @pytest.mark.parametrize("up,down,pad,kind", CASES)
 def test_upfirdn2d_matches_oracle(up, down, pad, kind):
     g = torch.Generator().manual_seed(up * 100 + down * 10 + len(kind))
-    x = torch.randn(2, 3, 7, 5, generator=g, dtype=torch.float64)
+    channels = 3 if kind == "1d" else 6  # both the folded (<= 4 channels) and the depthwise path
+    x = torch.randn(2, channels, 7, 5, generator=g, dtype=torch.float64)
     f = torch.randn(4, generator=g, dtype=torch.float64) if kind == "1d" else torch.randn(3, 5, generator=g, dtype=torch.float64)
     for flip, gain in [(False, 1.0), (True, 2.5)]:
         ref = oracle_upfirdn2d(x.numpy(), f.numpy(), (up, up), (down, down), pad, flip, gain)

@@ -22,7 +22,8 @@ class Checkpoint:
         source_format: Short name of the format the file was read from (``rosinality``, ``nvidia-pkl`` ...).
         g_config / g_state: Generator architecture and native state dict, or None if the file has none.
         d_config / d_state: Discriminator architecture and native state dict, or None.
-        extra: Format-specific leftovers worth keeping (e.g. training args), never tensors of the networks.
+        extra: Format-specific information (training args, where w_avg came from, ...). Mapping-only files
+            (random-face's IR) put their mapping state in ``extra["mapping_state"]``.
     """
 
     source_format: str

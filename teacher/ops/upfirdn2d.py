@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from teacher.ops import _impl
 
 IntPair = int | Sequence[int]
+FOLD_CHANNELS = 4  # up-sample inputs with at most this many channels as a batch of 1-channel images
 
 
 def _pair(v: IntPair, name: str) -> tuple[int, int]:
@@ -189,9 +190,15 @@ def _pass(
         return F.conv2d(x, weight, stride=(down[1], down[0]), groups=c)
     # A transposed conv with stride `up` is "insert zeros, then convolve" without the zeros.
     # Its full output T[t] = sum_k f[k] Z[t - k]; the definition's output o is T[o + K - 1 - p0].
-    weight = f.flip([0, 1]) if flip_filter else f
-    weight = weight[None, None].expand(c, 1, fh, fw)  # [C, 1, fh, fw]
-    x = F.conv_transpose2d(x, weight, stride=(uy, ux), groups=c)  # [N, C, (H-1)*uy+fh, (W-1)*ux+fw]
+    weight = (f.flip([0, 1]) if flip_filter else f)[None, None]  # [1, 1, fh, fw]
+    if c <= FOLD_CHANNELS:
+        # Few channels (ToRGB images): one single-channel transposed conv over N*C images is ~3x
+        # faster on CPU than a depthwise one.
+        x = F.conv_transpose2d(x.reshape(n * c, 1, h, w), weight, stride=(uy, ux))
+        x = x.reshape(n, c, x.shape[2], x.shape[3])
+    else:
+        x = F.conv_transpose2d(x, weight.expand(c, 1, fh, fw), stride=(uy, ux), groups=c)
+    # x: [N, C, (H-1)*uy+fh, (W-1)*ux+fw]
     x = F.pad(x, [px0 - fw + 1, px1 + ux - fw, py0 - fh + 1, py1 + uy - fh])
     if down != (1, 1):
         x = x[:, :, :: down[1], :: down[0]]
