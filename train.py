@@ -8,7 +8,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from mobilestylegan.config import MainConfig, register_configs
+from mobilestylegan.schema import MainConfig, register_configs
 
 register_configs()
 

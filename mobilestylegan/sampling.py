@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 import teacher
-from mobilestylegan.config import EMBEDDED_TEACHER, SampleConfig
+from mobilestylegan.schema import EMBEDDED_TEACHER, SampleConfig
 from mobilestylegan.images import make_grid, save_png
 from teacher.formats.native import atomic_write
 

@@ -1,0 +1,113 @@
+"""Modulated convolutions of the student, with style-independent (trainable) demodulation.
+
+Both convs modulate the *activations* (``x * scale * affine(w)``, per input channel) and demodulate
+the *outputs* with coefficients computed from the weights and a learned vector ``style_inv`` that
+stands in for the style. The coefficients therefore do not depend on w, and :meth:`fuse` folds them
+into the weights once training is over (like batch-norm fusion): the fused conv has no
+Pow/ReduceSum/Sqrt at run time and gives the same output.
+
+State-dict names and shapes follow MobileStyleGAN.pytorch (``weight`` [1, O, I, k, k],
+``weight_dw`` [I, 1, k, k], ``weight_permute`` [O, I, 1, 1], ``modulation`` a plain Linear with
+bias initialised to 1, ``style_inv`` [1, 1, I, 1, 1]) so its checkpoints load by name.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _affine(w_dim: int, channels: int) -> nn.Linear:
+    lin = nn.Linear(w_dim, channels)
+    nn.init.ones_(lin.bias)
+    return lin
+
+
+class ModulatedConv2d(nn.Module):
+    """Full k x k modulated conv (the 4x4 stage) or, with ``demodulate=False``, a prediction head.
+
+    Args:
+        in_channels: Input channels.
+        out_channels: Output channels.
+        w_dim: Size of w.
+        kernel_size: Square kernel size (padding keeps the size).
+        demodulate: Apply the style-independent demodulation.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, kernel_size: int,
+                 demodulate: bool = True) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(1, out_channels, in_channels, kernel_size, kernel_size))
+        self.modulation = _affine(w_dim, in_channels)
+        self.demodulate = demodulate
+        if demodulate:
+            self.style_inv = nn.Parameter(torch.randn(1, 1, in_channels, 1, 1))
+        self.scale = 1 / math.sqrt(in_channels * kernel_size**2)
+        self.padding = kernel_size // 2
+
+    def demodulation(self) -> torch.Tensor:
+        """``[1, O, 1, 1]``: ``rsqrt(sum_{i,k} (scale * style_inv_i * W_oik)^2 + 1e-8)``."""
+        d = (self.scale * self.style_inv * self.weight).square().sum(dim=[2, 3, 4]) + 1e-8
+        return d.rsqrt()[:, :, None, None]
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """x ``[N, I, H, W]``, w ``[N, w_dim]`` -> ``[N, O, H, W]``."""
+        x = x * (self.scale * self.modulation(w))[:, :, None, None]
+        x = F.conv2d(x, self.weight[0], padding=self.padding)
+        return x * self.demodulation() if self.demodulate else x
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        """Fold the demodulation into ``weight`` and drop ``style_inv``."""
+        if self.demodulate:
+            self.weight.mul_(self.demodulation().reshape(1, -1, 1, 1, 1))
+            del self.style_inv
+            self.demodulate = False
+
+
+class ModulatedDWConv2d(nn.Module):
+    """Depthwise-separable modulated conv: modulate, depthwise k x k, pointwise 1x1, demodulate.
+
+    Args:
+        in_channels: Input channels.
+        out_channels: Output channels.
+        w_dim: Size of w.
+        kernel_size: Depthwise kernel size.
+        demodulate: Apply the style-independent demodulation.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, kernel_size: int = 3,
+                 demodulate: bool = True) -> None:
+        super().__init__()
+        self.weight_dw = nn.Parameter(torch.randn(in_channels, 1, kernel_size, kernel_size))
+        self.weight_permute = nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
+        self.modulation = _affine(w_dim, in_channels)
+        self.demodulate = demodulate
+        if demodulate:
+            self.style_inv = nn.Parameter(torch.randn(1, 1, in_channels, 1, 1))
+        self.scale = 1 / math.sqrt(in_channels * kernel_size**2)
+        self.padding = kernel_size // 2
+
+    def demodulation(self) -> torch.Tensor:
+        """``[1, O, 1, 1]`` from the effective weight ``dw_ik * P_oi`` and ``style_inv``."""
+        w = self.weight_dw.transpose(0, 1) * self.weight_permute  # [O, I, k, k]
+        d = (self.scale * self.style_inv * w[None]).square().sum(dim=[2, 3, 4]) + 1e-8
+        return d.rsqrt()[:, :, None, None]
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """x ``[N, I, H, W]``, w ``[N, w_dim]`` -> ``[N, O, H, W]``."""
+        x = x * (self.scale * self.modulation(w))[:, :, None, None]
+        x = F.conv2d(x, self.weight_dw, padding=self.padding, groups=x.shape[1])
+        x = F.conv2d(x, self.weight_permute)
+        return x * self.demodulation() if self.demodulate else x
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        """Fold the demodulation into the pointwise weights and drop ``style_inv``."""
+        if self.demodulate:
+            self.weight_permute.mul_(self.demodulation().reshape(-1, 1, 1, 1))
+            del self.style_inv
+            self.demodulate = False
