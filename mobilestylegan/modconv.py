@@ -6,7 +6,7 @@ stands in for the style. The coefficients therefore do not depend on w, and :met
 into the weights once training is over (like batch-norm fusion): the fused conv has no
 Pow/ReduceSum/Sqrt at run time and gives the same output.
 
-State-dict names and shapes follow MobileStyleGAN.pytorch (``weight`` [1, O, I, k, k],
+State-dict names and shapes follow MobileStyleGAN.pytorch (``weight`` [O, I, k, k],
 ``weight_dw`` [I, 1, k, k], ``weight_permute`` [O, I, 1, 1], ``modulation`` a plain Linear with
 bias initialised to 1, ``style_inv`` [1, 1, I, 1, 1]) so its checkpoints load by name.
 """
@@ -40,7 +40,7 @@ class ModulatedConv2d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, kernel_size: int,
                  demodulate: bool = True) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(1, out_channels, in_channels, kernel_size, kernel_size))
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.modulation = _affine(w_dim, in_channels)
         self.demodulate = demodulate
         if demodulate:
@@ -50,20 +50,20 @@ class ModulatedConv2d(nn.Module):
 
     def demodulation(self) -> torch.Tensor:
         """``[1, O, 1, 1]``: ``rsqrt(sum_{i,k} (scale * style_inv_i * W_oik)^2 + 1e-8)``."""
-        d = (self.scale * self.style_inv * self.weight).square().sum(dim=[2, 3, 4]) + 1e-8
+        d = (self.scale * self.style_inv * self.weight[None]).square().sum(dim=[2, 3, 4]) + 1e-8
         return d.rsqrt()[:, :, None, None]
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """x ``[N, I, H, W]``, w ``[N, w_dim]`` -> ``[N, O, H, W]``."""
         x = x * (self.scale * self.modulation(w))[:, :, None, None]
-        x = F.conv2d(x, self.weight[0], padding=self.padding)
+        x = F.conv2d(x, self.weight, padding=self.padding)
         return x * self.demodulation() if self.demodulate else x
 
     @torch.no_grad()
     def fuse(self) -> None:
         """Fold the demodulation into ``weight`` and drop ``style_inv``."""
         if self.demodulate:
-            self.weight.mul_(self.demodulation().reshape(1, -1, 1, 1, 1))
+            self.weight.mul_(self.demodulation().reshape(-1, 1, 1, 1))
             del self.style_inv
             self.demodulate = False
 
