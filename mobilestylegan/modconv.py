@@ -99,8 +99,13 @@ class ModulatedDWConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """x ``[N, I, H, W]``, w ``[N, w_dim]`` -> ``[N, O, H, W]``."""
-        x = x * (self.scale * self.modulation(w))[:, :, None, None]
-        x = F.conv2d(x, self.weight_dw, padding=self.padding, groups=x.shape[1])
+        n, c, h, wd = x.shape
+        # Modulating the input channels of a depthwise conv == scaling its per-channel filters, so the
+        # modulation goes into per-sample filters (one grouped conv) instead of a pass over x.
+        s = self.scale * self.modulation(w)  # [N, I]
+        k = self.weight_dw.shape[-1]
+        weight = (self.weight_dw[None] * s[:, :, None, None, None]).reshape(n * c, 1, k, k)
+        x = F.conv2d(x.reshape(1, n * c, h, wd), weight, padding=self.padding, groups=n * c).reshape(n, c, h, wd)
         x = F.conv2d(x, self.weight_permute)
         return x * self.demodulation() if self.demodulate else x
 

@@ -108,7 +108,8 @@ class DiscriminatorConfig:
         channels: Feature channels per resolution ``{4: c4, ..., img_resolution: c}``; block ``b{r}``
             maps ``channels[r]`` to ``channels[r // 2]``.
         img_channels: Input image channels.
-        mbstd_group_size: Minibatch-stddev group size (clipped to the batch size).
+        mbstd_group_size: Minibatch-stddev group size (clipped to the batch size); None = the whole batch
+            (what NVIDIA's legacy.py writes for converted TF discriminators).
         mbstd_num_channels: Number of stddev feature channels appended.
         conv_clamp: Clamp activations to +-conv_clamp, or None.
         resample_filter: 1-D low-pass FIR taps used for every down-sampling.
@@ -117,7 +118,7 @@ class DiscriminatorConfig:
     img_resolution: int = 1024
     channels: dict[int, int] = field(default_factory=lambda: default_channels(1024))
     img_channels: int = 3
-    mbstd_group_size: int = 4
+    mbstd_group_size: int | None = 4
     mbstd_num_channels: int = 1
     conv_clamp: float | None = None
     resample_filter: tuple[float, ...] = (1.0, 3.0, 3.0, 1.0)

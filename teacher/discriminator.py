@@ -41,10 +41,11 @@ class DiscriminatorBlock(nn.Module):
         return y + self.conv1(self.conv0(x))
 
 
-def minibatch_stddev(x: torch.Tensor, group_size: int, num_channels: int) -> torch.Tensor:
-    """Append ``num_channels`` maps of the mean stddev within groups of ``group_size`` samples."""
+def minibatch_stddev(x: torch.Tensor, group_size: int | None, num_channels: int) -> torch.Tensor:
+    """Append ``num_channels`` maps of the mean stddev within groups of ``group_size`` samples
+    (None: one group holding the whole batch)."""
     n, c, h, w = x.shape
-    g = min(group_size, n)
+    g = n if group_size is None else min(group_size, n)
     if n % g:
         raise ValueError(f"batch size {n} must be divisible by the minibatch-stddev group size {g}")
     f = num_channels
@@ -90,7 +91,7 @@ class Discriminator(nn.Module):
 class DiscriminatorEpilogue(nn.Module):
     """``b4``: minibatch-stddev, 3x3 conv, FC, output FC."""
 
-    def __init__(self, channels: int, mbstd_group_size: int, mbstd_num_channels: int,
+    def __init__(self, channels: int, mbstd_group_size: int | None, mbstd_num_channels: int,
                  conv_clamp: float | None) -> None:
         super().__init__()
         self.mbstd_group_size, self.mbstd_num_channels = mbstd_group_size, mbstd_num_channels

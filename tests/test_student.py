@@ -224,3 +224,14 @@ def test_checkpoint_roundtrip_and_errors(tmp_path):
     torch.save({"g_ema": {}}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a native student"):
         load_student(tmp_path / "other.pt")
+
+
+def test_inference_fast_path_equals_autograd_path():
+    G = tiny_student()
+    ws = G.mapping(torch.randn(2, G.z_dim))
+    noise = G.synthesis.make_noise(2, "random")
+    with torch.no_grad():
+        fast = G.synthesis(ws, noise=noise)
+    slow = G.synthesis(ws, noise=noise)  # parameters require grad: the out-of-place path
+    assert slow.requires_grad
+    torch.testing.assert_close(fast, slow.detach(), rtol=0, atol=1e-6)

@@ -170,3 +170,11 @@ def test_checkpoint_roundtrip_preserves_outputs(tmp_path):
     z = torch.randn(2, G.z_dim)
     with torch.no_grad():
         torch.testing.assert_close(G(z), G0(z), rtol=0, atol=0)
+
+
+def test_minibatch_stddev_whole_batch_group():
+    x = torch.randn(6, 4, 4, 4, dtype=torch.float64)
+    out = minibatch_stddev(x, group_size=None, num_channels=1)
+    expected = (x.var(dim=0, unbiased=False) + 1e-8).sqrt().mean()
+    torch.testing.assert_close(out[:, 4], expected.expand(6, 4, 4))
+    torch.testing.assert_close(out, minibatch_stddev(x, group_size=6, num_channels=1))
