@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mobilestylegan.modconv import ModulatedConv2d, ModulatedDWConv2d, _affine
-from mobilestylegan.wavelets import idwt
+from mobilestylegan.wavelets import haar_synthesis_rows, idwt
 
 WAVELET_CHANNELS = 12  # Haar bands of RGB: 3 LL + 3 colours x 3 high bands
 
@@ -70,11 +70,16 @@ class IDWTUpsample(nn.Module):
         self.modulation = _affine(w_dim, in_channels)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # [N, C, h, w] -> [N, C/4, 2h, 2w]
-        return idwt(x * self.modulation(w)[:, :, None, None])
+        u = self.modulation(w)[:, :, None, None]
+        return idwt(x * u if torch.is_grad_enabled() else x.mul_(u))  # inference: x is a temporary
 
 
 class WaveletHead(nn.Module):
     """Prediction head: 1x1 modulated conv (no demodulation) to 12 wavelet channels, plus bias.
+
+    After :meth:`fold_inverse_transform` the head outputs the image's four pixel phases per colour
+    instead (channel ``c*4 + 2a + b``), so ``pixel_shuffle(head, 2)`` is the image: the inverse Haar
+    transform is folded into the 1x1 weights (inference only).
 
     Args:
         in_channels: Feature channels.
@@ -85,6 +90,19 @@ class WaveletHead(nn.Module):
         super().__init__()
         self.conv = ModulatedConv2d(in_channels, WAVELET_CHANNELS, w_dim, 1, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, WAVELET_CHANNELS, 1, 1))
+        self.phase_order = False
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # [N, C, h, w] -> [N, 12, h, w]
         return self.conv(x, w) + self.bias
+
+    def to_image(self, out: torch.Tensor) -> torch.Tensor:
+        """This head's output as an RGB image at twice its resolution."""
+        return F.pixel_shuffle(out, 2) if self.phase_order else idwt(out)
+
+    @torch.no_grad()
+    def fold_inverse_transform(self) -> None:
+        if not self.phase_order:
+            m = haar_synthesis_rows(WAVELET_CHANNELS // 4).to(self.bias)
+            self.conv.weight.copy_(torch.einsum("oi,ickl->ockl", m, self.conv.weight))
+            self.bias.copy_((m @ self.bias.reshape(-1)).reshape(self.bias.shape))
+            self.phase_order = True

@@ -46,7 +46,7 @@ from teacher.mapping import MappingNetwork
 
 log = logging.getLogger(__name__)
 
-IMPORTER_VERSION = 1  # bump when the conversion changes: cached checkpoints are then re-imported
+IMPORTER_VERSION = 2  # bump when the conversion changes: cached checkpoints are then re-imported
 CACHE_ENV = "MOBILESTYLEGAN_CACHE"
 INSTALL_HINT = openvino_ir.INSTALL_HINT  # "pip install --no-deps random-face==2021.7.21.1"
 _LRELU_SLOPE = 0.2
@@ -476,10 +476,13 @@ def import_published_ir(xml_path: str | os.PathLike, mapping_xml_path: str | os.
     if unfused:
         info["demod_fit_max_abs_d_minus_1"] = _unfuse(state, G.synthesis, what)
     else:
-        G.synthesis.fuse()  # the IR is fused: no style_inv, demodulation folded into the weights
+        for conv in G.synthesis.styled_convs():  # the IR is fused: no style_inv, demodulation in the weights
+            conv.conv.fuse()
     expected = {k: tuple(v.shape) for k, v in G.synthesis.state_dict().items()}
     check_state_dict(what, state, expected)
     G.synthesis.load_state_dict(state, strict=True)
+    if not unfused:
+        G.synthesis.fuse()  # the rest of the inference form (the final inverse transform into the head)
 
     info.update({
         "source": "MobileStyleGAN FFHQ-1024 student, OpenVINO IR from random-face==2021.7.21.1 (Apache-2.0)",

@@ -16,10 +16,11 @@ from mobilestylegan.images import make_grid, save_png
 from teacher.formats.native import atomic_write
 
 
-def resolve_teacher(spec: str) -> Path:
+def resolve_source(spec: str) -> str:
+    """``embedded:tiny64`` -> the bundled tiny teacher's path; anything else unchanged."""
     if spec == EMBEDDED_TEACHER:
-        return Path(teacher.__file__).parent / "assets" / "rosinality_tiny64.pt"
-    return Path(spec)
+        return str(Path(teacher.__file__).parent / "assets" / "rosinality_tiny64.pt")
+    return spec
 
 
 def seeded_z(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
@@ -42,9 +43,11 @@ def render(G: torch.nn.Module, seeds: Sequence[int], truncation_psi: float, nois
 
 
 def sample_job(cfg: SampleConfig, out_dir: Path) -> dict:
-    """Render ``cfg.seeds`` with the teacher, write ``samples.png`` and ``summary.json`` in ``out_dir``."""
-    path = resolve_teacher(cfg.teacher)
-    G = teacher.load_generator(path, device=cfg.device)
+    """Render ``cfg.seeds`` with ``cfg.generator``, write ``samples.png`` and ``summary.json`` in ``out_dir``."""
+    from mobilestylegan.generate import load_generator_any
+
+    source = resolve_source(cfg.generator)
+    G = load_generator_any(source, cfg.device)
     t0 = time.perf_counter()
     imgs = render(G, list(cfg.seeds), cfg.truncation_psi, cfg.noise_mode, cfg.batch_size, cfg.device)
     seconds = time.perf_counter() - t0
@@ -52,7 +55,8 @@ def sample_job(cfg: SampleConfig, out_dir: Path) -> dict:
     grid_path = save_png(make_grid(imgs, cols=cfg.grid_columns), out_dir / "samples.png")
     summary = {
         "job": "sample",
-        "teacher": str(path),
+        "generator": source,
+        "kind": type(G).__name__,
         "resolution": G.img_resolution,
         "num_ws": G.num_ws,
         "seeds": list(cfg.seeds),

@@ -11,10 +11,11 @@ EMBEDDED_TEACHER = "embedded:tiny64"
 
 @dataclass
 class SampleConfig:
-    """Render a grid of teacher samples.
+    """Render a grid of samples from any generator.
 
     Args:
-        teacher: Checkpoint path (any supported format) or ``embedded:tiny64`` (the bundled tiny teacher).
+        generator: A pretrained name (``ffhq-1024``: the published MobileStyleGAN FFHQ student), a student
+            or teacher checkpoint in any supported format, or ``embedded:tiny64`` (the bundled tiny teacher).
         seeds: One image per seed (z drawn from ``torch.Generator().manual_seed(seed)``).
         truncation_psi: Truncation toward the average w (1 = none).
         noise_mode: ``const`` (stored noise), ``random`` or ``none``.
@@ -23,13 +24,13 @@ class SampleConfig:
         grid_columns: Columns of the output grid.
     """
 
-    teacher: str = EMBEDDED_TEACHER
-    seeds: list[int] = field(default_factory=lambda: list(range(16)))
+    generator: str = "ffhq-1024"
+    seeds: list[int] = field(default_factory=lambda: list(range(8)))
     truncation_psi: float = 0.7
     noise_mode: str = "const"
-    batch_size: int = 8
+    batch_size: int = 4
     device: str = "cpu"
-    grid_columns: int = 8
+    grid_columns: int = 4
 
 
 @dataclass

@@ -12,7 +12,6 @@ from torch import nn
 
 from mobilestylegan.block import MobileSynthesisBlock
 from mobilestylegan.layers import StyledConv, WaveletHead
-from mobilestylegan.wavelets import idwt
 from teacher.layers import NOISE_MODES
 
 
@@ -183,17 +182,18 @@ class MobileSynthesisNetwork(nn.Module):
             x, head = block(x, ws[:, 3 * i + 1:3 * i + 4], noise[1 + 2 * i:3 + 2 * i], head=want_head)
             if return_wavelets:
                 wavelets.append(head)
-        img = idwt(head)
+        img = self.layers[-1].to_img.to_image(head)
         return (img, wavelets) if return_wavelets else img
 
     @torch.no_grad()
     def fuse(self) -> "MobileSynthesisNetwork":
-        """Inference form: fold every demodulation into its weights and remove the auxiliary heads.
-
-        The output of ``forward`` is unchanged (to float rounding). Returns self.
+        """Inference form: fold every demodulation into its weights, fold the final inverse Haar
+        transform into the last head (the image is then a pixel shuffle of it) and remove the
+        auxiliary heads. The output of ``forward`` is unchanged (to float rounding). Returns self.
         """
         for conv in self.styled_convs():
             conv.conv.fuse()
+        self.layers[-1].to_img.fold_inverse_transform()
         self.to_img1 = None
         for block in self.layers[:-1]:
             block.to_img = None

@@ -40,11 +40,43 @@ def _unbands(b: torch.Tensor) -> torch.Tensor:
 
 
 def idwt(x: torch.Tensor) -> torch.Tensor:
-    """Inverse Haar transform: ``[N, 4C, h, w]`` -> ``[N, C, 2h, 2w]``."""
-    b = _bands(x)
-    n, c, _, h, w = b.shape
-    phases = torch.einsum("pk,nckhw->ncphw", HAAR.to(x), b)  # [N, C, 4, h, w]
-    return F.pixel_shuffle(phases.reshape(n, c * 4, h, w), 2)
+    """Inverse Haar transform: ``[N, 4C, h, w]`` -> ``[N, C, 2h, 2w]``.
+
+    With autograd on: the 4x4 band mix as one matrix product, then a pixel shuffle (FlopCounterMode
+    counts the mix: 4 MACs per output pixel). Without: on strided views, with s = LL + B2,
+    d = LL - B2, t = B0 + B1, u = B0 - B1, the four phases (s + t, d + u, d - u, s - t) / 2 are
+    written straight into place (about 2x faster on CPU).
+    """
+    if torch.is_grad_enabled():
+        b = _bands(x)
+        n, c, _, h, w = b.shape
+        phases = torch.einsum("pk,nckhw->ncphw", HAAR.to(x), b)  # [N, C, 4, h, w]
+        return F.pixel_shuffle(phases.reshape(n, c * 4, h, w), 2)
+    n, c4, h, w = x.shape
+    if c4 % 4:
+        raise ValueError(f"a wavelet tensor needs a multiple of 4 channels, got {c4}")
+    c = c4 // 4
+    ll = x[:, :c]
+    b0, b1, b2 = x[:, c:].reshape(n, c, 3, h, w).unbind(2)
+    s, d, t, u = (ll + b2) * 0.5, (ll - b2) * 0.5, (b0 + b1) * 0.5, (b0 - b1) * 0.5
+    out = x.new_empty(n, c, h, 2, w, 2)
+    torch.add(s, t, out=out[:, :, :, 0, :, 0])
+    torch.add(d, u, out=out[:, :, :, 0, :, 1])
+    torch.sub(d, u, out=out[:, :, :, 1, :, 0])
+    torch.sub(s, t, out=out[:, :, :, 1, :, 1])
+    return out.reshape(n, c, 2 * h, 2 * w)
+
+
+def haar_synthesis_rows(channels: int) -> torch.Tensor:
+    """``[4C, 4C]`` matrix taking a student-layout wavelet vector to phase order ``c*4 + (2a + b)``,
+    i.e. ``idwt(x) == pixel_shuffle(conv1x1(x, haar_synthesis_rows(C)), 2)``. Used to fold the final
+    inverse transform into the last head's weights."""
+    m = torch.zeros(4 * channels, 4 * channels)
+    for c in range(channels):
+        src = [c] + [channels + 3 * c + b for b in range(3)]  # LL, B0, B1, B2 of channel c
+        for p in range(4):
+            m[4 * c + p, src] = HAAR[p]
+    return m
 
 
 def dwt(x: torch.Tensor) -> torch.Tensor:

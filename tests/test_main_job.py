@@ -23,7 +23,7 @@ def compose_main(overrides: list[str]):
 def test_main_job_writes_grid_and_summary(tmp_path):
     from PIL import Image
 
-    train, cfg = compose_main(["sample.seeds=[0,1,2]", "sample.grid_columns=3"])
+    train, cfg = compose_main(["sample.generator=embedded:tiny64", "sample.seeds=[0,1,2]", "sample.grid_columns=3"])
     summary = train.train(cfg, tmp_path)
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["seeds"] == [0, 1, 2] and saved["resolution"] == 64 == summary["resolution"]
@@ -39,7 +39,15 @@ def test_typo_in_config_fails_at_composition():
         compose_main(["sample.truncaton_psi=0.5"])
 
 
+def test_default_config_renders_the_published_ffhq_student():
+    _, cfg = compose_main([])
+    assert cfg.sample.generator == "ffhq-1024"
+    from mobilestylegan.pretrained import PRETRAINED
+
+    assert cfg.sample.generator in PRETRAINED
+
+
 def test_negative_seed_is_a_clear_error(tmp_path):
-    train, cfg = compose_main(["sample.seeds=[-1]"])
+    train, cfg = compose_main(["sample.generator=embedded:tiny64", "sample.seeds=[-1]"])
     with pytest.raises(ValueError, match="seeds must be >= 0"):
         train.train(cfg, tmp_path)

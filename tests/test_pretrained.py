@@ -295,7 +295,9 @@ def test_unfuse_recovers_a_demodulation_vector():
     with torch.no_grad():
         for conv in net.styled_convs():
             conv.conv.style_inv.copy_(torch.randn_like(conv.conv.style_inv))
-    fused = copy.deepcopy(net).fuse()
+    fused = copy.deepcopy(net)
+    for conv in fused.styled_convs():  # what the IR holds: demodulation folded, head still in wavelets
+        conv.conv.fuse()
     state = dict(fused.state_dict())
     recovered = MobileSynthesisNetwork(cfg).eval()
     fit = pretrained._unfuse(state, recovered, "tiny student")
