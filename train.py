@@ -1,31 +1,41 @@
-"""Entry point: ``python train.py [overrides]`` (Hydra). Tests call ``train(cfg)`` directly."""
+"""Entry point: ``python train.py [experiment=NAME] [overrides]`` (Hydra). Tests call ``train(cfg)``."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from mobilestylegan.schema import MainConfig, register_configs
+from mobilestylegan.schema import register_configs
 
 register_configs()
 
 
-def train(cfg: DictConfig | MainConfig, out_dir: str | Path) -> dict:
-    """Run the main job and return its summary (written to ``out_dir/summary.json``)."""
-    from mobilestylegan.sampling import sample_job
+def train(cfg: DictConfig, out_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run a distillation; returns (summary, objects). ``summary.json`` is written to ``out_dir``."""
+    from mobilestylegan.training import run
 
-    sample_cfg = OmegaConf.to_object(cfg).sample if isinstance(cfg, DictConfig) else cfg.sample
-    return sample_job(sample_cfg, Path(out_dir))
+    return run(cfg, out_dir)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    summary = train(cfg, HydraConfig.get().runtime.output_dir)
-    print(f"wrote {summary['grid']} ({len(summary['seeds'])} samples at {summary['resolution']}px, "
-          f"{summary['seconds']} s)")
+    from mobilestylegan.training import ConfigError
+    from teacher.formats.common import CheckpointError
+
+    try:
+        summary, _ = train(cfg, HydraConfig.get().runtime.output_dir)
+    except (ConfigError, CheckpointError, FloatingPointError) as err:
+        print(f"train.py: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    gain = summary["val_psnr_last"] - summary["baseline_psnr"]
+    print(f"{summary['steps']} steps in {summary['seconds']} s; validation PSNR {summary['val_psnr_first']:.2f} -> "
+          f"{summary['val_psnr_last']:.2f} dB (mean-image baseline {summary['baseline_psnr']:.2f} dB, "
+          f"{gain:+.2f} dB); grid {summary['grid']}; student {summary['student']}")
 
 
 if __name__ == "__main__":

@@ -1,42 +1,188 @@
-"""Typed (structured) Hydra configs. A typo in YAML or on the command line fails at composition."""
+"""Typed (structured) Hydra configs for distillation. A typo in YAML or on the command line fails when
+the config is composed, not an hour into a run. Registered with Hydra's ConfigStore as ``*_schema``
+nodes that the YAML files in ``conf/`` extend; experiments are ``# @package _global_`` overrides.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
 
 EMBEDDED_TEACHER = "embedded:tiny64"
 
 
 @dataclass
-class SampleConfig:
-    """Render a grid of samples from any generator.
-
-    Args:
-        generator: A pretrained name (``ffhq-1024``: the published MobileStyleGAN FFHQ student), a student
-            or teacher checkpoint in any supported format, or ``embedded:tiny64`` (the bundled tiny teacher).
-        seeds: One image per seed (z drawn from ``torch.Generator().manual_seed(seed)``).
-        truncation_psi: Truncation toward the average w (1 = none).
-        noise_mode: ``const`` (stored noise), ``random`` or ``none``.
-        batch_size: Images rendered per forward pass.
-        device: ``cpu`` or ``cuda``.
-        grid_columns: Columns of the output grid.
+class TeacherSchema:
+    """Args:
+        source: Pretrained name (``ffhq-1024``: the published MobileStyleGAN student), any teacher checkpoint
+            (rosinality .pt, NVIDIA/TF .pkl, native, ...) or ``embedded:tiny64``.
+        discriminator: Where the discriminator starts: ``auto`` (the teacher file's D when it has one, else
+            random init), ``random``, or a checkpoint path holding a D.
     """
 
-    generator: str = "ffhq-1024"
-    seeds: list[int] = field(default_factory=lambda: list(range(8)))
-    truncation_psi: float = 0.7
-    noise_mode: str = "const"
-    batch_size: int = 4
-    device: str = "cpu"
-    grid_columns: int = 4
+    source: str = "ffhq-1024"
+    discriminator: str = "auto"
 
 
 @dataclass
-class MainConfig:
-    sample: SampleConfig = field(default_factory=SampleConfig)
+class StudentSchema:
+    """Args:
+        img_resolution: Student output resolution (<= the teacher's, power-of-two ratio).
+        channels: Feature channels at 4..img_resolution/2; None = the teacher's table scaled by ``width``.
+        width: Channel multiplier for the default table.
+        kernel_size: Depthwise kernel size.
+        trainable_demod: Learn the demodulation vectors.
+        init: Start from this student (pretrained name or checkpoint), e.g. to fine-tune ffhq-1024.
+    """
+
+    img_resolution: int = 1024
+    channels: Optional[list[int]] = None
+    width: float = 1.0
+    kernel_size: int = 3
+    trainable_demod: bool = False
+    init: Optional[str] = None
+
+
+@dataclass
+class DataSchema:
+    """Args:
+        batch_size: Triples per step (per device).
+        truncation_psi: Truncation of the training latents (1 = none).
+        style_mixing_prob: Probability of mixing two latents at a random resolution.
+        render_batch: Teacher render chunk (memory); None = the whole batch.
+        val_size: Fixed validation latents (identical across runs and resumptions).
+        val_seed: Seed of the validation latents and noise.
+        cache_size: 0 = render the teacher on the fly every step; N > 0 = pre-render N triples once and draw
+            batches from them (for CPUs, where teacher renders dominate).
+    """
+
+    batch_size: int = 8
+    truncation_psi: float = 1.0
+    style_mixing_prob: float = 0.9
+    render_batch: Optional[int] = None
+    val_size: int = 16
+    val_seed: int = 1234
+    cache_size: int = 0
+
+
+@dataclass
+class LossSchema:
+    """Weights and settings of the paper's losses (pixel 1.0, perceptual 1.0, GAN 0.1).
+
+    Args:
+        pixel / perceptual / gan: Loss weights (0 disables a term; gan 0 also skips the discriminator).
+        pixel_l1 / pixel_l2: Weights of L1 and L2 inside the pixel loss.
+        perceptual_size: VGG input size.
+        vgg_weights: torchvision's ``vgg16-397923af.pth``; None = ``$MOBILESTYLEGAN_VGG16`` or the cache path.
+        allow_random_vgg: Random VGG weights (tests only: perceptual numbers are then meaningless).
+        r1_gamma / r1_interval: Lazy R1 regularisation of the discriminator.
+        augment_p: Probability of each differentiable augmentation before the discriminator.
+    """
+
+    pixel: float = 1.0
+    perceptual: float = 1.0
+    gan: float = 0.1
+    pixel_l1: float = 1.0
+    pixel_l2: float = 1.0
+    perceptual_size: int = 256
+    vgg_weights: Optional[str] = None
+    allow_random_vgg: bool = False
+    r1_gamma: float = 10.0
+    r1_interval: int = 16
+    augment_p: float = 0.5
+
+
+@dataclass
+class AdamSchema:
+    _target_: str = "torch.optim.Adam"
+    _partial_: bool = True
+    lr: float = 5e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class OptimSchema:
+    """Args:
+        student / discriminator: Optimizer partials (``_partial_: true``), Adam(5e-4, (0.9, 0.999)) by default.
+        grad_clip: Clip the student's gradient norm to this (None = off; users needed it at 512 px).
+        ema_beta: EMA of the student weights used for validation, samples and export (0 = no EMA).
+        lr_schedule: ``constant`` or ``cosine`` (decay to ``min_lr_ratio`` of the peak over the run).
+        warmup_steps: Linear warm-up steps.
+        min_lr_ratio: Final learning rate of the cosine schedule, relative to the peak.
+    """
+
+    student: AdamSchema = field(default_factory=AdamSchema)
+    discriminator: AdamSchema = field(default_factory=AdamSchema)
+    grad_clip: Optional[float] = None
+    ema_beta: float = 0.999
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.05
+
+
+@dataclass
+class TrainerSchema:
+    """Args:
+        steps: Training iterations (each: one student step and, with a GAN loss, one discriminator step).
+        val_every / checkpoint_every: In iterations.
+        accelerator / devices / strategy / num_nodes / precision: Passed to ``lightning.Trainer``
+            (``strategy: ddp`` for multi-GPU; ``precision: bf16-mixed`` for bf16).
+        seed: Global seed (model init, data, augmentation).
+        threads: torch CPU threads (None = torch's default).
+        resume: ``auto`` (continue from ``last.ckpt`` in the output directory if present), a checkpoint path,
+            or None.
+        fast_dev_run: One step of training and validation, no checkpoints (smoke test).
+        max_minutes: Stop after this wall-clock time (None = no limit).
+        progress_bar: Show a progress bar.
+    """
+
+    steps: int = 100_000
+    val_every: int = 1000
+    checkpoint_every: int = 1000
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    seed: int = 0
+    threads: Optional[int] = None
+    resume: Optional[str] = "auto"
+    fast_dev_run: bool = False
+    max_minutes: Optional[float] = None
+    progress_bar: bool = True
+
+
+@dataclass
+class LoggerSchema:
+    """Args:
+        kind: ``csv`` (default, needs no service), ``tensorboard`` or ``wandb`` (offline unless an API key is
+            configured; never waits for a network).
+        project: Project name (wandb).
+    """
+
+    kind: str = "csv"
+    project: str = "mobilestylegan"
+
+
+@dataclass
+class DistillSchema:
+    teacher: TeacherSchema = field(default_factory=TeacherSchema)
+    student: StudentSchema = field(default_factory=StudentSchema)
+    data: DataSchema = field(default_factory=DataSchema)
+    loss: LossSchema = field(default_factory=LossSchema)
+    optim: OptimSchema = field(default_factory=OptimSchema)
+    trainer: TrainerSchema = field(default_factory=TrainerSchema)
+    logger: LoggerSchema = field(default_factory=LoggerSchema)
+    name: str = MISSING
 
 
 def register_configs() -> None:
-    ConfigStore.instance().store(name="main_schema", node=MainConfig)
+    cs = ConfigStore.instance()
+    cs.store(name="distill_schema", node=DistillSchema)
+    for group, node in [("teacher", TeacherSchema), ("student", StudentSchema), ("data", DataSchema),
+                        ("loss", LossSchema), ("optim", OptimSchema), ("trainer", TrainerSchema),
+                        ("logger", LoggerSchema)]:
+        cs.store(group=group, name=f"{group}_schema", node=node)

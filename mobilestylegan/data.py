@@ -1,0 +1,429 @@
+"""Distillation data: triples <W+, noise, teacher image pyramid>, rendered by the frozen teacher.
+
+No dataset and no worker processes: :meth:`TripleSource.sample` draws latents and noise, renders the
+teacher on the training device inside the training step and returns a :class:`Triple`. Any teacher
+that follows the generator contract works (``mapping.embed``, ``mapping.w_avg``,
+``synthesis(ws, noise=...)``, ``synthesis.make_noise``): a StyleGAN2 :class:`teacher.Generator`
+or a :class:`~mobilestylegan.generator.StudentGenerator` such as the published ``ffhq-1024``.
+
+Style mixing is defined by *resolution*, so the teacher and the student (whose W+ vectors have
+different lengths) mix the same way: every W+ entry whose layer resolution (see
+:func:`teacher_ws_resolution`, :func:`student_ws_resolution`) is >= the crossover takes w2.
+
+Randomness: every random number comes from the caller's CPU ``torch.Generator`` (then moved to the
+device), so a saved generator state reproduces the exact triples, on any device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from mobilestylegan.generator import teacher_noise_for_student
+from mobilestylegan.synthesis import MobileSynthesisNetwork, StudentConfig
+from mobilestylegan.wavelets import dwt
+from teacher.mapping import truncate
+from teacher.synthesis import SynthesisNetwork
+
+# Crossover of a sample without style mixing: above every layer resolution, so all entries take w1.
+NO_MIXING = torch.iinfo(torch.int64).max
+
+Index = torch.Tensor | slice | Sequence[int]
+
+
+def teacher_ws_resolution(i: int) -> int:
+    """Layer resolution of StyleGAN2 W+ index ``i``: ``4 * 2**((i + 1) // 2)``.
+
+    Routing (``teacher/synthesis.py``): ws[0] is the 4x4 conv; block j >= 1 (resolution 4 * 2**j)
+    uses ws[2j-1] (up-sampling conv0) and ws[2j] (conv1), and ws[2j+1] for its ToRGB, an index
+    shared with conv0 of block j+1 and therefore counted at that next resolution (ws[1]: the 4x4
+    ToRGB and the 8x8 conv0 -> 8). The last index drives only the final ToRGB; the rule gives it 2R,
+    which lies above every crossover, so it mixes like the layers at R (18 ws at 1024: 4, 8, 8, ...,
+    1024, 1024, 2048).
+    """
+    return 4 * 2 ** ((i + 1) // 2)
+
+
+def student_ws_resolution(i: int) -> int:
+    """Layer resolution of MobileStyleGAN W+ index ``i``: 4 for i = 0, else ``8 * 2**((i - 1) // 3)``.
+
+    Routing (``mobilestylegan/synthesis.py``): ws[0] is the 4x4 conv; ws[1] the 4x4 head *and*
+    block 0's up-sampler/conv1 (counted at 8, like the teacher's shared ws[1]); block i (resolution
+    8 * 2**i) uses ws[3i+1] (up-sampler + conv1), ws[3i+2] (conv2) and ws[3i+3] (its head). The last
+    index is unused and gets 2 * (the last feature resolution) (23 ws at 1024: 4, 8, 8, 8, 16, ...,
+    512, 1024).
+    """
+    return 4 if i == 0 else 8 * 2 ** ((i - 1) // 3)
+
+
+def ws_resolutions(synthesis: nn.Module, num_ws: int) -> torch.Tensor:
+    """``[num_ws]`` int64 layer resolution of every W+ entry of a StyleGAN2 or MobileStyleGAN synthesis net."""
+    if isinstance(synthesis, MobileSynthesisNetwork):
+        rule = student_ws_resolution
+    elif isinstance(synthesis, SynthesisNetwork):
+        rule = teacher_ws_resolution
+    else:
+        raise ValueError(f"unknown synthesis network {type(synthesis).__name__}: the W+ layer resolutions are "
+                         "defined for teacher.synthesis.SynthesisNetwork and MobileSynthesisNetwork")
+    return torch.tensor([rule(i) for i in range(num_ws)], dtype=torch.int64)
+
+
+def area_downsample(img: torch.Tensor, size: int) -> torch.Tensor:
+    """Box filter ``[N, C, H, H] -> [N, C, size, size]`` (H / size a power of two; identity when equal)."""
+    if img.shape[-1] == size:
+        return img
+    return F.interpolate(img, size=(size, size), mode="area")
+
+
+def image_pyramid(finest: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
+    """Each level is the finest image box-downsampled to ``sizes[i]``. Box filters of power-of-two
+    factors compose, so this equals (to float rounding) downsampling the teacher image directly."""
+    return [area_downsample(finest, s) for s in sizes]
+
+
+@dataclass
+class Triple:
+    """One batch of distillation data.
+
+    Attributes:
+        ws: ``[N, student_num_ws, w_dim]`` the student's W+.
+        noise: The student's noise maps ``[N, 1, r, r]`` (4, 8, 8, 16, 16, ...), the teacher's own.
+        images: Teacher image per student head, coarse to fine: ``[N, 3, 2r, 2r]`` for the head of
+            wavelet resolution r = 4 .. R/2; the last is at the student's output resolution R.
+        wavelets: ``dwt(images[i])``, ``[N, 12, r, r]``: the heads' targets.
+    """
+
+    ws: torch.Tensor
+    noise: list[torch.Tensor]
+    images: list[torch.Tensor]
+    wavelets: list[torch.Tensor]
+
+    def __len__(self) -> int:
+        return self.ws.shape[0]
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Triple":
+        mv = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
+        return Triple(mv(self.ws), [mv(n) for n in self.noise], [mv(i) for i in self.images],
+                      [mv(w) for w in self.wavelets])
+
+    def subset(self, idx: Index) -> "Triple":
+        """The samples ``idx`` (a slice, index list, index tensor or boolean mask)."""
+        pick = lambda t: t[_as_index(idx, t.device)]  # noqa: E731
+        return Triple(pick(self.ws), [pick(n) for n in self.noise], [pick(i) for i in self.images],
+                      [pick(w) for w in self.wavelets])
+
+
+@dataclass
+class Styles:
+    """The style decisions of a batch: sample i uses ``w1[i]`` below and ``w2[i]`` at and above the
+    resolution ``crossover[i]`` (``NO_MIXING``: w1 everywhere; w2 then equals w1).
+
+    Attributes:
+        w1: ``[N, w_dim]`` truncated w of z1.
+        w2: ``[N, w_dim]`` truncated w of z2.
+        crossover: ``[N]`` int64 crossover resolution.
+    """
+
+    w1: torch.Tensor
+    w2: torch.Tensor
+    crossover: torch.Tensor
+
+    def mix(self, layer_resolutions: torch.Tensor) -> torch.Tensor:
+        """W+ ``[N, L, w_dim]`` for a network whose entries have ``layer_resolutions`` ``[L]``."""
+        res = layer_resolutions.to(self.crossover.device)
+        take_w2 = res[None, :] >= self.crossover[:, None]  # [N, L]
+        return torch.where(take_w2[:, :, None], self.w2[:, None], self.w1[:, None])
+
+    def to(self, device: torch.device | str) -> "Styles":
+        return Styles(*(getattr(self, f.name).to(device) for f in fields(self)))
+
+    def subset(self, idx: Index) -> "Styles":
+        return Styles(*(getattr(self, f.name)[_as_index(idx, self.w1.device)] for f in fields(self)))
+
+
+def _as_index(idx: Index, device: torch.device) -> torch.Tensor | slice:
+    return idx if isinstance(idx, slice) else torch.as_tensor(idx, device=device)
+
+
+def _check_cpu_generator(generator: torch.Generator) -> None:
+    if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
+        raise ValueError("pass a CPU torch.Generator (all randomness is drawn on the CPU, then moved, so a saved "
+                         f"state reproduces the same triples on any device), got {generator!r}")
+
+
+def _describe(teacher: nn.Module) -> str:
+    return f"the teacher ({type(teacher).__name__}, {teacher.img_resolution}px, w_dim {teacher.w_dim})"
+
+
+class TripleSource:
+    """Renders distillation triples with a frozen teacher for a student architecture.
+
+    The teacher is used as given (same device as the ``device`` passed to :meth:`sample`; it is not
+    moved, frozen or put in eval mode here) and renders under ``torch.no_grad()``.
+
+    Args:
+        teacher: A generator following the contract (StyleGAN2 ``teacher.Generator`` or a
+            ``StudentGenerator``), at least as large as the student.
+        student_cfg: The student's architecture (its ``w_dim`` must be the teacher's).
+        truncation_psi: Truncation of every w toward the teacher's ``mapping.w_avg`` (1 = none).
+        style_mixing_prob: Probability that a sample mixes two styles.
+        render_batch: Largest batch the teacher renders at once (None: the whole batch).
+    """
+
+    def __init__(self, teacher: nn.Module, student_cfg: StudentConfig, truncation_psi: float = 1.0,
+                 style_mixing_prob: float = 0.9, render_batch: int | None = None) -> None:
+        if not isinstance(student_cfg, StudentConfig):
+            raise ValueError(f"student_cfg must be a StudentConfig, got {type(student_cfg).__name__}")
+        if not 0.0 <= style_mixing_prob <= 1.0:
+            raise ValueError(f"style_mixing_prob must be in [0, 1], got {style_mixing_prob}")
+        if render_batch is not None and render_batch < 1:
+            raise ValueError(f"render_batch must be None or >= 1, got {render_batch}")
+        self.teacher, self.student_cfg = teacher, student_cfg
+        self.truncation_psi, self.style_mixing_prob, self.render_batch = truncation_psi, style_mixing_prob, render_batch
+        # The student's layout (noise shapes, W+ length) without allocating weights.
+        with torch.device("meta"):
+            self._layout = MobileSynthesisNetwork(student_cfg)
+        self._validate()
+        self.head_resolutions = list(student_cfg.feature_resolutions)  # wavelet resolution r of each head
+        self.image_resolutions = [2 * r for r in self.head_resolutions]  # 8 .. R
+        self.crossovers = self.head_resolutions[1:]  # feature resolutions above 4
+        self.teacher_resolutions = ws_resolutions(teacher.synthesis, teacher.num_ws)
+        self.student_resolutions = ws_resolutions(self._layout, student_cfg.num_ws)
+        self._fixed: dict[tuple[int, int], Triple] = {}
+
+    def _validate(self) -> None:
+        t, s = self.teacher, self.student_cfg
+        who = _describe(t)
+        if t.w_dim != s.w_dim:
+            raise ValueError(f"{who} and the student (w_dim {s.w_dim}) disagree on w_dim: the student takes the "
+                             f"teacher's w; build it with StudentConfig(w_dim={t.w_dim}, ...)")
+        rt, rs = t.img_resolution, s.img_resolution
+        if rs > rt:
+            raise ValueError(f"a {rs}-px student cannot learn from a {rt}-px teacher ({who}): use a student with "
+                             f"img_resolution <= {rt}")
+        ratio = rt // rs
+        if rt % rs or ratio & (ratio - 1):
+            raise ValueError(f"{who} and the {rs}-px student: the resolution ratio must be a power of two (the "
+                             f"pyramid is a box downsample); use a student at {rt} / 2**k px")
+        probe = [torch.empty(shape, device="meta") for shape in t.synthesis.noise_shapes]
+        try:
+            teacher_noise_for_student(probe, self._layout)
+        except ValueError as e:
+            raise ValueError(f"{who} cannot supply the {rs}-px student's noise ({e}); the student's noise layers "
+                             "(4, 8, 8, 16, 16, ...) must be a prefix of the teacher's") from e
+
+    def to(self, device: torch.device | str) -> "TripleSource":
+        """Move the teacher (the source's only network) to ``device``; returns self. Cached
+        validation sets stay where they were rendered (:meth:`fixed_set` moves what it returns)."""
+        self.teacher.to(device)
+        return self
+
+    # -- drawing -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def embed(self, z: torch.Tensor) -> torch.Tensor:
+        """z ``[N, z_dim]`` -> truncated w ``[N, w_dim]`` with the teacher's mapping."""
+        mapping = self.teacher.mapping
+        return truncate(mapping.embed(z), mapping.w_avg, self.truncation_psi)
+
+    def draw(self, batch_size: int, generator: torch.Generator, device: torch.device | str
+             ) -> tuple[Styles, list[torch.Tensor]]:
+        """Styles (with mixing) and the teacher's full noise list for one batch, all from ``generator``.
+
+        Draw order: z1 ``[N, z_dim]``, z2, the mixing coin ``[N]``, the crossover index ``[N]``, then
+        the teacher's ``make_noise``. z2 is drawn even without mixing, so the stream does not depend
+        on the coins.
+        """
+        _check_cpu_generator(generator)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        z_dim = self.teacher.mapping.z_dim
+        z1 = torch.randn([batch_size, z_dim], generator=generator)
+        z2 = torch.randn([batch_size, z_dim], generator=generator)
+        mixed = torch.rand([batch_size], generator=generator) < self.style_mixing_prob
+        pick = torch.randint(0, len(self.crossovers), [batch_size], generator=generator)
+        noise = self.teacher.synthesis.make_noise(batch_size, "random", device="cpu", generator=generator)
+        crossover = torch.where(mixed, torch.tensor(self.crossovers)[pick], torch.full_like(pick, NO_MIXING))
+        mixed = mixed.to(device)
+        w1 = self.embed(z1.to(device))
+        w2 = torch.where(mixed[:, None], self.embed(z2.to(device)), w1) if bool(mixed.any()) else w1
+        return Styles(w1, w2, crossover.to(device)), [n.to(device) for n in noise]
+
+    def _seeded_chunks(self, n: int, seed: int, chunk: int) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
+        """z and teacher noise for ``n`` samples drawn one after the other from ``seed`` (so sample i
+        does not depend on ``n`` or ``chunk``), yielded ``chunk`` samples at a time on the CPU."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        g = torch.Generator().manual_seed(int(seed))
+        z_dim = self.teacher.mapping.z_dim
+        for start in range(0, n, chunk):
+            zs, maps = [], []
+            for _ in range(min(chunk, n - start)):
+                zs.append(torch.randn([1, z_dim], generator=g))
+                maps.append(self.teacher.synthesis.make_noise(1, "random", device="cpu", generator=g))
+            yield torch.cat(zs), [torch.cat(m) for m in zip(*maps)]
+
+    # -- rendering -----------------------------------------------------------------------------------
+    def teacher_ws(self, styles: Styles) -> torch.Tensor:
+        """The teacher's W+ ``[N, teacher_num_ws, w_dim]``."""
+        return styles.mix(self.teacher_resolutions)
+
+    def student_ws(self, styles: Styles) -> torch.Tensor:
+        """The student's W+ ``[N, student_num_ws, w_dim]``."""
+        return styles.mix(self.student_resolutions)
+
+    def student_noise(self, teacher_noise: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The teacher's maps for the student's layers."""
+        return list(teacher_noise_for_student(teacher_noise, self._layout))
+
+    @torch.no_grad()
+    def render_finest(self, ws: torch.Tensor, noise: list[torch.Tensor]) -> torch.Tensor:
+        """Teacher render of W+ ``ws`` with its ``noise``, box-downsampled to the student's resolution:
+        ``[N, 3, R, R]``, in chunks of ``render_batch`` (each chunk's full-size image is dropped at once)."""
+        step = self.render_batch or ws.shape[0]
+        out = []
+        for i in range(0, ws.shape[0], step):
+            img = self.teacher.synthesis(ws[i:i + step], noise=[m[i:i + step] for m in noise])
+            out.append(area_downsample(img.float(), self.student_cfg.img_resolution))
+        return torch.cat(out)
+
+    def assemble(self, styles: Styles, student_noise: list[torch.Tensor], finest: torch.Tensor) -> Triple:
+        """A :class:`Triple` from styles, the student's noise and the image at the student's resolution."""
+        images = image_pyramid(finest, self.image_resolutions)
+        return Triple(self.student_ws(styles), list(student_noise), images, [dwt(im) for im in images])
+
+    def render(self, styles: Styles, teacher_noise: list[torch.Tensor]) -> Triple:
+        finest = self.render_finest(self.teacher_ws(styles), teacher_noise)
+        return self.assemble(styles, self.student_noise(teacher_noise), finest)
+
+    def sample(self, batch_size: int, generator: torch.Generator, device: torch.device | str) -> Triple:
+        """A fresh batch with style mixing and random noise, every random number from ``generator``."""
+        return self.render(*self.draw(batch_size, generator, device))
+
+    # -- evaluation ----------------------------------------------------------------------------------
+    def fixed_set(self, n: int, seed: int, device: torch.device | str) -> Triple:
+        """A deterministic validation set: no style mixing, z and noise seeded per sample (the first k
+        samples of ``fixed_set(n, s)`` are ``fixed_set(k, s)``), this source's truncation. The same in
+        every run and process; rendered once per ``(n, seed)`` and cached on this object."""
+        key = (int(n), int(seed))
+        if key not in self._fixed:
+            parts = []
+            for z, noise in self._seeded_chunks(n, seed, self.render_batch or n):
+                w = self.embed(z.to(device))
+                styles = Styles(w, w, torch.full([len(w)], NO_MIXING, device=w.device))
+                parts.append(self.render(styles, [m.to(device) for m in noise]))
+            self._fixed[key] = _cat_triples(parts)
+        return self._fixed[key].to(device)
+
+    @torch.no_grad()
+    def mean_image(self, n: int, seed: int, device: torch.device | str) -> torch.Tensor:
+        """The teacher's mean image ``[1, 3, R, R]`` at the student's resolution over ``n`` seeded
+        samples drawn like :meth:`fixed_set` (no mixing, this source's truncation), accumulated in
+        float64 chunk by chunk. Predicting it for every w is the trivial baseline a student's PSNR is
+        compared with; use a seed other than the validation set's."""
+        total = None
+        for z, noise in self._seeded_chunks(n, seed, self.render_batch or min(n, 64)):
+            w = self.embed(z.to(device))
+            ws = Styles(w, w, torch.full([len(w)], NO_MIXING, device=w.device)).mix(self.teacher_resolutions)
+            s = self.render_finest(ws, [m.to(device) for m in noise]).double().sum(0, keepdim=True)
+            total = s if total is None else total + s
+        return (total / n).float()
+
+
+def _cat_triples(parts: list[Triple]) -> Triple:
+    if len(parts) == 1:
+        return parts[0]
+    cat = lambda name: [torch.cat(ts) for ts in zip(*(getattr(p, name) for p in parts))]  # noqa: E731
+    return Triple(torch.cat([p.ws for p in parts]), cat("noise"), cat("images"), cat("wavelets"))
+
+
+class CachedTripleSource:
+    """A fixed pool of pre-rendered triples to train from when teacher renders are too slow for
+    on-the-fly data (the CPU demo: one teacher render costs many student steps).
+
+    ``size`` triples are drawn like :meth:`TripleSource.sample` (style mixing included) from a
+    generator seeded with ``seed``, rendered ``chunk`` at a time, and kept compactly on ``device``:
+    w1, w2 and the crossover (the student's W+ is rebuilt from them), the student's noise maps, and
+    only the finest teacher image (at the student's resolution) in ``storage_dtype``.
+    :meth:`sample` then draws a random subset without replacement and rebuilds the pyramid by area
+    downsampling, returning the same :class:`Triple` as the live source.
+
+    Storage: float16 keeps every pixel within a relative 2**-11 (<= 4.9e-4 absolute for images in
+    [-1, 1], StyleGAN's range); downsampled levels only average those errors. With
+    ``storage_dtype=torch.float32`` the triples are bit-identical to the live source's. About
+    ``size * 6 * R * R`` bytes of images in float16 (4096 at 128 px: 400 MB) plus the noise maps
+    (float32, about ``size * 8 * R * R * 2 / 3`` bytes).
+
+    Args:
+        source: The live source (teacher, student architecture, truncation, mixing).
+        size: Number of triples in the pool.
+        seed: Seed of the pool (the pool also depends on ``chunk``).
+        device: Where the teacher renders and the pool is kept.
+        chunk: Teacher batch while filling the pool.
+        progress: Show a progress bar while rendering.
+        storage_dtype: dtype of the stored images (float16 or float32).
+    """
+
+    def __init__(self, source: TripleSource, size: int, seed: int, device: torch.device | str, chunk: int = 8,
+                 progress: bool = True, storage_dtype: torch.dtype = torch.float16) -> None:
+        if size < 1 or chunk < 1:
+            raise ValueError(f"size and chunk must be >= 1, got size={size}, chunk={chunk}")
+        if storage_dtype not in (torch.float16, torch.float32):
+            raise ValueError(f"storage_dtype must be torch.float16 or torch.float32, got {storage_dtype}")
+        self.source, self.size, self.seed, self.storage_dtype = source, size, seed, storage_dtype
+        g = torch.Generator().manual_seed(int(seed))
+        styles, noise, images = [], [], []
+        with tqdm(total=size, desc="rendering teacher cache", unit="img", disable=not progress) as bar:
+            for start in range(0, size, chunk):
+                s, teacher_noise = source.draw(min(chunk, size - start), g, device)
+                images.append(source.render_finest(source.teacher_ws(s), teacher_noise).to(storage_dtype))
+                styles.append(s)
+                noise.append(source.student_noise(teacher_noise))
+                bar.update(len(s.w1))
+        self.styles = Styles(*(torch.cat([getattr(s, f.name) for s in styles]) for f in fields(Styles)))
+        self.noise = [torch.cat(maps) for maps in zip(*noise)]
+        self.images = torch.cat(images)  # [size, 3, R, R]
+
+    def __len__(self) -> int:
+        return self.size
+
+    @property
+    def student_cfg(self) -> StudentConfig:
+        return self.source.student_cfg
+
+    def to(self, device: torch.device | str) -> "CachedTripleSource":
+        """Move the teacher and the pool to ``device``; returns self."""
+        self.source.to(device)
+        self.styles = self.styles.to(device)
+        self.noise = [m.to(device) for m in self.noise]
+        self.images = self.images.to(device)
+        return self
+
+    def get(self, idx: Index, device: torch.device | str) -> Triple:
+        """The pooled triples ``idx`` on ``device``."""
+        pick = _as_index(idx, self.images.device)
+        finest = self.images[pick].to(device, torch.float32)
+        return self.source.assemble(self.styles.subset(pick).to(device), [m[pick].to(device) for m in self.noise],
+                                    finest)
+
+    def sample(self, batch_size: int, generator: torch.Generator, device: torch.device | str) -> Triple:
+        """``batch_size`` distinct pooled triples chosen with ``generator``."""
+        _check_cpu_generator(generator)
+        if not 1 <= batch_size <= self.size:
+            raise ValueError(f"batch_size must be in [1, {self.size}] (the pool size), got {batch_size}")
+        return self.get(torch.randperm(self.size, generator=generator)[:batch_size], device)
+
+    def fixed_set(self, n: int, seed: int, device: torch.device | str) -> Triple:
+        """The live source's validation set (held-out w's, rendered, never from the pool)."""
+        return self.source.fixed_set(n, seed, device)
+
+    def mean_image(self, n: int, seed: int, device: torch.device | str) -> torch.Tensor:
+        return self.source.mean_image(n, seed, device)
+
+
+__all__ = ["NO_MIXING", "Triple", "Styles", "TripleSource", "CachedTripleSource", "teacher_ws_resolution",
+           "student_ws_resolution", "ws_resolutions", "area_downsample", "image_pyramid"]

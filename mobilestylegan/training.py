@@ -1,0 +1,257 @@
+"""Building a distillation run from a composed config: networks, data, losses, trainer, summary.
+
+``run(cfg, out_dir)`` is what ``train.py`` calls; every object is made here and injected into the
+LightningModule, which only knows about steps, losses and optimizers.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf
+
+import teacher
+from mobilestylegan.checkpoint import save_student
+from mobilestylegan.data import CachedTripleSource, TripleSource
+from mobilestylegan.distill import DistillationModule, LossWeights
+from mobilestylegan.generator import StudentGenerator
+from mobilestylegan.synthesis import StudentConfig
+from teacher.formats.common import CheckpointError
+from teacher.formats.native import atomic_write
+
+STYLEGAN2_FFHQ_HINT = ("the official StyleGAN2 FFHQ config-f pickle is stylegan2-ffhq-config-f.pkl from NVIDIA's "
+                       "StyleGAN2 release (any format the loaders read works: TF .pkl, ada-pytorch .pkl, "
+                       "rosinality .pt); set teacher.source to its path")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot work; the message names the key and the fix."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O that writes to a temporary file and renames: a crash never leaves a
+    half-written checkpoint (and never damages the previous one)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+
+
+def load_teacher(source: str, device: str = "cpu") -> torch.nn.Module:
+    from mobilestylegan.generate import UsageError, load_generator_any
+    from mobilestylegan.sampling import resolve_source
+
+    resolved = resolve_source(source)
+    try:
+        return load_generator_any(resolved, device)
+    except UsageError as err:
+        hint = f"; {STYLEGAN2_FFHQ_HINT}" if "stylegan2" in source.lower() else ""
+        raise ConfigError(f"teacher.source: {err}{hint}") from None
+
+
+def build_student(cfg: DictConfig, teacher_G: torch.nn.Module) -> StudentGenerator:
+    s = cfg.student
+    if s.init is not None:
+        from mobilestylegan.formats import load_any_student
+
+        G = load_any_student(s.init)
+        if G.synthesis.fused or G.synthesis.to_img1 is None:
+            raise ConfigError(f"student.init: {s.init} is a fused (inference) student without auxiliary heads; "
+                              "training needs an unfused one with heads")
+        G.synthesis.requires_grad_(True)
+        return G.train()
+    try:
+        if s.channels is not None:
+            scfg = StudentConfig(img_resolution=s.img_resolution, w_dim=teacher_G.w_dim, channels=tuple(s.channels),
+                                 kernel_size=s.kernel_size, trainable_demod=s.trainable_demod)
+        else:
+            scfg = StudentConfig.for_resolution(s.img_resolution, width=s.width, w_dim=teacher_G.w_dim,
+                                                kernel_size=s.kernel_size, trainable_demod=s.trainable_demod)
+    except ValueError as err:
+        raise ConfigError(f"student: {err}") from None
+    m = teacher_G.mapping
+    mapping = teacher.MappingNetwork(m.z_dim, m.w_dim, m.num_layers, m.fc0.bias_gain)
+    mapping.load_state_dict(m.state_dict())
+    return StudentGenerator(scfg, mapping)
+
+
+def build_discriminator(cfg: DictConfig, student: StudentGenerator) -> teacher.Discriminator | None:
+    if cfg.loss.gan <= 0:
+        return None
+    res = student.img_resolution
+    choice = cfg.teacher.discriminator
+    if choice not in ("auto", "random"):
+        D = teacher.load_discriminator(choice)
+        if D.img_resolution != res:
+            raise ConfigError(f"teacher.discriminator: {choice} judges {D.img_resolution}px images, the student "
+                              f"renders {res}px")
+        return D.train().requires_grad_(True)
+    if choice == "auto" and cfg.teacher.source not in ("ffhq-1024",) and Path(cfg.teacher.source).is_file():
+        ck = teacher.read_checkpoint(cfg.teacher.source)
+        if ck.d_config is not None and ck.d_config.img_resolution == res:
+            D = teacher.Discriminator(ck.d_config)
+            D.load_state_dict(ck.d_state, strict=True)
+            return D
+    # Fresh D sized like the student: its channels at r are the student's at min(r, R/2).
+    ch = dict(zip(student.cfg.feature_resolutions, student.cfg.channels))
+    channels = {r: ch[min(r, res // 2)] for r in [4 * 2**i for i in range(res.bit_length() - 2)]}
+    return teacher.Discriminator(teacher.DiscriminatorConfig(img_resolution=res, channels=channels))
+
+
+def build_logger(cfg: DictConfig, out_dir: Path):
+    from lightning.pytorch import loggers
+
+    kind = cfg.logger.kind
+    if kind == "csv":
+        return loggers.CSVLogger(save_dir=str(out_dir), name="logs")
+    if kind == "tensorboard":
+        try:
+            return loggers.TensorBoardLogger(save_dir=str(out_dir), name="logs")
+        except ModuleNotFoundError as err:
+            raise ConfigError("logger.kind=tensorboard needs the tensorboard package: pip install tensorboard") from err
+    if kind == "wandb":
+        try:
+            import wandb  # noqa: F401
+        except ModuleNotFoundError as err:
+            raise ConfigError('logger.kind=wandb needs wandb: pip install -e ".[wandb]"') from err
+        offline = not os.environ.get("WANDB_API_KEY")
+        return loggers.WandbLogger(project=cfg.logger.project, save_dir=str(out_dir), offline=offline)
+    raise ConfigError(f"logger.kind must be csv, tensorboard or wandb, got {kind!r}")
+
+
+def build_module(cfg: DictConfig, out_dir: Path) -> tuple[DistillationModule, dict[str, Any]]:
+    device = "cpu"
+    teacher_G = load_teacher(cfg.teacher.source, device)
+    student = build_student(cfg, teacher_G)
+    try:
+        source: TripleSource = TripleSource(teacher_G, student.cfg, truncation_psi=cfg.data.truncation_psi,
+                                            style_mixing_prob=cfg.data.style_mixing_prob,
+                                            render_batch=cfg.data.render_batch)
+    except ValueError as err:
+        raise ConfigError(f"student/teacher: {err}") from None
+    if cfg.data.cache_size > 0:
+        source = CachedTripleSource(source, size=cfg.data.cache_size, seed=cfg.trainer.seed + 1, device=device)
+    perceptual = augment = None
+    if cfg.loss.perceptual > 0:
+        from mobilestylegan.losses import PerceptualLoss
+        from mobilestylegan.vgg import load_vgg16
+
+        vgg = load_vgg16(cfg.loss.vgg_weights, allow_random_weights=cfg.loss.allow_random_vgg)
+        perceptual = PerceptualLoss(vgg, size=cfg.loss.perceptual_size)
+    D = build_discriminator(cfg, student)
+    if D is not None:
+        from mobilestylegan.losses import DiffAugment
+
+        augment = DiffAugment(p=cfg.loss.augment_p)
+    weights = LossWeights(pixel=cfg.loss.pixel, perceptual=cfg.loss.perceptual, gan=cfg.loss.gan,
+                          pixel_l1=cfg.loss.pixel_l1, pixel_l2=cfg.loss.pixel_l2, r1_gamma=cfg.loss.r1_gamma,
+                          r1_interval=cfg.loss.r1_interval)
+    module = DistillationModule(
+        student, source, D,
+        student_optimizer=hydra.utils.instantiate(cfg.optim.student),
+        discriminator_optimizer=hydra.utils.instantiate(cfg.optim.discriminator) if D is not None else None,
+        weights=weights, perceptual=perceptual, augment=augment, batch_size=cfg.data.batch_size,
+        val_size=cfg.data.val_size, val_seed=cfg.data.val_seed, data_seed=cfg.trainer.seed,
+        ema_beta=cfg.optim.ema_beta, grad_clip=cfg.optim.grad_clip, lr_schedule=cfg.optim.lr_schedule,
+        warmup_steps=cfg.optim.warmup_steps, total_steps=cfg.trainer.steps, min_lr_ratio=cfg.optim.min_lr_ratio,
+        out_dir=out_dir)
+    return module, {"teacher": teacher_G, "student": student, "discriminator": D, "source": source}
+
+
+def run(cfg: DictConfig, out_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Distil as configured; write checkpoints, the EMA student, grids and ``summary.json`` in ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    tc = cfg.trainer
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    L.seed_everything(tc.seed, workers=True, verbose=False)
+    module, objects = build_module(cfg, out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    n_opt = module.n_optimizers
+    callbacks = []
+    if not tc.fast_dev_run:
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/psnr", mode="max",
+                                         save_top_k=1, save_last=True, every_n_train_steps=tc.checkpoint_every * n_opt))
+    from lightning.pytorch.utilities import disable_possible_user_warnings
+
+    disable_possible_user_warnings()
+    trainer = L.Trainer(
+        max_steps=tc.steps * n_opt, max_epochs=-1, accelerator=tc.accelerator, devices=tc.devices,
+        strategy=tc.strategy, num_nodes=tc.num_nodes, precision=tc.precision,
+        logger=build_logger(cfg, out_dir) if not tc.fast_dev_run else False, callbacks=callbacks,
+        val_check_interval=tc.val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+        limit_val_batches=1, fast_dev_run=tc.fast_dev_run, enable_progress_bar=tc.progress_bar,
+        enable_model_summary=False, plugins=[AtomicCheckpointIO()], log_every_n_steps=10,
+        max_time=datetime.timedelta(minutes=tc.max_minutes) if tc.max_minutes else None,
+        default_root_dir=str(out_dir))
+    ckpt_path = None
+    if tc.resume == "auto":
+        last = ckpt_dir / "last.ckpt"
+        ckpt_path = str(last) if last.is_file() else None
+    elif tc.resume:
+        if not Path(tc.resume).is_file():
+            raise ConfigError(f"trainer.resume: {tc.resume} does not exist")
+        ckpt_path = tc.resume
+    trainer.fit(module, train_dataloaders=_steps_loader(), val_dataloaders=_steps_loader(1), ckpt_path=ckpt_path)
+    if not tc.fast_dev_run:
+        trainer.save_checkpoint(ckpt_dir / "last.ckpt")
+    # One last validation if the run ended between validations (e.g. on max_minutes).
+    if not module.val_history or module.val_history[-1]["iteration"] != module.iteration:
+        module._validate(record=True)
+    student_out = out_dir / "student.pt"
+    G = module.student_ema if module.student_ema is not None else module.student
+    save_student(student_out, G.cpu(), info={"source": "distillation", "teacher": cfg.teacher.source,
+                                              "iterations": module.iteration, "config": cfg.name})
+    best = callbacks[0].best_model_path if callbacks else ""
+    summary = {
+        "name": cfg.name,
+        "steps": module.iteration,
+        "val_psnr_first": module.val_history[0]["val/psnr"],
+        "val_psnr_last": module.val_history[-1]["val/psnr"],
+        "baseline_psnr": module.baseline_psnr,
+        "final_losses": module.last_losses,
+        "best_checkpoint": best,
+        "last_checkpoint": str(ckpt_dir / "last.ckpt") if not tc.fast_dev_run else "",
+        "student": str(student_out),
+        "val_history": module.val_history,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "grid": str(out_dir / "val" / "latest.png"),
+    }
+    atomic_write(out_dir / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    return summary, {**objects, "module": module, "trainer": trainer}
+
+
+def _steps_loader(n: int | None = None):
+    """Triples are made inside the step; the loader only counts steps (endless, or ``n`` items)."""
+    from torch.utils.data import DataLoader, IterableDataset
+
+    class _Steps(IterableDataset):
+        def __iter__(self):
+            i = 0
+            while n is None or i < n:
+                yield i
+                i += 1
+
+    # A private generator: a DataLoader iterator otherwise draws its base seed from the global RNG, which
+    # the augmentation also uses, and a resumed run re-creates its iterators (exact resume breaks).
+    return DataLoader(_Steps(), batch_size=None, generator=torch.Generator().manual_seed(0))
+
+
+def config_to_dict(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+__all__ = ["AtomicCheckpointIO", "CheckpointError", "ConfigError", "run"]

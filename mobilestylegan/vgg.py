@@ -1,0 +1,171 @@
+"""VGG16 feature extractor (relu1_2, relu2_2, relu3_3, relu4_3) for the perceptual loss, in plain torch.
+
+The layers mirror the first 23 modules of torchvision's ``vgg16().features`` so that torchvision's
+ImageNet file ``vgg16-397923af.pth`` loads key for key (``features.{i}.weight|bias``, conv layers at
+i = 0, 2, 5, 7, 10, 12, 14, 17, 19, 21). torchvision itself is not needed (and not installable on the
+CPU machines here). Conv5 and the classifier are never run, so their tensors in the file are skipped.
+
+Weights are never downloaded: get the file once with
+``curl -L -o ~/.cache/mobilestylegan/weights/vgg16-397923af.pth https://download.pytorch.org/models/vgg16-397923af.pth``
+and point ``loss.vgg_weights`` (or ``$MOBILESTYLEGAN_VGG16``) at it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from teacher.formats.common import CheckpointError, check_state_dict
+
+__all__ = [
+    "FEATURE_CHANNELS", "FEATURE_LAYERS", "FEATURE_NAMES", "VGG16Features", "VGG16_CONFIG_KEY", "VGG16_ENV",
+    "VGG16_SHA256_PREFIX", "VGG16_URL", "VGGWeightsNotFoundError", "default_vgg16_path", "load_vgg16",
+]
+
+VGG16_FILENAME = "vgg16-397923af.pth"
+VGG16_URL = f"https://download.pytorch.org/models/{VGG16_FILENAME}"
+# torchvision's convention: the file name carries the first 8 hex digits of the file's sha256 and
+# torch.hub checks that prefix after downloading. We check the same prefix on every load.
+VGG16_SHA256_PREFIX = "397923af"
+VGG16_ENV = "MOBILESTYLEGAN_VGG16"
+VGG16_CONFIG_KEY = "loss.vgg_weights"
+_CACHE_ENV = "MOBILESTYLEGAN_CACHE"  # shared with mobilestylegan.pretrained
+
+# torchvision's vgg16 "D" configuration up to relu4_3: channels per conv, "M" = 2x2 max pool.
+_LAYOUT: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512)
+# Indices in ``features`` of the ReLUs whose outputs we return (relu1_2, relu2_2, relu3_3, relu4_3).
+FEATURE_LAYERS = (3, 8, 15, 22)
+FEATURE_NAMES = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+FEATURE_CHANNELS = (64, 128, 256, 512)
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class VGGWeightsNotFoundError(FileNotFoundError):
+    """The VGG16 ImageNet weights file is not where the configuration says."""
+
+
+class VGG16Features(nn.Module):
+    """Images ``[N, 3, H, W]`` in [-1, 1] -> (relu1_2, relu2_2, relu3_3, relu4_3) feature maps.
+
+    Output shapes: ``[N, 64, H, W]``, ``[N, 128, H/2, W/2]``, ``[N, 256, H/4, W/4]``, ``[N, 512, H/8, W/8]``.
+    The input is mapped to [0, 1] and normalised with the ImageNet mean / std (what torchvision's
+    weights expect) inside ``forward``. Build it with :func:`load_vgg16`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 3
+        for item in _LAYOUT:
+            if item == "M":
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            else:
+                layers += [nn.Conv2d(c_in, int(item), kernel_size=3, padding=1), nn.ReLU()]
+                c_in = int(item)
+        self.features = nn.Sequential(*layers)  # indices 0..22, as torchvision's
+        assert len(self.features) == FEATURE_LAYERS[-1] + 1
+        # Not persistent: the state dict holds exactly torchvision's keys.
+        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.random_weights = False
+
+    def forward(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        if img.ndim != 4 or img.shape[1] != 3:
+            raise ValueError(f"VGG16Features expects images [N, 3, H, W], got {tuple(img.shape)}")
+        x = ((img + 1) * 0.5 - self.mean) / self.std  # [-1, 1] -> [0, 1] -> ImageNet-normalised
+        outs = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in FEATURE_LAYERS:
+                outs.append(x)
+        return tuple(outs)  # type: ignore[return-value]
+
+
+def default_vgg16_path() -> Path:
+    """``$MOBILESTYLEGAN_VGG16``, else ``$MOBILESTYLEGAN_CACHE/weights/vgg16-397923af.pth``, else
+    ``~/.cache/mobilestylegan/weights/vgg16-397923af.pth`` (whether or not the file exists)."""
+    env = os.environ.get(VGG16_ENV)
+    if env:
+        return Path(env).expanduser()
+    root = os.environ.get(_CACHE_ENV) or Path.home() / ".cache" / "mobilestylegan"
+    return Path(root).expanduser() / "weights" / VGG16_FILENAME
+
+
+def _how_to_get(path: Path) -> str:
+    return (f"download torchvision's ImageNet VGG16 from {VGG16_URL} (sha256 starts with {VGG16_SHA256_PREFIX}) "
+            f"to {path}, or set {VGG16_CONFIG_KEY}=/path/to/{VGG16_FILENAME} (or ${VGG16_ENV})")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _random_init(model: VGG16Features, seed: int = 0) -> None:
+    """He-normal weights (fan-in, so activations keep their scale layer to layer) and small biases."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.features:
+            if isinstance(m, nn.Conv2d):
+                fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.01)
+
+
+def load_vgg16(path: str | os.PathLike | None, allow_random_weights: bool = False) -> VGG16Features:
+    """Build :class:`VGG16Features` in eval mode with gradients off (gradients still flow to its input).
+
+    Args:
+        path: torchvision's ``vgg16-397923af.pth`` (a plain state dict with ``features.*`` and
+            ``classifier.*``). Only ``features.0`` .. ``features.21`` are used; conv5 (``features.24/26/28``)
+            and ``classifier.*`` are ignored on purpose. The file's sha256 must start with ``397923af``
+            (torchvision's check), then every kept key and shape must match. None: random weights if
+            ``allow_random_weights``, else the default location :func:`default_vgg16_path` (which must exist).
+        allow_random_weights: With ``path=None``, return seeded random weights (tests only: perceptual
+            numbers are then meaningless) and set ``.random_weights = True``. A given ``path`` is always
+            loaded, and one that does not exist is an error (no silent fallback to random weights).
+
+    Raises:
+        VGGWeightsNotFoundError: The file (given, or the default for ``path=None``) does not exist; the
+            message names the path, the download URL, the hash prefix and the config key.
+        CheckpointError: Wrong hash, or missing / mis-shaped / unexpected ``features`` keys.
+    """
+    model = VGG16Features()
+    if path is None and allow_random_weights:
+        _random_init(model)
+        model.random_weights = True
+        return model.eval().requires_grad_(False)
+    if path is None:
+        path = default_vgg16_path()
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise VGGWeightsNotFoundError(f"VGG16 weights not found at {path}: {_how_to_get(path)}")
+    digest = _sha256(path)
+    if not digest.startswith(VGG16_SHA256_PREFIX):
+        raise CheckpointError(f"{path} is not torchvision's {VGG16_FILENAME}: its sha256 is {digest}, expected one "
+                              f"starting with {VGG16_SHA256_PREFIX} (re-download it from {VGG16_URL})")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, expected a state dict")
+    # Keep features.0 .. features.22 (relu4_3 and before); conv5 and the classifier are not used.
+    kept = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] == "features" and len(parts) == 3 and parts[1].isdigit() and int(parts[1]) > FEATURE_LAYERS[-1]:
+            continue
+        if parts[0] == "classifier":
+            continue
+        kept[key] = value
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    check_state_dict(f"VGG16 features in {path}", kept, expected)
+    model.load_state_dict(kept, strict=True)
+    return model.eval().requires_grad_(False)

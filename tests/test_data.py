@@ -1,0 +1,281 @@
+"""Distillation triples: layer-resolution rules, shapes, pyramid, determinism, style mixing,
+truncation, validation set, validation errors, a student as teacher, the pre-rendered cache."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import teacher
+from mobilestylegan.data import (NO_MIXING, CachedTripleSource, Triple, TripleSource, student_ws_resolution,
+                                 teacher_ws_resolution, ws_resolutions)
+from mobilestylegan.generator import StudentGenerator
+from mobilestylegan.synthesis import MobileSynthesisNetwork, StudentConfig
+from mobilestylegan.wavelets import dwt
+from teacher.mapping import MappingNetwork
+from teacher.synthesis import SynthesisNetwork
+from tests.helpers import randomize
+
+W = 16
+
+
+@pytest.fixture(scope="module")
+def G() -> teacher.Generator:
+    cfg = teacher.GeneratorConfig(z_dim=W, w_dim=W, img_resolution=64, channels={4: 16, 8: 16, 16: 8, 32: 8, 64: 8},
+                                  mapping_layers=2)
+    return randomize(teacher.Generator(cfg), seed=3).eval()
+
+
+@pytest.fixture(scope="module")
+def student_teacher() -> StudentGenerator:
+    mapping = randomize(MappingNetwork(W, W, 2), seed=4)
+    G = StudentGenerator(StudentConfig(img_resolution=64, w_dim=W, channels=(16, 16, 16, 8)), mapping)
+    randomize(G.synthesis, seed=5)
+    return G.eval()
+
+
+def scfg(res: int = 32) -> StudentConfig:
+    return StudentConfig(img_resolution=res, w_dim=W, channels=tuple([8] * (res.bit_length() - 3)))
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def assert_triples_equal(a: Triple, b: Triple) -> None:
+    for x, y in zip([a.ws, *a.noise, *a.images, *a.wavelets], [b.ws, *b.noise, *b.images, *b.wavelets]):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+# -- W+ layer resolutions -------------------------------------------------------------------------------
+def test_layer_resolution_rules_at_1024():
+    # The 1024 layouts with 4 channels everywhere (the routing does not depend on widths).
+    t = SynthesisNetwork(teacher.GeneratorConfig(z_dim=4, w_dim=4, channels={4 * 2**i: 4 for i in range(9)}))
+    s = MobileSynthesisNetwork(StudentConfig(w_dim=4, channels=(4,) * 8))
+    assert (t.num_ws, s.num_ws) == (18, 23)
+    tr = [teacher_ws_resolution(i) for i in range(18)]
+    sr = [student_ws_resolution(i) for i in range(23)]
+    assert tr == [4] + [r for k in range(1, 9) for r in (4 * 2**k,) * 2] + [2048]
+    assert sr == [4] + [r for k in range(7) for r in (8 * 2**k,) * 3] + [1024]
+    assert ws_resolutions(t, 18).tolist() == tr and ws_resolutions(s, 23).tolist() == sr
+    # Against the routing the networks use: every conv's w index maps to the conv's resolution.
+    w_idx = 0
+    for block in t.blocks():
+        for j, layer in enumerate(block.layers()):
+            assert tr[w_idx + j] == layer.resolution
+        w_idx += block.num_conv
+    assert s.conv1.resolution == sr[0] == 4
+    for i, block in enumerate(s.layers):
+        assert sr[3 * i + 1] == sr[3 * i + 2] == block.conv1.resolution == block.conv2.resolution  # up+conv1, conv2
+        assert sr[3 * i + 3] == block.resolution  # its head
+    # The shared index 1 (4x4 ToRGB / head and the first 8x8 conv) counts at 8 in both networks.
+    assert tr[1] == sr[1] == 8
+    with pytest.raises(ValueError, match="unknown synthesis"):
+        ws_resolutions(torch.nn.Linear(2, 2), 3)
+
+
+# -- shapes, pyramid, wavelets ----------------------------------------------------------------------------
+@pytest.mark.parametrize("res", [32, 64])
+def test_shapes(G, res):
+    src = TripleSource(G, scfg(res))
+    tr = src.sample(3, gen(0), "cpu")
+    num_ws = scfg(res).num_ws
+    assert len(tr) == 3 and tr.ws.shape == (3, num_ws, W)
+    with torch.device("meta"):
+        want = MobileSynthesisNetwork(scfg(res)).noise_shapes
+    assert [tuple(n.shape) for n in tr.noise] == [(3, *s) for s in want]
+    heads = [4 * 2**i for i in range(res.bit_length() - 3)]
+    assert [tuple(i.shape) for i in tr.images] == [(3, 3, 2 * r, 2 * r) for r in heads]
+    assert [tuple(w.shape) for w in tr.wavelets] == [(3, 12, r, r) for r in heads]
+    assert tr.images[-1].shape[-1] == res
+    sub = tr.subset([2, 0])
+    assert len(sub) == 2 and torch.equal(sub.images[0][1], tr.images[0][0]) and torch.equal(sub.noise[3][0], tr.noise[3][2])
+    assert len(tr.subset(slice(1, 3))) == 2 and tr.to("cpu").ws.device.type == "cpu"
+
+
+def test_pyramid_is_area_downsampled_teacher_render(G):
+    """Re-draw z and noise by the documented order and render with the contract's own mapping."""
+    psi = 0.7
+    src = TripleSource(G, scfg(32), truncation_psi=psi, style_mixing_prob=0.0, render_batch=2)
+    tr = src.sample(5, gen(11), "cpu")
+    g = gen(11)
+    z1 = torch.randn([5, W], generator=g)
+    torch.randn([5, W], generator=g), torch.rand([5], generator=g), torch.randint(0, 2, [5], generator=g)
+    noise = G.synthesis.make_noise(5, "random", generator=g)
+    with torch.no_grad():
+        ws_t = G.mapping(z1, truncation_psi=psi)  # [N, 10, W] broadcast + truncated
+        img = G.synthesis(ws_t, noise=noise)  # [N, 3, 64, 64]
+    torch.testing.assert_close(tr.ws, ws_t[:, :1].expand(-1, 8, -1), rtol=0, atol=0)
+    for mine, theirs in zip(tr.noise, noise[:5]):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+    # Rendered in one batch: the finest level is exactly the area-downsampled render.
+    whole = TripleSource(G, scfg(32), truncation_psi=psi, style_mixing_prob=0.0).sample(5, gen(11), "cpu")
+    torch.testing.assert_close(whole.images[-1], F.interpolate(img, size=(32, 32), mode="area"), rtol=0, atol=0)
+    # In chunks of 2 (batch size changes float rounding) and at the coarser levels (box filters compose).
+    for level in tr.images:
+        s = level.shape[-1]
+        torch.testing.assert_close(level, F.interpolate(img, size=(s, s), mode="area"), rtol=0, atol=1e-5)
+        torch.testing.assert_close(level, F.avg_pool2d(img, 64 // s), rtol=0, atol=1e-5)
+    for level, wav in zip(tr.images, tr.wavelets):
+        torch.testing.assert_close(wav, dwt(level), rtol=0, atol=0)
+
+
+# -- randomness ---------------------------------------------------------------------------------------------
+def test_determinism(G):
+    src = TripleSource(G, scfg(32), truncation_psi=0.8)
+    g = gen(5)
+    state = g.get_state()
+    a = src.sample(4, g, "cpu")
+    b_next = src.sample(4, g, "cpu")
+    g.set_state(state)
+    assert_triples_equal(a, src.sample(4, g, "cpu"))
+    assert_triples_equal(a, TripleSource(G, scfg(32), truncation_psi=0.8).sample(4, gen(5), "cpu"))
+    c = src.sample(4, gen(6), "cpu")
+    for other in (b_next, c):
+        assert not torch.equal(a.ws, other.ws) and not torch.equal(a.images[-1], other.images[-1])
+        assert not torch.equal(a.noise[-1], other.noise[-1])
+    with pytest.raises(ValueError, match="CPU torch.Generator"):
+        src.sample(2, None, "cpu")
+
+
+def _rows_switch_at(ws, w1, w2, res):
+    """Per sample: the lowest layer resolution whose row is w2 (every higher one too, every lower w1)."""
+    out = []
+    for n in range(ws.shape[0]):
+        is2 = torch.tensor([torch.equal(ws[n, i], w2[n]) for i in range(ws.shape[1])])
+        is1 = torch.tensor([torch.equal(ws[n, i], w1[n]) for i in range(ws.shape[1])])
+        assert bool((is1 ^ is2).all())
+        c = int(res[is2].min())
+        assert bool((is2 == (res >= c)).all())
+        out.append(c)
+    return out
+
+
+def test_style_mixing_by_resolution(G):
+    src = TripleSource(G, scfg(64), style_mixing_prob=1.0)
+    g = gen(2)
+    state = g.get_state()
+    styles, _ = src.draw(16, g, "cpu")
+    g.set_state(state)
+    tr = src.sample(16, g, "cpu")
+    assert set(styles.crossover.tolist()) == {8, 16, 32}  # the student's feature resolutions above 4
+    assert not torch.equal(styles.w1, styles.w2)
+    ws_t, ws_s = src.teacher_ws(styles), src.student_ws(styles)
+    torch.testing.assert_close(tr.ws, ws_s, rtol=0, atol=0)
+    ct = _rows_switch_at(ws_t, styles.w1, styles.w2, src.teacher_resolutions)
+    cs = _rows_switch_at(ws_s, styles.w1, styles.w2, src.student_resolutions)
+    assert ct == cs == styles.crossover.tolist()
+
+    tr0 = TripleSource(G, scfg(64), style_mixing_prob=0.0).sample(8, gen(2), "cpu")
+    torch.testing.assert_close(tr0.ws, tr0.ws[:, :1].expand_as(tr0.ws), rtol=0, atol=0)
+    styles0, _ = TripleSource(G, scfg(64), style_mixing_prob=0.0).draw(8, gen(2), "cpu")
+    assert (styles0.crossover == NO_MIXING).all() and torch.equal(styles0.w1, styles0.w2)
+
+
+def test_truncation(G):
+    w_avg = G.mapping.w_avg
+    tr = TripleSource(G, scfg(32), truncation_psi=0.0, style_mixing_prob=0.9).sample(4, gen(0), "cpu")
+    torch.testing.assert_close(tr.ws, w_avg.expand_as(tr.ws), rtol=0, atol=1e-6)
+    g = gen(0)
+    styles, _ = TripleSource(G, scfg(32), truncation_psi=0.5, style_mixing_prob=0.0).draw(4, g, "cpu")
+    z1 = torch.randn([4, W], generator=gen(0))
+    with torch.no_grad():
+        want = w_avg + 0.5 * (G.mapping.embed(z1) - w_avg)
+    torch.testing.assert_close(styles.w1, want, rtol=0, atol=1e-6)
+
+
+# -- validation set and mean image -------------------------------------------------------------------------
+def test_fixed_set(G):
+    a = TripleSource(G, scfg(32), truncation_psi=0.7, render_batch=3).fixed_set(4, seed=9, device="cpu")
+    src = TripleSource(G, scfg(32), truncation_psi=0.7)
+    b = src.fixed_set(4, seed=9, device="cpu")
+    assert_close_triples(a, b)
+    torch.testing.assert_close(a.ws, b.ws, rtol=0, atol=0)
+    torch.testing.assert_close(b.ws, b.ws[:, :1].expand_as(b.ws), rtol=0, atol=0)  # no mixing
+    assert src.fixed_set(4, seed=9, device="cpu").images[-1].data_ptr() == b.images[-1].data_ptr()  # cached
+    assert_close_triples(src.fixed_set(2, seed=9, device="cpu"), b.subset(slice(0, 2)))  # prefix-stable
+    assert not torch.equal(src.fixed_set(4, seed=10, device="cpu").ws, b.ws)
+    # The mean image follows the same draws.
+    mean = src.mean_image(4, seed=9, device="cpu")
+    assert mean.shape == (1, 3, 32, 32)
+    torch.testing.assert_close(mean, b.images[-1].mean(0, keepdim=True), rtol=0, atol=1e-5)
+
+
+def assert_close_triples(a: Triple, b: Triple, atol: float = 1e-5) -> None:
+    for x, y in zip([a.ws, *a.noise, *a.images, *a.wavelets], [b.ws, *b.noise, *b.images, *b.wavelets]):
+        torch.testing.assert_close(x, y, rtol=0, atol=atol)
+
+
+# -- validation errors -------------------------------------------------------------------------------------
+def test_validation_errors(G):
+    with pytest.raises(ValueError, match=r"disagree on w_dim.*StudentConfig\(w_dim=16"):
+        TripleSource(G, StudentConfig(img_resolution=32, w_dim=8, channels=(8, 8, 8)))
+    with pytest.raises(ValueError, match="a 128-px student cannot learn from a 64-px teacher"):
+        TripleSource(G, scfg(128))
+    odd = types.SimpleNamespace(w_dim=W, img_resolution=96, synthesis=G.synthesis, mapping=G.mapping)
+    with pytest.raises(ValueError, match="power of two"):
+        TripleSource(odd, scfg(32))
+    few = types.SimpleNamespace(w_dim=W, img_resolution=64, mapping=G.mapping,
+                                synthesis=types.SimpleNamespace(noise_shapes=[(1, 4, 4), (1, 8, 8)]))
+    with pytest.raises(ValueError, match="cannot supply the 32-px student's noise"):
+        TripleSource(few, scfg(32))
+    with pytest.raises(ValueError, match="style_mixing_prob"):
+        TripleSource(G, scfg(32), style_mixing_prob=1.5)
+    with pytest.raises(ValueError, match="render_batch"):
+        TripleSource(G, scfg(32), render_batch=0)
+
+
+# -- a student as teacher ----------------------------------------------------------------------------------
+def test_student_generator_as_teacher(student_teacher):
+    T = student_teacher
+    src = TripleSource(T, scfg(32), truncation_psi=0.9, style_mixing_prob=1.0)
+    assert src.teacher_resolutions.tolist() == [student_ws_resolution(i) for i in range(T.num_ws)]
+    g = gen(7)
+    state = g.get_state()
+    tr = src.sample(6, g, "cpu")
+    g.set_state(state)
+    styles, noise = src.draw(6, g, "cpu")
+    ws_t = src.teacher_ws(styles)
+    assert ws_t.shape == (6, 11, W) and tr.ws.shape == (6, 8, W)
+    assert _rows_switch_at(ws_t, styles.w1, styles.w2, src.teacher_resolutions) == \
+        _rows_switch_at(tr.ws, styles.w1, styles.w2, src.student_resolutions)
+    with torch.no_grad():
+        img = T.synthesis(ws_t, noise=noise)
+    for level in tr.images:
+        torch.testing.assert_close(level, F.avg_pool2d(img, 64 // level.shape[-1]), rtol=0, atol=1e-6)
+    for mine, theirs in zip(tr.noise, noise):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+
+
+# -- pre-rendered cache -------------------------------------------------------------------------------------
+def test_cached_source(G):
+    src = TripleSource(G, scfg(32), truncation_psi=0.7, style_mixing_prob=0.9)
+    exact = CachedTripleSource(src, size=7, seed=3, device="cpu", chunk=3, progress=False,
+                               storage_dtype=torch.float32)
+    half = CachedTripleSource(src, size=7, seed=3, device="cpu", chunk=3, progress=False)
+    assert len(exact) == 7 and half.images.dtype == torch.float16 and half.images.shape == (7, 3, 32, 32)
+    # float32 storage: bit-identical to the live source drawing the same chunks.
+    g = gen(3)
+    live = [src.sample(k, g, "cpu") for k in (3, 3, 1)]
+    for start, part in zip((0, 3, 6), live):
+        assert_triples_equal(exact.get(torch.arange(start, start + len(part)), "cpu"), part)
+    # float16 storage: within 2**-11 relative per pixel, 1e-3 absolute after downsampling.
+    a, b = exact.get(slice(None), "cpu"), half.get(slice(None), "cpu")
+    torch.testing.assert_close(a.ws, b.ws, rtol=0, atol=0)
+    assert ((a.images[-1] - b.images[-1]).abs() <= a.images[-1].abs() * 2.0**-11 + 1e-7).all()
+    for x, y in zip(a.images + a.wavelets, b.images + b.wavelets):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-3 * max(1.0, float(x.abs().max())))
+    # Sampling: distinct pooled triples chosen by the generator, reproducibly.
+    s1, s2 = exact.sample(4, gen(1), "cpu"), exact.sample(4, gen(1), "cpu")
+    assert_triples_equal(s1, s2)
+    idx = torch.randperm(7, generator=gen(1))[:4]
+    assert_triples_equal(s1, exact.get(idx, "cpu"))
+    assert len({tuple(w.flatten().tolist()) for w in s1.ws}) == 4
+    with pytest.raises(ValueError, match="pool size"):
+        exact.sample(8, gen(0), "cpu")
+    assert_triples_equal(exact.fixed_set(2, 0, "cpu"), src.fixed_set(2, 0, "cpu"))
+    assert exact.to("cpu") is exact and src.to("cpu") is src
+    assert_triples_equal(exact.sample(4, gen(1), "cpu"), s1)

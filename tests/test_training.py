@@ -1,0 +1,136 @@
+"""Distillation: config composition, fast_dev_run of every experiment, learning, exact resume, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+
+from tests.conftest import REPO
+
+EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+
+
+def compose_cfg(overrides: list[str]):
+    import train  # registers the structured configs
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    # outside a Hydra app the ${hydra:...} resolver is unavailable: name the run after the experiment
+    cfg.name = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), "demo_cpu")
+    return train, cfg
+
+
+def test_experiments_exist():
+    assert EXPERIMENTS == ["demo_cpu", "ffhq1024", "ffhq256", "tiny"]
+
+
+@pytest.mark.parametrize("exp", EXPERIMENTS)
+def test_every_experiment_composes(exp):
+    _, cfg = compose_cfg([f"experiment={exp}"])
+    assert cfg.trainer.steps > 0 and cfg.data.batch_size > 0
+    if exp in ("ffhq1024", "ffhq256"):
+        assert cfg.loss.gan == 0.1 and cfg.loss.perceptual == 1.0 and cfg.loss.pixel == 1.0
+        assert cfg.optim.student.lr == 5e-4 and list(cfg.optim.student.betas) == [0.9, 0.999]
+
+
+def test_typos_fail_at_composition():
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg(["experiment=tiny", "loss.perceptal=1.0"])
+    with pytest.raises(ConfigCompositionException):
+        compose_cfg(["experiment=tiny", "data.batch_size=many"])
+
+
+def tiny_overrides(tmp_path: Path, *extra: str) -> list[str]:
+    return ["experiment=tiny", *extra]
+
+
+@pytest.mark.parametrize("exp", EXPERIMENTS)
+def test_fast_dev_run_every_experiment(exp, tmp_path):
+    """One training and one validation step of each experiment, on tiny stand-ins for the heavy parts
+    (the StyleGAN2 FFHQ weights are not here; the published student teaches a 32-px student)."""
+    small = ["student.img_resolution=32", "student.channels=[16,16,8]", "data.batch_size=2", "data.val_size=2",
+             "loss.allow_random_vgg=true", "loss.perceptual_size=32", "data.cache_size=0", "trainer.fast_dev_run=true",
+             "trainer.accelerator=cpu", "trainer.devices=1", "trainer.progress_bar=false"]
+    if exp in ("ffhq1024", "ffhq256"):
+        small.append("teacher=tiny")  # same recipe (pixel + VGG + GAN/R1), the bundled tiny teacher
+    train, cfg = compose_cfg([f"experiment={exp}", *small])
+    summary, objects = train.train(cfg, tmp_path)
+    assert summary["steps"] == 1
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    for key in ("steps", "val_psnr_first", "val_psnr_last", "baseline_psnr", "final_losses", "best_checkpoint"):
+        assert key in saved
+    assert all(torch.isfinite(torch.tensor(v)) for v in saved["final_losses"].values())
+    if exp in ("ffhq1024", "ffhq256", "tiny"):
+        assert {"pixel", "perceptual", "gan_g", "gan_d"} <= set(saved["final_losses"])
+
+
+def run_tiny(tmp_path: Path, *extra: str):
+    train, cfg = compose_cfg(["experiment=tiny", *extra])
+    return train.train(cfg, tmp_path)
+
+
+def test_tiny_learns_and_writes_artefacts(tmp_path):
+    summary, objects = run_tiny(tmp_path, "trainer.steps=40", "trainer.val_every=20", "loss.gan=0",
+                                "loss.perceptual=0", "optim.student.lr=5e-3", "optim.ema_beta=0.9")
+    hist = summary["val_history"]
+    assert [h["iteration"] for h in hist] == [0, 20, 40]
+    assert summary["val_psnr_last"] > summary["val_psnr_first"] + 1.0  # it learns
+    # Checkpoints hold student, EMA and optimizer state but never the teacher or VGG.
+    ck = torch.load(summary["last_checkpoint"], weights_only=False)
+    keys = ck["state_dict"].keys()
+    assert any(k.startswith("student.synthesis.") for k in keys) and any(k.startswith("student_ema.") for k in keys)
+    assert not any("teacher" in k or "vgg" in k for k in keys)
+    assert "distill" in ck and len(ck["optimizer_states"]) == 1
+    assert (tmp_path / "val" / "latest.png").is_file() and Path(summary["student"]).is_file()
+    from mobilestylegan.checkpoint import load_student
+
+    G = load_student(summary["student"])
+    assert G.img_resolution == 32
+
+
+def losses_of(summary) -> dict:
+    return summary["final_losses"]
+
+
+def test_exact_resume(tmp_path):
+    """A run interrupted at iteration 4 and resumed reaches the same losses as an uninterrupted one."""
+    common = ["trainer.val_every=4", "trainer.checkpoint_every=4", "loss.r1_interval=2"]
+    full, _ = run_tiny(tmp_path / "full", "trainer.steps=8", *common)
+    part, _ = run_tiny(tmp_path / "part", "trainer.steps=4", *common)
+    assert part["steps"] == 4
+    resumed, _ = run_tiny(tmp_path / "part", "trainer.steps=8", *common)  # resume=auto picks up last.ckpt
+    assert resumed["steps"] == 8
+    a, b = losses_of(full), losses_of(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert abs(a[k] - b[k]) <= 1e-5 * max(1.0, abs(a[k])), (k, a[k], b[k])
+    assert resumed["val_psnr_first"] == full["val_psnr_first"]
+    assert abs(resumed["val_psnr_last"] - full["val_psnr_last"]) < 1e-4
+
+
+def test_bad_configuration_stops_early(tmp_path):
+    from mobilestylegan.training import ConfigError
+
+    with pytest.raises(ConfigError, match="teacher.source"):
+        run_tiny(tmp_path, "teacher.source=/nonexistent/stylegan2-ffhq-config-f.pkl")
+    with pytest.raises(ConfigError, match="student"):
+        run_tiny(tmp_path, "student.img_resolution=128", "student.channels=[16,16,16,16,8]")
+    with pytest.raises(ConfigError, match="trainer.resume"):
+        run_tiny(tmp_path, "trainer.resume=/nonexistent.ckpt")
+
+
+def test_nan_stops_without_corrupting_the_checkpoint(tmp_path):
+    common = ["trainer.val_every=4", "trainer.checkpoint_every=4", "loss.gan=0", "loss.perceptual=0"]
+    run_tiny(tmp_path, "trainer.steps=4", *common)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    with pytest.raises(FloatingPointError, match="non-finite student loss"):
+        run_tiny(tmp_path, "trainer.steps=8", "data.truncation_psi=nan", *common)  # NaN latents
+    assert last.read_bytes() == before
+    ck = torch.load(last, weights_only=False)
+    assert all(torch.isfinite(v).all() for v in ck["state_dict"].values() if v.is_floating_point())

@@ -1,0 +1,171 @@
+"""VGG16 feature extractor: torchvision's key layout, strict and hash-checked loading, clear errors."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mobilestylegan import vgg as vgg_mod
+from mobilestylegan.vgg import VGG16Features, VGGWeightsNotFoundError, default_vgg16_path, load_vgg16
+from teacher.formats.common import CheckpointError
+
+# torchvision's vgg16: conv layers of `features` (index -> (in, out)) and the classifier shapes.
+TV_CONVS = {0: (3, 64), 2: (64, 64), 5: (64, 128), 7: (128, 128), 10: (128, 256), 12: (256, 256),
+            14: (256, 256), 17: (256, 512), 19: (512, 512), 21: (512, 512), 24: (512, 512), 26: (512, 512),
+            28: (512, 512)}
+TV_CLASSIFIER = {"classifier.0.weight": (4096, 25088), "classifier.0.bias": (4096,),
+                 "classifier.3.weight": (4096, 4096), "classifier.3.bias": (4096,),
+                 "classifier.6.weight": (1000, 4096), "classifier.6.bias": (1000,)}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tensors are tiny: one intra-op thread is as fast, and on a shared 2-core machine two threads
+    spin-waiting on each other made this file ~10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tv_shapes() -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for i, (cin, cout) in TV_CONVS.items():
+        shapes[f"features.{i}.weight"] = (cout, cin, 3, 3)
+        shapes[f"features.{i}.bias"] = (cout,)
+    return shapes | TV_CLASSIFIER
+
+
+def fake_state(random_up_to: int = 21, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A state dict with torchvision's exact keys and shapes. Convs up to ``random_up_to`` get random
+    values; the rest (conv5, classifier: ~120M values) are zero-stride views, so the file stays tiny."""
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in tv_shapes().items():
+        idx = int(key.split(".")[1])
+        if key.startswith("features.") and idx <= random_up_to:
+            std = (2.0 / (shape[1] * 9)) ** 0.5 if len(shape) == 4 else 0.1
+            state[key] = torch.randn(shape, generator=g) * std
+        else:
+            state[key] = torch.zeros(()).expand(shape)
+    return state
+
+
+def save(state: dict[str, torch.Tensor], path: Path) -> str:
+    torch.save(state, path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def fake_file(tmp_path_factory) -> tuple[Path, str, dict[str, torch.Tensor]]:
+    state = fake_state()
+    path = tmp_path_factory.mktemp("vgg") / "vgg16-397923af.pth"
+    return path, save(state, path), state
+
+
+def test_layout_matches_torchvision():
+    model = VGG16Features()
+    expected = {k: v for k, v in tv_shapes().items() if k.startswith("features.") and int(k.split(".")[1]) <= 21}
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == expected
+    kinds = [type(m).__name__ for m in model.features]
+    assert len(kinds) == 23
+    assert [i for i, k in enumerate(kinds) if k == "MaxPool2d"] == [4, 9, 16]
+    assert [kinds[i] for i in vgg_mod.FEATURE_LAYERS] == ["ReLU"] * 4
+
+
+def test_wrong_hash_is_refused(fake_file):
+    path, digest, _ = fake_file
+    with pytest.raises(CheckpointError, match="397923af") as err:
+        load_vgg16(path)
+    assert digest in str(err.value) and "download.pytorch.org" in str(err.value)
+
+
+def test_strict_load_and_features_by_hand(fake_file, monkeypatch):
+    path, digest, state = fake_file
+    monkeypatch.setattr(vgg_mod, "VGG16_SHA256_PREFIX", digest[:8])
+    model = load_vgg16(str(path))
+    assert not model.training and not model.random_weights
+    assert not any(p.requires_grad for p in model.parameters())
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+    img = torch.rand(2, 3, 16, 16) * 2 - 1
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    x = ((img + 1) / 2 - mean) / std
+
+    def conv_relu(x, i):
+        return F.relu(F.conv2d(x, state[f"features.{i}.weight"], state[f"features.{i}.bias"], padding=1))
+
+    relu1_2 = conv_relu(conv_relu(x, 0), 2)
+    relu2_2 = conv_relu(conv_relu(F.max_pool2d(relu1_2, 2), 5), 7)
+    relu3_3 = conv_relu(conv_relu(conv_relu(F.max_pool2d(relu2_2, 2), 10), 12), 14)
+    feats = model(img)
+    for got, want in zip(feats, (relu1_2, relu2_2, relu3_3)):
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.pop("features.19.bias"), "missing key.*features.19.bias"),
+    (lambda s: s.__setitem__("features.7.weight", torch.zeros(()).expand(128, 64, 3, 3)),
+     "mis-shaped.*features.7.weight"),
+    (lambda s: s.__setitem__("features.3.weight", torch.zeros(1)), "unexpected key.*features.3.weight"),
+])
+def test_key_errors_name_the_keys(tmp_path, monkeypatch, edit, message):
+    state = fake_state(random_up_to=-1)  # all zero-stride: a tiny file
+    edit(state)
+    path = tmp_path / "vgg16-397923af.pth"
+    monkeypatch.setattr(vgg_mod, "VGG16_SHA256_PREFIX", save(state, path)[:8])
+    with pytest.raises(CheckpointError, match=message):
+        load_vgg16(path)
+
+
+def test_missing_file_message(tmp_path):
+    path = tmp_path / "nowhere" / "vgg16-397923af.pth"
+    with pytest.raises(VGGWeightsNotFoundError) as err:
+        load_vgg16(path, allow_random_weights=True)  # a given path never falls back to random weights
+    msg = str(err.value)
+    assert isinstance(err.value, FileNotFoundError)
+    for part in (str(path), "https://download.pytorch.org/models/vgg16-397923af.pth", "397923af",
+                 "loss.vgg_weights", "MOBILESTYLEGAN_VGG16"):
+        assert part in msg
+
+
+def test_none_without_flag_reads_the_default_path(fake_file, tmp_path, monkeypatch):
+    missing = tmp_path / "absent.pth"
+    monkeypatch.setenv("MOBILESTYLEGAN_VGG16", str(missing))
+    with pytest.raises(VGGWeightsNotFoundError, match="loss.vgg_weights") as err:
+        load_vgg16(None)
+    assert str(missing) in str(err.value)
+    path, digest, _ = fake_file
+    monkeypatch.setenv("MOBILESTYLEGAN_VGG16", str(path))
+    monkeypatch.setattr(vgg_mod, "VGG16_SHA256_PREFIX", digest[:8])
+    assert not load_vgg16(None).random_weights
+    assert load_vgg16(None, allow_random_weights=True).random_weights  # the flag wins for path=None
+
+
+def test_random_weights_and_feature_shapes():
+    a, b = load_vgg16(None, allow_random_weights=True), load_vgg16(None, allow_random_weights=True)
+    assert a.random_weights and not a.training
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    img = (torch.rand(2, 3, 64, 64) * 2 - 1).requires_grad_()
+    feats = a(img)
+    assert [tuple(f.shape) for f in feats] == [(2, 64, 64, 64), (2, 128, 32, 32), (2, 256, 16, 16), (2, 512, 8, 8)]
+    assert all(f.abs().sum() > 0 for f in feats)
+    feats[-1].sum().backward()
+    assert img.grad is not None and img.grad.abs().sum() > 0
+    assert all(p.grad is None for p in a.parameters())
+
+
+def test_default_path(monkeypatch, tmp_path):
+    monkeypatch.delenv("MOBILESTYLEGAN_VGG16", raising=False)
+    monkeypatch.delenv("MOBILESTYLEGAN_CACHE", raising=False)
+    assert default_vgg16_path() == Path.home() / ".cache" / "mobilestylegan" / "weights" / "vgg16-397923af.pth"
+    monkeypatch.setenv("MOBILESTYLEGAN_CACHE", str(tmp_path))
+    assert default_vgg16_path() == tmp_path / "weights" / "vgg16-397923af.pth"
+    monkeypatch.setenv("MOBILESTYLEGAN_VGG16", str(tmp_path / "v.pth"))
+    assert default_vgg16_path() == tmp_path / "v.pth"
