@@ -222,10 +222,11 @@ class DistillationModule(L.LightningModule):
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._validate(record=not self.trainer.sanity_checking)
+        self._validate(record=not self.trainer.sanity_checking, log=True)
 
     @torch.no_grad()
-    def _validate(self, record: bool) -> dict[str, float]:
+    def _validate(self, record: bool, log: bool = False) -> dict[str, float]:
+        """Evaluate on the fixed set; ``log`` only from inside a Lightning loop (validation_step)."""
         val = self.frozen.source.fixed_set(self.val_size, self.val_seed, self.device)
         G = self.student_ema if self.student_ema is not None else self.student
         was_training = G.training
@@ -243,7 +244,7 @@ class DistillationModule(L.LightningModule):
         metrics["val/baseline_psnr"] = self.baseline_psnr
         if record:
             self.val_history.append({"iteration": self.iteration, **metrics})
-            if not self.trainer.sanity_checking:
+            if log:
                 self.log_dict(metrics, sync_dist=True, batch_size=self.val_size)
             if self.global_rank == 0:
                 self._save_grid(target, pred)

@@ -135,3 +135,19 @@ def test_nan_stops_without_corrupting_the_checkpoint(tmp_path):
     assert last.read_bytes() == before
     ck = torch.load(last, weights_only=False)
     assert all(torch.isfinite(v).all() for v in ck["state_dict"].values() if v.is_floating_point())
+
+
+def test_run_ending_between_validations_validates_the_final_student(tmp_path):
+    """steps not a multiple of val_every (or a max_minutes stop): one more validation after fit, on the
+    trained EMA, and the first validation's metrics are not logged again at the end."""
+    summary, objects = run_tiny(tmp_path, "trainer.steps=6", "trainer.val_every=4", "loss.gan=0", "loss.perceptual=0",
+                                "optim.student.lr=5e-3")
+    assert [h["iteration"] for h in summary["val_history"]] == [0, 4, 6]
+    module = objects["module"]
+    again = module._validate(record=False)["val/psnr"]
+    assert abs(again - summary["val_psnr_last"]) < 1e-6 and summary["val_psnr_last"] > summary["val_psnr_first"]
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "logs" / "version_0" / "metrics.csv")))
+    logged = [float(r["val/psnr"]) for r in rows if r.get("val/psnr")]
+    assert summary["val_psnr_first"] not in logged  # only in-loop validations are logged (iteration 4)
