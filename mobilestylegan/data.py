@@ -16,6 +16,8 @@ device), so a saved generator state reproduces the exact triples, on any device.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from dataclasses import dataclass, fields
 from typing import Iterator, Sequence
 
@@ -195,6 +197,8 @@ class TripleSource:
         self.teacher_resolutions = ws_resolutions(teacher.synthesis, teacher.num_ws)
         self.student_resolutions = ws_resolutions(self._layout, student_cfg.num_ws)
         self._fixed: dict[tuple[int, int], Triple] = {}
+        # Optional stand-in for ``teacher.synthesis`` (e.g. ``ov_render.OpenVINOSynthesis``) while a cache fills.
+        self.render_with: Callable[..., torch.Tensor] | None = None
 
     def _validate(self) -> None:
         t, s = self.teacher, self.student_cfg
@@ -285,9 +289,10 @@ class TripleSource:
         """Teacher render of W+ ``ws`` with its ``noise``, box-downsampled to the student's resolution:
         ``[N, 3, R, R]``, in chunks of ``render_batch`` (each chunk's full-size image is dropped at once)."""
         step = self.render_batch or ws.shape[0]
+        synthesis = self.render_with or self.teacher.synthesis
         out = []
         for i in range(0, ws.shape[0], step):
-            img = self.teacher.synthesis(ws[i:i + step], noise=[m[i:i + step] for m in noise])
+            img = synthesis(ws[i:i + step], noise=[m[i:i + step] for m in noise])
             out.append(area_downsample(img.float(), self.student_cfg.img_resolution))
         return torch.cat(out)
 

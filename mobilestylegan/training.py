@@ -141,7 +141,18 @@ def build_module(cfg: DictConfig, out_dir: Path) -> tuple[DistillationModule, di
     except ValueError as err:
         raise ConfigError(f"student/teacher: {err}") from None
     if cfg.data.cache_size > 0:
-        source = CachedTripleSource(source, size=cfg.data.cache_size, seed=cfg.trainer.seed + 1, device=device)
+        renderer = cfg.data.cache_renderer
+        if renderer not in ("torch", "openvino-f32", "openvino-bf16"):
+            raise ConfigError(f"data.cache_renderer must be torch, openvino-f32 or openvino-bf16, got {renderer!r}")
+        chunk = cfg.data.render_batch or 8
+        if renderer != "torch":
+            from mobilestylegan.ov_render import OpenVINOSynthesis
+
+            source.render_with = OpenVINOSynthesis(teacher_G.synthesis, batch_size=chunk,
+                                                   precision=renderer.split("-")[1], threads=cfg.trainer.threads)
+        source = CachedTripleSource(source, size=cfg.data.cache_size, seed=cfg.trainer.seed + 1, device=device,
+                                    chunk=chunk)
+        source.source.render_with = None  # validation renders with the PyTorch teacher
     perceptual = augment = None
     if cfg.loss.perceptual > 0:
         from mobilestylegan.losses import PerceptualLoss

@@ -279,3 +279,27 @@ def test_cached_source(G):
     assert_triples_equal(exact.fixed_set(2, 0, "cpu"), src.fixed_set(2, 0, "cpu"))
     assert exact.to("cpu") is exact and src.to("cpu") is src
     assert_triples_equal(exact.sample(4, gen(1), "cpu"), s1)
+
+
+def test_openvino_cache_renderer_matches_torch():
+    """The OpenVINO stand-in for the teacher's synthesis (f32) renders the same cache as PyTorch."""
+    from mobilestylegan.ov_render import OpenVINOSynthesis
+
+    T = _tiny_teacher_for_ov()
+    src = TripleSource(T, StudentConfig(img_resolution=32, w_dim=16, channels=(16, 16, 8)), style_mixing_prob=0.5)
+    ref = CachedTripleSource(src, size=5, seed=3, device="cpu", chunk=2, progress=False, storage_dtype=torch.float32)
+    src.render_with = OpenVINOSynthesis(T.synthesis, batch_size=2, precision="f32")  # 5 = 2 + 2 + 1 (padded)
+    ov_cache = CachedTripleSource(src, size=5, seed=3, device="cpu", chunk=2, progress=False,
+                                  storage_dtype=torch.float32)
+    torch.testing.assert_close(ov_cache.images, ref.images, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="precision"):
+        OpenVINOSynthesis(T.synthesis, batch_size=2, precision="int4")
+
+
+def _tiny_teacher_for_ov():
+    import teacher
+    from tests.helpers import randomize
+
+    cfg = teacher.GeneratorConfig(z_dim=16, w_dim=16, img_resolution=64, channels={4: 16, 8: 16, 16: 8, 32: 8, 64: 8},
+                                  mapping_layers=2)
+    return randomize(teacher.Generator(cfg), seed=4).eval().requires_grad_(False)
