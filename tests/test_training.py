@@ -148,6 +148,7 @@ def test_run_ending_between_validations_validates_the_final_student(tmp_path):
     assert abs(again - summary["val_psnr_last"]) < 1e-6 and summary["val_psnr_last"] > summary["val_psnr_first"]
     import csv
 
-    rows = list(csv.DictReader(open(tmp_path / "logs" / "version_0" / "metrics.csv")))
+    with open(tmp_path / "logs" / "version_0" / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
     logged = [float(r["val/psnr"]) for r in rows if r.get("val/psnr")]
     assert summary["val_psnr_first"] not in logged  # only in-loop validations are logged (iteration 4)
