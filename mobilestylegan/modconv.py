@@ -32,6 +32,14 @@ class _StyleIndependentDemodulation(nn.Module):
 
     _folded: str
 
+    def _init_modulation(self, in_channels: int, w_dim: int, kernel_size: int, demodulate: bool) -> None:
+        self.modulation = _affine(w_dim, in_channels)
+        self.demodulate = demodulate
+        if demodulate:
+            self.style_inv = nn.Parameter(torch.randn(1, 1, in_channels, 1, 1))
+        self.scale = 1 / math.sqrt(in_channels * kernel_size**2)
+        self.padding = kernel_size // 2
+
     def demodulation(self) -> torch.Tensor:  # [1, O, 1, 1]
         raise NotImplementedError
 
@@ -64,12 +72,7 @@ class ModulatedConv2d(_StyleIndependentDemodulation):
                  demodulate: bool = True) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
-        self.modulation = _affine(w_dim, in_channels)
-        self.demodulate = demodulate
-        if demodulate:
-            self.style_inv = nn.Parameter(torch.randn(1, 1, in_channels, 1, 1))
-        self.scale = 1 / math.sqrt(in_channels * kernel_size**2)
-        self.padding = kernel_size // 2
+        self._init_modulation(in_channels, w_dim, kernel_size, demodulate)
 
     def demodulation(self) -> torch.Tensor:
         """``[1, O, 1, 1]``: ``rsqrt(sum_{i,k} (scale * style_inv_i * W_oik)^2 + 1e-8)``."""
@@ -100,12 +103,7 @@ class ModulatedDWConv2d(_StyleIndependentDemodulation):
         super().__init__()
         self.weight_dw = nn.Parameter(torch.randn(in_channels, 1, kernel_size, kernel_size))
         self.weight_permute = nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
-        self.modulation = _affine(w_dim, in_channels)
-        self.demodulate = demodulate
-        if demodulate:
-            self.style_inv = nn.Parameter(torch.randn(1, 1, in_channels, 1, 1))
-        self.scale = 1 / math.sqrt(in_channels * kernel_size**2)
-        self.padding = kernel_size // 2
+        self._init_modulation(in_channels, w_dim, kernel_size, demodulate)
 
     def demodulation(self) -> torch.Tensor:
         """``[1, O, 1, 1]`` from the effective weight ``dw_ik * P_oi`` and ``style_inv``."""

@@ -121,10 +121,10 @@ def build_logger(cfg: DictConfig, out_dir: Path):
         except ModuleNotFoundError as err:
             raise ConfigError("logger.kind=tensorboard needs the tensorboard package: pip install tensorboard") from err
     if kind == "wandb":
-        try:
-            import wandb  # noqa: F401
-        except ModuleNotFoundError as err:
-            raise ConfigError('logger.kind=wandb needs wandb: pip install -e ".[wandb]"') from err
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is None:
+            raise ConfigError('logger.kind=wandb needs wandb: pip install -e ".[wandb]"')
         offline = not os.environ.get("WANDB_API_KEY")
         return loggers.WandbLogger(project=cfg.logger.project, save_dir=str(out_dir), offline=offline)
     raise ConfigError(f"logger.kind must be csv, tensorboard or wandb, got {kind!r}")

@@ -31,3 +31,28 @@ def rosinality_fixture() -> tuple[Path, dict]:
 def _deterministic_threads():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one intra-op thread is as fast, and on a shared 2-core machine two threads spin-waiting
+    on each other made some files ~10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def ir_files():
+    """random-face's OpenVINO IR files. Skipped on a developer machine without the package; in CI (which
+    installs it) a missing package fails instead, so the parity tests can never silently stop running."""
+    from teacher.formats import openvino_ir
+    from teacher.formats.common import CheckpointError
+
+    try:
+        return openvino_ir.random_face_files()
+    except CheckpointError as err:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(err))

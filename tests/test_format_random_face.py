@@ -18,14 +18,6 @@ TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
-def ir_files():
-    try:
-        return openvino_ir.random_face_files()
-    except CheckpointError as err:
-        pytest.skip(str(err))
-
-
-@pytest.fixture(scope="module")
 def checkpoint(ir_files):
     return openvino_ir.read(ir_files["mapping_xml"])  # = read_mapping_ir(...) wrapped in a Checkpoint
 

@@ -14,14 +14,7 @@ from mobilestylegan.losses import (DiffAugment, PerceptualLoss, d_logistic_loss,
 from mobilestylegan.vgg import load_vgg16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one intra-op thread is as fast, and on a shared 2-core machine two threads
-    spin-waiting on each other made this file ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_d(dtype: torch.dtype = torch.float32) -> teacher.Discriminator:

@@ -28,14 +28,6 @@ INSTALL = "pip install --no-deps random-face==2021.7.21.1"
 
 
 @pytest.fixture(scope="module")
-def ir_files():
-    try:
-        return openvino_ir.random_face_files()
-    except CheckpointError as err:
-        pytest.skip(str(err))
-
-
-@pytest.fixture(scope="module")
 def two_threads():
     before = torch.get_num_threads()
     torch.set_num_threads(2)

@@ -22,14 +22,7 @@ TV_CLASSIFIER = {"classifier.0.weight": (4096, 25088), "classifier.0.bias": (409
                  "classifier.6.weight": (1000, 4096), "classifier.6.bias": (1000,)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one intra-op thread is as fast, and on a shared 2-core machine two threads
-    spin-waiting on each other made this file ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tv_shapes() -> dict[str, tuple[int, ...]]:
