@@ -117,9 +117,6 @@ class DistillationModule(L.LightningModule):
             return opt_g
         return [opt_g, self.make_d_opt(self.discriminator.parameters())]
 
-    def setup(self, stage: str) -> None:
-        self.frozen.source.to(self.device)
-
     def on_fit_start(self) -> None:
         # The frozen networks live outside the module tree: move them with it.
         self.frozen.source.to(self.device)

@@ -25,7 +25,6 @@ compute op it did not visit. :func:`load_pretrained` converts once and caches a 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import math
 import os
@@ -41,6 +40,7 @@ from mobilestylegan.checkpoint import load_student, save_student
 from mobilestylegan.generator import StudentGenerator
 from mobilestylegan.synthesis import MobileSynthesisNetwork, StudentConfig
 from teacher.formats import openvino_ir
+from teacher.formats.native import sha256_file
 from teacher.formats.common import CheckpointError, check_state_dict
 from teacher.mapping import MappingNetwork
 
@@ -486,7 +486,7 @@ def import_published_ir(xml_path: str | os.PathLike, mapping_xml_path: str | os.
 
     info.update({
         "source": "MobileStyleGAN FFHQ-1024 student, OpenVINO IR from random-face==2021.7.21.1 (Apache-2.0)",
-        "source_files": {p.name: {"path": str(p), "sha256": _sha256(p)}
+        "source_files": {p.name: {"path": str(p), "sha256": sha256_file(p)}
                          for p in _ir_pair(xml_path) + _ir_pair(mapping_xml_path)},
         "importer_version": IMPORTER_VERSION,
         "fused": not unfused,
@@ -524,7 +524,7 @@ def load_pretrained(name: str = "ffhq-1024", device: str | torch.device = "cpu",
         raise CheckpointError(f"the pretrained student {name!r} is read from the random-face package, which was not "
                               f"found; install it (without its dependencies) with: {spec.install_hint}  ({err})"
                               ) from err
-    digests = {p.name: _sha256(p) for p in files.values()}
+    digests = {p.name: sha256_file(p) for p in files.values()}
     path = cache_path(name, cache_dir)
     G = _read_cache(path, name, digests)
     if G is None:
@@ -569,14 +569,6 @@ def _read_cache(path: Path, name: str, digests: dict[str, str]) -> StudentGenera
 
 def _ir_pair(xml_path: Path) -> list[Path]:
     return [xml_path, xml_path.with_suffix(".bin")]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------

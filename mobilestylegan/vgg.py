@@ -12,13 +12,13 @@ and point ``loss.vgg_weights`` (or ``$MOBILESTYLEGAN_VGG16``) at it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from teacher.formats.native import sha256_file
 from teacher.formats.common import CheckpointError, check_state_dict
 
 __all__ = [
@@ -101,14 +101,6 @@ def _how_to_get(path: Path) -> str:
             f"to {path}, or set {VGG16_CONFIG_KEY}=/path/to/{VGG16_FILENAME} (or ${VGG16_ENV})")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _random_init(model: VGG16Features, seed: int = 0) -> None:
     """He-normal weights (fan-in, so activations keep their scale layer to layer) and small biases."""
     g = torch.Generator().manual_seed(seed)
@@ -149,7 +141,7 @@ def load_vgg16(path: str | os.PathLike | None, allow_random_weights: bool = Fals
     path = Path(path).expanduser()
     if not path.is_file():
         raise VGGWeightsNotFoundError(f"VGG16 weights not found at {path}: {_how_to_get(path)}")
-    digest = _sha256(path)
+    digest = sha256_file(path)
     if not digest.startswith(VGG16_SHA256_PREFIX):
         raise CheckpointError(f"{path} is not torchvision's {VGG16_FILENAME}: its sha256 is {digest}, expected one "
                               f"starting with {VGG16_SHA256_PREFIX} (re-download it from {VGG16_URL})")

@@ -114,6 +114,14 @@ def save(path: str | os.PathLike, ckpt: Checkpoint) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    import hashlib
+
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
 def atomic_write(path: Path, write) -> Path:
     """Call ``write(tmp_path)`` then rename onto ``path``; nothing is left behind on failure."""
     path = Path(path)
