@@ -254,6 +254,19 @@ class DistillationModule(L.LightningModule):
         (self.out_dir / "val").mkdir(parents=True, exist_ok=True)
         save_png(grid, self.out_dir / "val" / f"teacher_student_diff_{self.iteration:07d}.png")
         save_png(grid, self.out_dir / "val" / "latest.png")
+        self._log_grid(grid)
+
+    def _log_grid(self, grid: np.ndarray) -> None:
+        """The grid (uint8 HWC) into image-capable loggers: TensorBoard and W&B (CSV has no images)."""
+        if self._trainer is None:
+            return
+        from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image("val/teacher_student_diff", grid, self.iteration, dataformats="HWC")
+            elif isinstance(logger, WandbLogger):
+                logger.log_image(key="val/teacher_student_diff", images=[grid], caption=["teacher | student | diff"])
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

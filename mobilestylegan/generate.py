@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -14,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from export.runtime import parse_seeds as runtime_parse_seeds
 from mobilestylegan.images import make_grid, save_png, to_uint8
 from mobilestylegan.sampling import seeded_z
 from teacher.formats.common import CheckpointError
@@ -34,24 +34,11 @@ class UsageError(Exception):
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``"0-3,7,10-11"`` -> [0, 1, 2, 3, 7, 10, 11]."""
-    seeds: list[int] = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        if m := re.fullmatch(r"(\d+)-(\d+)", part):
-            a, b = int(m.group(1)), int(m.group(2))
-            if b < a:
-                raise UsageError(f"seed range {part!r} runs backwards")
-            seeds.extend(range(a, b + 1))
-        elif re.fullmatch(r"-?\d+", part):
-            seeds.append(int(part))
-        else:
-            raise UsageError(f"cannot read seeds {text!r}: use numbers and ranges like 0-7,10")
-    if not seeds:
-        raise UsageError("no seeds given")
-    negative = [s for s in seeds if s < 0]
-    if negative:
-        raise UsageError(f"seeds must be >= 0, got {negative[:5]}")
-    return seeds
+    """``"0-3,7,10-11"`` -> [0, 1, 2, 3, 7, 10, 11] (the torch-free parser of ``export.runtime``)."""
+    try:
+        return runtime_parse_seeds(text)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def load_generator_any(source: str, device: str) -> torch.nn.Module:

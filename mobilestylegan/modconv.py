@@ -43,8 +43,10 @@ class _StyleIndependentDemodulation(nn.Module):
     def demodulation(self) -> torch.Tensor:  # [1, O, 1, 1]
         raise NotImplementedError
 
-    def _demodulate(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.demodulation() if self.demodulate else x
+    def _demodulated(self, weight: torch.Tensor) -> torch.Tensor:
+        """``weight`` (output channel first) with the demodulation applied to its rows: the same as
+        demodulating the conv's output, without another pass over the feature map."""
+        return weight * self.demodulation().reshape(-1, 1, 1, 1) if self.demodulate else weight
 
     @torch.no_grad()
     def fuse(self) -> None:
@@ -79,10 +81,10 @@ class ModulatedConv2d(_StyleIndependentDemodulation):
         d = (self.scale * self.style_inv * self.weight[None]).square().sum(dim=[2, 3, 4]) + 1e-8
         return d.rsqrt()[:, :, None, None]
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """x ``[N, I, H, W]``, w ``[N, w_dim]`` -> ``[N, O, H, W]``."""
+    def forward(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """x ``[N, I, H, W]``, w ``[N, w_dim]`` -> ``[N, O, H, W]`` (plus ``bias`` ``[O]``, if given)."""
         x = x * (self.scale * self.modulation(w))[:, :, None, None]
-        return self._demodulate(F.conv2d(x, self.weight, padding=self.padding))
+        return F.conv2d(x, self._demodulated(self.weight), bias, padding=self.padding)
 
 
 class ModulatedDWConv2d(_StyleIndependentDemodulation):
@@ -111,8 +113,8 @@ class ModulatedDWConv2d(_StyleIndependentDemodulation):
         d = (self.scale * self.style_inv * w[None]).square().sum(dim=[2, 3, 4]) + 1e-8
         return d.rsqrt()[:, :, None, None]
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """x ``[N, I, H, W]``, w ``[N, w_dim]`` -> ``[N, O, H, W]``."""
+    def forward(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """x ``[N, I, H, W]``, w ``[N, w_dim]`` -> ``[N, O, H, W]`` (plus ``bias`` ``[O]``, if given)."""
         n, c, h, wd = x.shape
         s = self.scale * self.modulation(w)  # [N, I]
         if torch.is_grad_enabled():
@@ -125,4 +127,4 @@ class ModulatedDWConv2d(_StyleIndependentDemodulation):
             k = self.weight_dw.shape[-1]
             weight = (self.weight_dw[None] * s[:, :, None, None, None]).reshape(n * c, 1, k, k)
             x = F.conv2d(x.reshape(1, n * c, h, wd), weight, padding=self.padding, groups=n * c).reshape(n, c, h, wd)
-        return self._demodulate(F.conv2d(x, self.weight_permute))
+        return F.conv2d(x, self._demodulated(self.weight_permute), bias)

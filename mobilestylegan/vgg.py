@@ -3,7 +3,10 @@
 The layers mirror the first 23 modules of torchvision's ``vgg16().features`` so that torchvision's
 ImageNet file ``vgg16-397923af.pth`` loads key for key (``features.{i}.weight|bias``, conv layers at
 i = 0, 2, 5, 7, 10, 12, 14, 17, 19, 21). torchvision itself is not needed (and not installable on the
-CPU machines here). Conv5 and the classifier are never run, so their tensors in the file are skipped.
+CPU machines here). The perceptual loss never runs conv5 or the classifier, so :func:`load_vgg16` skips
+their tensors. Evaluation (LPIPS-style distances, precision/recall) uses :class:`VGG16Full`
+(:func:`load_vgg16_full`): all of ``features`` (relu1_2 .. relu5_3) and the classifier up to fc2
+(``classifier.0``, ``classifier.3``; the 1000-way ``classifier.6`` is skipped).
 
 Weights are never downloaded: get the file once with
 ``curl -L -o ~/.cache/mobilestylegan/weights/vgg16-397923af.pth https://download.pytorch.org/models/vgg16-397923af.pth``
@@ -22,8 +25,9 @@ from teacher.formats.native import sha256_file
 from teacher.formats.common import CheckpointError, check_state_dict
 
 __all__ = [
-    "FEATURE_CHANNELS", "FEATURE_LAYERS", "FEATURE_NAMES", "VGG16Features", "VGG16_CONFIG_KEY", "VGG16_ENV",
-    "VGG16_SHA256_PREFIX", "VGG16_URL", "VGGWeightsNotFoundError", "default_vgg16_path", "load_vgg16",
+    "FEATURE_CHANNELS", "FEATURE_LAYERS", "FEATURE_NAMES", "FULL_FEATURE_CHANNELS", "FULL_FEATURE_LAYERS",
+    "VGG16Features", "VGG16Full", "VGG16_CONFIG_KEY", "VGG16_ENV", "VGG16_SHA256_PREFIX", "VGG16_URL",
+    "VGGWeightsNotFoundError", "default_vgg16_path", "load_vgg16", "load_vgg16_full",
 ]
 
 VGG16_FILENAME = "vgg16-397923af.pth"
@@ -139,15 +143,7 @@ def load_vgg16(path: str | os.PathLike | None, allow_random_weights: bool = Fals
         path = default_vgg16_path()
 
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise VGGWeightsNotFoundError(f"VGG16 weights not found at {path}: {_how_to_get(path)}")
-    digest = sha256_file(path)
-    if not digest.startswith(VGG16_SHA256_PREFIX):
-        raise CheckpointError(f"{path} is not torchvision's {VGG16_FILENAME}: its sha256 is {digest}, expected one "
-                              f"starting with {VGG16_SHA256_PREFIX} (re-download it from {VGG16_URL})")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} holds a {type(state).__name__}, expected a state dict")
+    state, _ = _read_torchvision_file(path)
     # Keep features.0 .. features.22 (relu4_3 and before); conv5 and the classifier are not used.
     kept = {}
     for key, value in state.items():
@@ -161,3 +157,125 @@ def load_vgg16(path: str | os.PathLike | None, allow_random_weights: bool = Fals
     check_state_dict(f"VGG16 features in {path}", kept, expected)
     model.load_state_dict(kept, strict=True)
     return model.eval().requires_grad_(False)
+
+
+# ------------------------------------------------------------------------ full network (evaluation)
+
+# features 0..30: the layout above, then pool4, conv5_1..conv5_3 and pool5.
+_FULL_LAYOUT: tuple[int | str, ...] = _LAYOUT + ("M", 512, 512, 512, "M")
+# relu1_2, relu2_2, relu3_3, relu4_3, relu5_3: the five layers LPIPS reads.
+FULL_FEATURE_LAYERS = (3, 8, 15, 22, 29)
+FULL_FEATURE_CHANNELS = (64, 128, 256, 512, 512)
+
+
+def _read_torchvision_file(path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """Existence, sha256 prefix and type checks of ``vgg16-397923af.pth``; returns (state, sha256)."""
+    if not path.is_file():
+        raise VGGWeightsNotFoundError(f"VGG16 weights not found at {path}: {_how_to_get(path)}")
+    digest = sha256_file(path)
+    if not digest.startswith(VGG16_SHA256_PREFIX):
+        raise CheckpointError(f"{path} is not torchvision's {VGG16_FILENAME}: its sha256 is {digest}, expected one "
+                              f"starting with {VGG16_SHA256_PREFIX} (re-download it from {VGG16_URL})")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, expected a state dict")
+    return state, digest
+
+
+class VGG16Full(nn.Module):
+    """torchvision's VGG16 ``features`` (0..30), 7x7 average pool and the classifier up to fc2.
+
+    Images ``[N, 3, H, W]`` in [-1, 1] (normalised inside, as :class:`VGG16Features`):
+
+    - :meth:`relu_features` -> relu1_2 .. relu5_3 maps (64, 128, 256, 512, 512 channels at 1, 1/2,
+      1/4, 1/8, 1/16 of the input size);
+    - :meth:`fc2` -> ``[N, 4096]`` fc2 activations after ReLU (the precision/recall embedding, at
+      224 x 224 input by convention); needs ``classifier=True``.
+
+    Args:
+        classifier: Build ``classifier.0`` / ``classifier.3`` (fc1, fc2: 120M parameters). Without it
+            the state dict holds only ``features.*``.
+    """
+
+    def __init__(self, classifier: bool = True) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 3
+        for item in _FULL_LAYOUT:
+            if item == "M":
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            else:
+                layers += [nn.Conv2d(c_in, int(item), kernel_size=3, padding=1), nn.ReLU()]
+                c_in = int(item)
+        self.features = nn.Sequential(*layers)  # indices 0..30, as torchvision's
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        # Dropouts keep torchvision's indices (fc1 = classifier.0, fc2 = classifier.3); identity in eval.
+        self.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 4096), nn.ReLU(), nn.Dropout(),
+                                        nn.Linear(4096, 4096), nn.ReLU()) if classifier else None
+        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.random_weights = False
+
+    def _normalise(self, img: torch.Tensor) -> torch.Tensor:
+        if img.ndim != 4 or img.shape[1] != 3:
+            raise ValueError(f"VGG16Full expects images [N, 3, H, W], got {tuple(img.shape)}")
+        return ((img + 1) * 0.5 - self.mean) / self.std
+
+    def relu_features(self, img: torch.Tensor) -> list[torch.Tensor]:
+        x, outs = self._normalise(img), []
+        for i, layer in enumerate(self.features[:FULL_FEATURE_LAYERS[-1] + 1]):
+            x = layer(x)
+            if i in FULL_FEATURE_LAYERS:
+                outs.append(x)
+        return outs
+
+    def fc2(self, img: torch.Tensor) -> torch.Tensor:
+        if self.classifier is None:
+            raise ValueError("this VGG16Full was built without its classifier (classifier=False)")
+        x = self.avgpool(self.features(self._normalise(img)))  # [N, 512, 7, 7]
+        return self.classifier(torch.flatten(x, 1))  # [N, 4096]
+
+
+def _random_init_full(model: VGG16Full, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                fan_in = m.weight[0].numel()
+                m.weight.normal_(0.0, (2.0 / fan_in) ** 0.5, generator=g)
+                m.bias.normal_(0.0, 0.01, generator=g)
+
+
+def load_vgg16_full(path: str | os.PathLike | None, allow_random_weights: bool = False, classifier: bool = True,
+                    seed: int = 0) -> tuple[VGG16Full, str]:
+    """Build :class:`VGG16Full` in eval mode with gradients off.
+
+    Args:
+        path: torchvision's ``vgg16-397923af.pth`` (sha256 prefix ``397923af``). Every ``features.*`` key
+            is used, plus ``classifier.0`` and ``classifier.3`` when ``classifier``; ``classifier.6`` is
+            skipped. None: :func:`default_vgg16_path`, or seeded random weights when
+            ``allow_random_weights`` and no file is there (tests only; ``.random_weights`` is set).
+        allow_random_weights: See ``path``. A given ``path`` that does not exist is always an error.
+        classifier: Also build and load fc1 / fc2.
+        seed: Seed of the random weights.
+
+    Returns:
+        ``(model, weights_id)``: the file's sha256, or ``"random-seed{seed}"``.
+
+    Raises:
+        VGGWeightsNotFoundError: No file; the message names the path, URL and checksum prefix.
+        CheckpointError: Wrong checksum, or missing / mis-shaped keys.
+    """
+    model = VGG16Full(classifier=classifier)
+    explicit = path is not None
+    path = Path(path).expanduser() if explicit else default_vgg16_path()
+    if not path.is_file() and allow_random_weights and not explicit:
+        _random_init_full(model, seed)
+        model.random_weights = True
+        return model.eval().requires_grad_(False), f"random-seed{seed}"
+    state, digest = _read_torchvision_file(path)
+    keep = ("features.", "classifier.0.", "classifier.3.") if classifier else ("features.",)
+    kept = {k: v for k, v in state.items() if k.startswith(keep)}
+    check_state_dict(f"VGG16 in {path}", kept, {k: v.shape for k, v in model.state_dict().items()})
+    model.load_state_dict(kept, strict=True)
+    return model.eval().requires_grad_(False), digest

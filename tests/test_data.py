@@ -296,6 +296,30 @@ def test_openvino_cache_renderer_matches_torch():
         OpenVINOSynthesis(T.synthesis, batch_size=2, precision="int4")
 
 
+
+def test_openvino_cache_renderer_student_teacher_lean_graph():
+    """A MobileStyleGAN teacher renders through its lean export graph (W+ and noise as inputs), box-downsampled
+    to the student's resolution inside the graph: the same cache as PyTorch."""
+    from mobilestylegan.ov_render import OpenVINOSynthesis
+    from mobilestylegan.generator import StudentGenerator
+    from teacher.mapping import MappingNetwork
+
+    torch.manual_seed(0)
+    T = StudentGenerator(StudentConfig(img_resolution=64, w_dim=16, channels=(16, 16, 16, 8), trainable_demod=True),
+                         MappingNetwork(16, 16, 2)).eval()
+    with torch.no_grad():
+        for p in T.synthesis.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # non-trivial noise strengths and biases
+    src = TripleSource(T, StudentConfig(img_resolution=32, w_dim=16, channels=(16, 16, 8)), style_mixing_prob=0.5)
+    ref = CachedTripleSource(src, size=3, seed=3, device="cpu", chunk=2, progress=False, storage_dtype=torch.float32)
+    src.render_with = OpenVINOSynthesis(T.synthesis, batch_size=2, precision="f32", out_resolution=32)
+    ov_cache = CachedTripleSource(src, size=3, seed=3, device="cpu", chunk=2, progress=False,
+                                  storage_dtype=torch.float32)
+    assert ov_cache.images.shape == (3, 3, 32, 32)
+    torch.testing.assert_close(ov_cache.images, ref.images, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="out_resolution"):
+        OpenVINOSynthesis(T.synthesis, batch_size=2, out_resolution=48)
+
 def _tiny_teacher_for_ov():
     import teacher
     from tests.helpers import randomize

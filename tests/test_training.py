@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
@@ -152,3 +153,30 @@ def test_run_ending_between_validations_validates_the_final_student(tmp_path):
         rows = list(csv.DictReader(fh))
     logged = [float(r["val/psnr"]) for r in rows if r.get("val/psnr")]
     assert summary["val_psnr_first"] not in logged  # only in-loop validations are logged (iteration 4)
+
+
+def test_tensorboard_logger_gets_metrics_and_the_grid(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_tiny(tmp_path, "logger=tensorboard", "trainer.steps=10", "trainer.val_every=5", "loss.gan=0",
+             "loss.perceptual=0")
+    events = list((tmp_path / "logs").rglob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file"
+    acc = EventAccumulator(str(events[0].parent), size_guidance={"images": 0, "scalars": 0}).Reload()
+    tags = acc.Tags()
+    assert {"val/psnr", "val/l1", "train/total"} <= set(tags["scalars"])
+    images = acc.Images("val/teacher_student_diff")
+    assert [im.step for im in images] == [0, 5, 10]  # before training, then every validation
+    assert images[-1].width == Image.open(tmp_path / "val" / "latest.png").width
+
+
+def test_wandb_logger_runs_offline_without_a_key(tmp_path, monkeypatch):
+    """No API key: W&B writes an offline run (never waits for a server), with the grid as an image."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run_tiny(tmp_path, "logger=wandb", "trainer.steps=2", "trainer.val_every=2", "loss.gan=0", "loss.perceptual=0")
+    runs = list(tmp_path.rglob("offline-run-*"))
+    assert runs, "no offline W&B run directory"
+    assert list(runs[0].rglob("*.wandb")), "the offline run holds no data file"
+    assert list(runs[0].rglob("val/teacher_student_diff_*.png")), "the grid was not logged as an image"

@@ -1,0 +1,90 @@
+"""``manifest.json``: what an export directory holds and how to run it.
+
+Standard library only (no numpy, no torch), so the standalone runtime can read it. The exporter
+writes it, :mod:`export.runtime` reads it. Layout (``MANIFEST_VERSION`` 1)::
+
+    {"format": "mobilestylegan-export", "manifest_version": 1, "toolkit_version": "0.1.0",
+     "artefact_format": "onnx" | "openvino", "onnx_opset": 17 (ONNX only), "precision": "fp32" | "fp16" | "int8",
+     "batch": 1 | "dynamic", "w_input": "w" | "wplus",
+     "model": {"z_dim", "w_dim", "num_ws", "img_resolution", "channels"},
+     "noise": {"mode": "const" | "input" | "none", "inputs": [...], "shapes": [...], "const_file": ...},
+     "truncation": {"psi": float | null, "baked_into_mapping": bool, "w_avg": [w_dim floats]},
+     "graphs": {"mapping" | "synthesis" | "generator": {"files": [...], "bytes", "inputs": [{"name", "shape", "dtype"}],
+                "outputs": [...], "inference_precision": "f32" | "bf16" | "f16" (OpenVINO)}},
+     "output": {...}, "parity": {...}, "quality": {...}, "size_gate": {...}, "source": {...}, "versions": {...}}
+
+Shapes hold ints, with the string ``"batch"`` for a dynamic batch axis.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "manifest.json"
+FORMAT = "mobilestylegan-export"
+MANIFEST_VERSION = 1
+BATCH_AXIS = "batch"
+GRAPHS = ("mapping", "synthesis", "generator")
+
+
+class ManifestError(ValueError):
+    """An export directory without a readable, consistent manifest."""
+
+
+def write_manifest(directory: str | os.PathLike, manifest: dict[str, Any]) -> Path:
+    """Write ``manifest.json`` into ``directory`` (atomically: temp file + rename)."""
+    path = Path(directory) / MANIFEST_NAME
+    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(manifest, fh, indent=1, allow_nan=False)
+            fh.write("\n")
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0600; a manifest is as readable as the graphs
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
+    """Read and check an export directory's manifest (the graph files must exist)."""
+    d = Path(directory)
+    path = d / MANIFEST_NAME
+    if not path.is_file():
+        raise ManifestError(f"{d} holds no {MANIFEST_NAME}: not a mobilestylegan-export directory")
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ManifestError(f"{path} cannot be read as JSON ({err})") from err
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise ManifestError(f"{path} is not a {FORMAT} manifest")
+    if m.get("manifest_version") != MANIFEST_VERSION:
+        raise ManifestError(f"{path}: manifest version {m.get('manifest_version')!r} is not supported "
+                            f"(this runtime reads version {MANIFEST_VERSION})")
+    graphs = m.get("graphs")
+    if not isinstance(graphs, dict) or "synthesis" not in graphs or "mapping" not in graphs:
+        raise ManifestError(f"{path} lists no mapping and synthesis graphs")
+    for name, g in graphs.items():
+        for f in g.get("files", []):
+            if not (d / f).is_file():
+                raise ManifestError(f"{d}: the {name} graph file {f} listed in {MANIFEST_NAME} is missing")
+    return m
+
+
+def graph_path(directory: str | os.PathLike, manifest: dict[str, Any], graph: str) -> Path:
+    """The file a runtime opens for ``graph`` (the ``.onnx`` or the ``.xml``)."""
+    return Path(directory) / manifest["graphs"][graph]["files"][0]
+
+
+def io_spec(names: list[str], shapes: list[tuple[int, ...]], dynamic: bool, dtype: str = "float32"
+            ) -> list[dict[str, Any]]:
+    """``[{"name", "shape", "dtype"}]`` with the batch axis symbolic when ``dynamic``."""
+    return [{"name": n, "shape": [BATCH_AXIS if (dynamic and i == 0) else int(s) for i, s in enumerate(shape)],
+             "dtype": dtype} for n, shape in zip(names, shapes)]

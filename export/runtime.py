@@ -1,0 +1,348 @@
+"""Standalone runtime for ``mobilestylegan-export`` directories: numpy + OpenVINO or ONNX Runtime, no torch.
+
+An edge user can ship this file with :mod:`export.manifest` (both import only the standard library
+and numpy; the inference engine is imported lazily)::
+
+    from export.runtime import load_runtime
+    rt = load_runtime("exported/", threads=2)
+    faces = rt.generate([0, 1, 2], truncation_psi=0.7)    # uint8 [3, R, R, 3]
+    w = rt.mapping(z)                                       # [N, w_dim]
+    img = rt.synthesis(w)                                   # float32 [N, 3, R, R], about [-1, 1]
+
+    python -m export.runtime exported/ --seeds 0-3 --out faces/
+
+Seeds give the same latents as the toolkit (``mobilestylegan.sampling.seeded_z``, i.e. ``torch.randn``
+with a generator seeded per image): :func:`seeded_z` reproduces PyTorch's CPU normal sampler
+(MT19937 + its 16-wide Box-Muller) in numpy, to float rounding (~2e-7).
+
+OpenVINO runs each graph at the precision the manifest recommends (``f32`` for fp32 exports; OpenVINO's
+CPU default on bf16-capable machines would otherwise be bf16); ``precision_hint`` overrides it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from export.manifest import BATCH_AXIS, ManifestError, graph_path, read_manifest
+
+BACKENDS = ("openvino", "onnxruntime")
+INSTALL = {"openvino": "pip install openvino==2026.4.1", "onnxruntime": "pip install onnxruntime==1.31.1"}
+
+
+class RuntimeMissingError(ImportError):
+    """The inference engine an export needs is not installed."""
+
+
+def _import_engine(backend: str):
+    try:
+        if backend == "openvino":
+            import openvino
+
+            return openvino
+        import onnxruntime
+
+        return onnxruntime
+    except ImportError as err:
+        raise RuntimeMissingError(f"{backend} is not installed ({err}); install it with `{INSTALL[backend]}`") from None
+
+
+def seeded_z(seeds: Sequence[int], z_dim: int) -> np.ndarray:
+    """``[N, z_dim]`` float32: row i equals ``torch.randn(z_dim, generator=torch.Generator().manual_seed(seeds[i]))``.
+
+    PyTorch's CPU sampler for float tensors of 16 or more elements: 24-bit uniforms from MT19937, then
+    Box-Muller on blocks of 16 (cos for the first 8, sin for the last 8), the tail block redrawn.
+    """
+    if z_dim < 16:
+        raise ValueError(f"seeded latents are reproduced for z_dim >= 16 only (got {z_dim}); pass z explicitly")
+    rows = []
+    for s in seeds:
+        s = int(s)
+        if not 0 <= s < 2**32:
+            raise ValueError(f"seeds must be in 0..2**32-1, got {s}")
+        bg = np.random.MT19937(0)
+        bg._legacy_seeding(s)  # the reference MT19937 init_genrand, as std::mt19937 and torch use
+        u = _uniform24(bg, z_dim)
+        out = np.empty(z_dim, np.float32)
+        for i in range(0, z_dim - 15, 16):
+            out[i:i + 16] = _box_muller16(u[i:i + 16])
+        if z_dim % 16:
+            out[z_dim - 16:] = _box_muller16(_uniform24(bg, 16))
+        rows.append(out)
+    return np.stack(rows) if rows else np.zeros((0, z_dim), np.float32)
+
+
+def _uniform24(bg: np.random.MT19937, n: int) -> np.ndarray:
+    raw = bg.random_raw(n).astype(np.uint32)
+    return (raw & np.uint32(0xFFFFFF)).astype(np.float32) * np.float32(2.0**-24)
+
+
+def _box_muller16(u: np.ndarray) -> np.ndarray:
+    radius = np.sqrt(np.float32(-2) * np.log(np.float32(1) - u[:8]))
+    theta = np.float32(2 * np.pi) * u[8:]
+    return np.concatenate([radius * np.cos(theta), radius * np.sin(theta)]).astype(np.float32)
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """``[N, 3, H, W]`` in [-1, 1] -> ``[N, H, W, 3]`` uint8 (clipped), as the toolkit's ``to_uint8``."""
+    x = (np.clip(img.astype(np.float32), -1, 1) + 1) * np.float32(127.5)
+    return np.round(x).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+class _Graph:
+    """One compiled graph: ``run(list of arrays in input order) -> first output``."""
+
+    def __init__(self, path: Path, backend: str, inputs: list[dict], threads: int | None, device: str,
+                 precision: str | None) -> None:
+        self.input_names = [i["name"] for i in inputs]
+        self.input_shapes = [i["shape"] for i in inputs]
+        self.backend, self.precision = backend, precision
+        engine = _import_engine(backend)
+        if backend == "openvino":
+            config: dict[str, Any] = {}
+            if precision:
+                config["INFERENCE_PRECISION_HINT"] = precision
+            if threads:
+                config["INFERENCE_NUM_THREADS"] = int(threads)
+            core = engine.Core()
+            self._compiled = core.compile_model(core.read_model(str(path)), device, config)
+            self._request = self._compiled.create_infer_request()
+            self._output = self._compiled.output(0)
+        else:
+            if device.upper() != "CPU":
+                raise ValueError(f"the ONNX Runtime backend here runs on CPU only, not {device!r}")
+            if precision not in (None, "f32"):
+                raise ValueError(f"ONNX Runtime takes no precision hint (got {precision!r}); it runs the graph as stored")
+            opts = engine.SessionOptions()
+            if threads:
+                opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1
+            opts.log_severity_level = 3
+            self._session = engine.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def run(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        feeds = {n: np.ascontiguousarray(a, dtype=np.float32) for n, a in zip(self.input_names, arrays)}
+        if self.backend == "openvino":
+            return np.array(self._request.infer(feeds)[self._output], dtype=np.float32, copy=True)
+        return self._session.run(None, feeds)[0]
+
+
+class Runtime:
+    """Runs an export directory. Build it with :func:`load_runtime`.
+
+    Attributes:
+        manifest: The directory's manifest.
+        graphs: ``{"mapping": _Graph, "synthesis": _Graph[, "generator": _Graph]}``.
+        batch: The graphs' fixed batch, or None (dynamic). Calls with other batch sizes are split and padded.
+    """
+
+    def __init__(self, directory: Path, manifest: dict[str, Any], backend: str, threads: int | None, device: str,
+                 precision_hint: str | None) -> None:
+        self.directory, self.manifest, self.backend = directory, manifest, backend
+        model = manifest["model"]
+        self.z_dim, self.w_dim, self.num_ws = model["z_dim"], model["w_dim"], model["num_ws"]
+        self.img_resolution = model["img_resolution"]
+        self.batch = None if manifest["batch"] == BATCH_AXIS or manifest["batch"] == "dynamic" else int(manifest["batch"])
+        self.w_input, self.noise_mode = manifest["w_input"], manifest["noise"]["mode"]
+        trunc = manifest["truncation"]
+        self.baked_psi = trunc.get("psi")
+        self.w_avg = np.asarray(trunc["w_avg"], np.float32) if trunc.get("w_avg") is not None else None
+        self.graphs: dict[str, _Graph] = {}
+        for name, g in manifest["graphs"].items():
+            hint = precision_hint
+            if hint is None and backend == "openvino":
+                hint = g.get("inference_precision", "f32")
+            self.graphs[name] = _Graph(graph_path(directory, manifest, name), backend, g["inputs"], threads, device, hint)
+        self._noise_const: list[np.ndarray] | None = None
+
+    # ---- graphs -------------------------------------------------------------------------------------------
+    def mapping(self, z: np.ndarray, truncation_psi: float | None = None) -> np.ndarray:
+        """z ``[N, z_dim]`` -> w ``[N, w_dim]`` (the baked psi, if any, already applied)."""
+        z = np.asarray(z, np.float32)
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise ValueError(f"z must be [N, {self.z_dim}], got {list(z.shape)}")
+        w = self._batched(self.graphs["mapping"].run, [z])
+        return self.truncate(w, truncation_psi)
+
+    def truncate(self, w: np.ndarray, truncation_psi: float | None) -> np.ndarray:
+        """``w_avg + psi * (w - w_avg)``; refuses a second psi on top of one baked into the mapping graph."""
+        if truncation_psi is None or truncation_psi == 1:
+            return w
+        if self.baked_psi is not None:
+            raise ValueError(f"this export bakes truncation psi={self.baked_psi} into its mapping graph; "
+                             "re-export without --truncation-psi to choose psi at run time")
+        if self.w_avg is None:
+            raise ValueError("this export stores no w_avg, so it cannot truncate")
+        return (self.w_avg + np.float32(truncation_psi) * (w - self.w_avg)).astype(np.float32)
+
+    def synthesis(self, w_or_ws: np.ndarray, *noise: np.ndarray) -> np.ndarray:
+        """w ``[N, w_dim]`` or ws ``[N, num_ws, w_dim]`` (+ noise maps ``[N or 1, 1, r, r]`` when the export
+        takes noise as inputs) -> image ``[N, 3, R, R]`` float32, about [-1, 1] (not clamped)."""
+        x = np.asarray(w_or_ws, np.float32)
+        if self.w_input == "wplus":
+            if x.ndim == 2 and x.shape[1] == self.w_dim:
+                x = np.repeat(x[:, None], self.num_ws, axis=1)
+            if x.ndim != 3 or x.shape[1:] != (self.num_ws, self.w_dim):
+                raise ValueError(f"ws must be [N, {self.num_ws}, {self.w_dim}] or [N, {self.w_dim}], got {list(x.shape)}")
+        elif x.ndim != 2 or x.shape[1] != self.w_dim:
+            hint = " (this export takes one w per sample; export with --w-input wplus for W+)" if x.ndim == 3 else ""
+            raise ValueError(f"w must be [N, {self.w_dim}], got {list(x.shape)}{hint}")
+        shapes = self.manifest["noise"].get("shapes") or []
+        if self.noise_mode == "input":
+            if not noise:
+                noise = tuple(self.const_noise())
+            if len(noise) != len(shapes):
+                raise ValueError(f"this export takes {len(shapes)} noise maps, got {len(noise)}")
+            n = x.shape[0]
+            noise = tuple(np.broadcast_to(np.asarray(m, np.float32), (n, *s[1:])) for m, s in zip(noise, shapes))
+        elif noise:
+            raise ValueError(f"this export bakes its noise ({self.noise_mode}); it takes no noise inputs")
+        return self._batched(self.graphs["synthesis"].run, [x, *noise])
+
+    def generator(self, z: np.ndarray) -> np.ndarray:
+        """The end-to-end graph (exported with ``--end-to-end``): z -> image."""
+        if "generator" not in self.graphs:
+            raise ValueError("this export has no end-to-end graph (export with --end-to-end)")
+        return self._batched(self.graphs["generator"].run, [np.asarray(z, np.float32)])
+
+    def const_noise(self) -> list[np.ndarray]:
+        """The student's constant noise maps ``[1, 1, r, r]`` (exports with noise inputs ship them)."""
+        if self._noise_const is None:
+            f = self.manifest["noise"].get("const_file")
+            if not f:
+                raise ValueError("this export ships no constant noise maps")
+            with np.load(self.directory / f) as data:
+                self._noise_const = [data[n] for n in self.manifest["noise"]["inputs"]]
+        return self._noise_const
+
+    # ---- convenience --------------------------------------------------------------------------------------
+    def z(self, seeds: Sequence[int]) -> np.ndarray:
+        """The toolkit's seeded latents (see :func:`seeded_z`)."""
+        return seeded_z(seeds, self.z_dim)
+
+    def render(self, seeds: Sequence[int], truncation_psi: float | None = None, noise: str = "const") -> np.ndarray:
+        """Float images ``[N, 3, R, R]`` for seeds (``noise``: ``const`` or ``random`` (seeded), for exports
+        with noise inputs)."""
+        w = self.mapping(self.z(seeds), truncation_psi)
+        maps: list[np.ndarray] = []
+        if self.noise_mode == "input":
+            if noise == "random":
+                shapes = self.manifest["noise"]["shapes"]
+                rngs = [np.random.default_rng(int(s)) for s in seeds]
+                maps = [np.stack([r.standard_normal(s[1:], np.float32) for r in rngs]) for s in shapes]
+            elif noise != "const":
+                raise ValueError(f"noise must be 'const' or 'random', got {noise!r}")
+        elif noise != "const":
+            raise ValueError(f"this export bakes its noise ({self.noise_mode}); noise={noise!r} needs noise inputs")
+        return self.synthesis(w, *maps)
+
+    def generate(self, seeds: Sequence[int], truncation_psi: float | None = None, noise: str = "const") -> np.ndarray:
+        """uint8 images ``[N, R, R, 3]`` for seeds."""
+        return to_uint8(self.render(seeds, truncation_psi, noise))
+
+    def _batched(self, fn: Callable[[list[np.ndarray]], np.ndarray], arrays: list[np.ndarray]) -> np.ndarray:
+        n = arrays[0].shape[0]
+        if self.batch is None:
+            return fn(arrays)
+        out = []
+        for i in range(0, n, self.batch):
+            chunk = [a[i:i + self.batch] for a in arrays]
+            k = chunk[0].shape[0]
+            if k < self.batch:  # pad to the compiled batch with copies of the first row
+                chunk = [np.concatenate([c, np.repeat(c[:1], self.batch - k, axis=0)]) for c in chunk]
+            out.append(fn(chunk)[:k])
+        return np.concatenate(out) if out else np.zeros((0,), np.float32)
+
+
+def load_runtime(directory: str | Path, threads: int | None = None, device: str = "CPU",
+                 precision_hint: str | None = None, backend: str | None = None) -> Runtime:
+    """Open an export directory.
+
+    Args:
+        directory: Written by ``mobilestylegan-export`` (holds ``manifest.json``).
+        threads: Inference threads (None: the engine's default).
+        device: OpenVINO device (``CPU``, ``GPU``, ...); ONNX Runtime runs on CPU.
+        precision_hint: OpenVINO ``INFERENCE_PRECISION_HINT`` for every graph (``f32``, ``bf16``, ``f16``);
+            None uses the manifest's recommendation per graph.
+        backend: ``openvino`` or ``onnxruntime``; None picks the export's own (ONNX files can also run in OpenVINO).
+    """
+    d = Path(directory)
+    manifest = read_manifest(d)
+    fmt = manifest["artefact_format"]
+    backend = backend or ("onnxruntime" if fmt == "onnx" else "openvino")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if fmt == "openvino" and backend != "openvino":
+        raise ValueError("OpenVINO IR runs in OpenVINO only (backend='openvino')")
+    return Runtime(d, manifest, backend, threads, device, precision_hint)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-3,7"`` -> [0, 1, 2, 3, 7]."""
+    seeds: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if m := re.fullmatch(r"(\d+)-(\d+)", part):
+            a, b = int(m.group(1)), int(m.group(2))
+            if b < a:
+                raise ValueError(f"seed range {part!r} runs backwards")
+            seeds.extend(range(a, b + 1))
+        elif re.fullmatch(r"-?\d+", part):
+            seeds.append(int(part))
+        else:
+            raise ValueError(f"cannot read seeds {text!r}: use numbers and ranges like 0-7,10")
+    if not seeds:
+        raise ValueError("no seeds given")
+    negative = [s for s in seeds if s < 0]
+    if negative:
+        raise ValueError(f"seeds must be >= 0, got {negative[:5]}")
+    return seeds
+
+
+def _save(arr: np.ndarray, path: Path) -> Path:
+    try:
+        from PIL import Image
+    except ImportError:
+        path = path.with_suffix(".npy")
+        np.save(path, arr)
+        return path
+    Image.fromarray(arr).save(path, format="PNG")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m export.runtime", description="Render faces from a mobilestylegan-export directory "
+        "(numpy + OpenVINO or ONNX Runtime; no torch).",
+        epilog="example:\n  python -m export.runtime exported/ --seeds 0-3 --trunc 0.7 --out faces/",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("directory", help="export directory (holds manifest.json)")
+    p.add_argument("--seeds", default="0-3", help="seeds, e.g. 0-7,10 (default 0-3)")
+    p.add_argument("--trunc", type=float, default=None, help="truncation psi (exports without a baked psi)")
+    p.add_argument("--out", default="faces", help="output folder for seedNNNN.png (.npy without Pillow)")
+    p.add_argument("--threads", type=int, default=None, help="inference threads")
+    p.add_argument("--device", default="CPU", help="OpenVINO device (default CPU)")
+    p.add_argument("--precision-hint", choices=["f32", "bf16", "f16"], default=None,
+                   help="OpenVINO inference precision (default: the manifest's)")
+    p.add_argument("--backend", choices=BACKENDS, default=None, help="default: the export's own runtime")
+    args = p.parse_args(argv)
+    try:
+        seeds = parse_seeds(args.seeds)
+        rt = load_runtime(args.directory, args.threads, args.device, args.precision_hint, args.backend)
+        imgs = rt.generate(seeds, args.trunc)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for s, img in zip(seeds, imgs):
+            print(_save(img, out / f"seed{s:04d}.png"))
+    except (ValueError, ManifestError, RuntimeMissingError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

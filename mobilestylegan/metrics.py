@@ -1,0 +1,264 @@
+"""Evaluation maths on features and images: FID, KID, precision/recall, PPL filtering, PSNR, and the
+perceptual (LPIPS or unit-normalised VGG16) distance. Everything here is a pure function of its inputs;
+:mod:`mobilestylegan.evaluate` renders images, extracts features and states the conventions.
+
+Definitions (features ``x`` ``[n, d]`` of one set, ``y`` ``[m, d]`` of the other):
+
+- FID: ``|mu_x - mu_y|^2 + tr S_x + tr S_y - 2 tr sqrt(S_x^1/2 S_y S_x^1/2)`` in float64, S the
+  unbiased covariance (``np.cov``, ddof 1). The trace term uses the symmetric form, whose square root
+  comes from a symmetric eigendecomposition (negative eigenvalues from rounding clipped to 0): it
+  equals ``tr sqrtm(S_x S_y)`` (same eigenvalues) without the complex round-off of a general sqrtm.
+- KID: unbiased MMD^2 with the polynomial kernel ``k(a, b) = (a.b / d + 1)^3`` over random subsets
+  (default 100 subsets of 1000, clipped to min(n, m)); mean and std over subsets.
+- Precision / recall (Kynkaenniemi et al. 2019): each sample's k-NN radius (k = 3, itself excluded)
+  in its own set; precision = share of generated samples inside at least one reference ball,
+  recall = share of reference samples inside at least one generated ball.
+- PPL: mean of the per-pair distances / eps^2 kept between the 1st (lower) and 99th (higher)
+  percentiles, as StyleGAN's official code.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mobilestylegan.vgg import FULL_FEATURE_CHANNELS, VGG16Full
+from teacher.formats.common import CheckpointError, check_state_dict
+
+__all__ = [
+    "LPIPS_ENV", "PerceptualDistance", "feature_stats", "fid_from_features", "find_lpips_weights",
+    "frechet_distance", "kid",
+    "load_lpips_heads", "ppl_filtered_mean", "precision_recall", "psnr", "trace_sqrt_product",
+]
+
+LPIPS_ENV = "MOBILESTYLEGAN_LPIPS"
+
+
+# ------------------------------------------------------------------------------------------------ FID
+
+def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``[n, d]`` -> (mean ``[d]``, unbiased covariance ``[d, d]``), float64. Needs n >= 2."""
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise ValueError(f"feature statistics need at least 2 samples [n, d], got shape {x.shape}")
+    return x.mean(axis=0), np.cov(x, rowvar=False)
+
+
+def _psd_sqrt(s: np.ndarray) -> np.ndarray:
+    """Square root of a symmetric positive semi-definite matrix (eigenvalues clipped at 0)."""
+    vals, vecs = np.linalg.eigh((s + s.T) / 2)
+    return (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
+
+
+def trace_sqrt_product(s1: np.ndarray, s2: np.ndarray) -> float:
+    """``tr sqrt(s1 s2)`` for covariances, as ``tr sqrt(s1^1/2 s2 s1^1/2)`` (symmetric PSD)."""
+    r1 = _psd_sqrt(np.asarray(s1, dtype=np.float64))
+    m = r1 @ np.asarray(s2, dtype=np.float64) @ r1
+    vals = np.linalg.eigvalsh((m + m.T) / 2)
+    return float(np.sqrt(np.clip(vals, 0, None)).sum())
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), float64."""
+    mu1, mu2 = np.asarray(mu1, dtype=np.float64), np.asarray(mu2, dtype=np.float64)
+    sigma1, sigma2 = np.asarray(sigma1, dtype=np.float64), np.asarray(sigma2, dtype=np.float64)
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
+        raise ValueError(f"statistics do not match: mu {mu1.shape} / {mu2.shape}, "
+                         f"sigma {sigma1.shape} / {sigma2.shape}")
+    diff = mu1 - mu2
+    value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt_product(sigma1, sigma2)
+    return float(max(value, 0.0))  # rounding can give -1e-12 for identical sets
+
+
+def fid_from_features(x: np.ndarray, y: np.ndarray) -> float:
+    """FID of two feature sets ``[n, d]``, ``[m, d]`` (float64), the same number as
+    ``frechet_distance(*feature_stats(x), *feature_stats(y))``.
+
+    When ``max(n, m) <= d`` it takes an exact low-rank route instead of two d x d eigendecompositions:
+    with ``A = (x - mu_x) / sqrt(n - 1)`` and ``B = (y - mu_y) / sqrt(m - 1)``, ``S_x = A^T A`` and
+    ``S_y = B^T B``, the non-zero eigenvalues of ``S_x S_y`` are the squared singular values of
+    ``A B^T`` ``[n, m]``, so ``tr sqrt(S_x S_y)`` is the sum of those singular values.
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or min(len(x), len(y)) < 2:
+        raise ValueError(f"FID needs two [n >= 2, d] feature sets of the same d, got {x.shape} and {y.shape}")
+    if max(len(x), len(y)) > x.shape[1]:
+        return frechet_distance(*feature_stats(x), *feature_stats(y))
+    mu_x, mu_y = x.mean(0), y.mean(0)
+    a, b = (x - mu_x) / np.sqrt(len(x) - 1), (y - mu_y) / np.sqrt(len(y) - 1)
+    diff = mu_x - mu_y
+    value = diff @ diff + (a * a).sum() + (b * b).sum() - 2 * np.linalg.svd(a @ b.T, compute_uv=False).sum()
+    return float(max(value, 0.0))
+
+
+# ------------------------------------------------------------------------------------------------ KID
+
+def kid(x: np.ndarray, y: np.ndarray, num_subsets: int = 100, subset_size: int = 1000,
+        seed: int = 0) -> tuple[float, float, int]:
+    """Kernel Inception Distance: (mean, std over subsets, subset size used).
+
+    Each subset draws ``s = min(subset_size, n, m)`` rows of ``x`` and of ``y`` without replacement
+    and computes the unbiased MMD^2 with ``k(a, b) = (a.b / d + 1)^3``::
+
+        (sum_{i!=j} k(x_i, x_j) + sum_{i!=j} k(y_i, y_j)) / (s (s - 1)) - 2 sum_{i,j} k(x_i, y_j) / s^2
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(f"KID needs two [n, d] feature sets of the same d, got {x.shape} and {y.shape}")
+    s = min(subset_size, len(x), len(y))
+    if s < 2:
+        raise ValueError(f"KID needs at least 2 samples per set, got {len(x)} and {len(y)}")
+    d = x.shape[1]
+    rng = np.random.default_rng(seed)
+    values = np.empty(num_subsets)
+    for t in range(num_subsets):
+        a = x[rng.choice(len(x), s, replace=False)]
+        b = y[rng.choice(len(y), s, replace=False)]
+        kxx, kyy, kxy = (a @ a.T / d + 1) ** 3, (b @ b.T / d + 1) ** 3, (a @ b.T / d + 1) ** 3
+        within = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (s * (s - 1))
+        values[t] = within - 2 * kxy.sum() / s**2
+    return float(values.mean()), float(values.std()), s
+
+
+# ------------------------------------------------------------------------------------ precision/recall
+
+def _pairwise_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Squared euclidean distances ``[len(a), len(b)]``."""
+    return ((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T).clamp_min(0)
+
+
+def _knn_radii_sq(x: torch.Tensor, k: int, batch: int) -> torch.Tensor:
+    """Squared distance of each row to its k-th nearest other row ``[n]``."""
+    out = []
+    for i in range(0, len(x), batch):
+        dist = _pairwise_sq(x[i:i + batch], x)
+        out.append(dist.kthvalue(k + 1, dim=1).values)  # the (k+1)-th smallest: the row itself is at 0
+    return torch.cat(out)
+
+
+def _coverage(query: torch.Tensor, ref: torch.Tensor, radii_sq: torch.Tensor, batch: int) -> float:
+    """Share of ``query`` rows within at least one ball (centre ``ref[j]``, radius ``radii[j]``)."""
+    inside = 0
+    for i in range(0, len(query), batch):
+        inside += int((_pairwise_sq(query[i:i + batch], ref) <= radii_sq[None]).any(dim=1).sum())
+    return inside / len(query)
+
+
+def precision_recall(gen: np.ndarray, ref: np.ndarray, k: int = 3, batch: int = 1024, device: str = "cpu",
+                     dtype: torch.dtype = torch.float32) -> tuple[float, float]:
+    """Improved precision and recall (Kynkaenniemi et al. 2019) of ``gen`` against ``ref`` features.
+
+    Distances are computed in row blocks of ``batch`` on ``device`` in ``dtype`` (float32: the
+    official code uses float16/32 too; 50k x 50k x 4096 in float64 is slow on most GPUs).
+    """
+    g = torch.as_tensor(np.asarray(gen)).to(device=device, dtype=dtype)
+    r = torch.as_tensor(np.asarray(ref)).to(device=device, dtype=dtype)
+    if g.ndim != 2 or r.ndim != 2 or g.shape[1] != r.shape[1]:
+        raise ValueError(f"precision/recall need two [n, d] feature sets of the same d, got {tuple(g.shape)}, "
+                         f"{tuple(r.shape)}")
+    if min(len(g), len(r)) <= k:
+        raise ValueError(f"precision/recall with k={k} need more than {k} samples per set, got {len(g)}, {len(r)}")
+    precision = _coverage(g, r, _knn_radii_sq(r, k, batch), batch)
+    recall = _coverage(r, g, _knn_radii_sq(g, k, batch), batch)
+    return precision, recall
+
+
+# ------------------------------------------------------------------------------------------ PPL, PSNR
+
+def ppl_filtered_mean(dist: np.ndarray) -> float:
+    """Mean of the distances between the 1st (``lower``) and 99th (``higher``) percentiles, inclusive."""
+    d = np.asarray(dist, dtype=np.float64)
+    lo, hi = np.percentile(d, 1, method="lower"), np.percentile(d, 99, method="higher")
+    return float(d[(d >= lo) & (d <= hi)].mean())
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of images ``[N, 3, H, W]`` in [-1, 1], measured on [0, 1] (peak 1), clamped
+    first. The MSE is floored at 1e-10, so identical images give 100 dB (not inf)."""
+    x, y = (a.float().clamp(-1, 1) + 1) / 2, (b.float().clamp(-1, 1) + 1) / 2
+    mse = (x - y).square().flatten(1).mean(1).clamp_min(1e-10)
+    return 10 * torch.log10(1 / mse)
+
+
+# ----------------------------------------------------------------------------------------- perceptual
+
+def find_lpips_weights(path: str | os.PathLike | None = None) -> Path | None:
+    """LPIPS's VGG linear heads: ``path``, else ``$MOBILESTYLEGAN_LPIPS``, else
+    ``<lpips package>/weights/v0.1/vgg.pth`` of an installed ``lpips`` (located, not imported: it
+    imports torchvision). None when none of them exists. A given ``path`` must exist."""
+    if path is not None:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise FileNotFoundError(f"LPIPS weights not found at {p} (from `pip install --no-deps lpips==0.1.4`: "
+                                    f"lpips/weights/v0.1/vgg.pth)")
+        return p
+    env = os.environ.get(LPIPS_ENV)
+    if env:
+        return find_lpips_weights(env)
+    spec = importlib.util.find_spec("lpips")
+    if spec is not None and spec.submodule_search_locations:
+        cand = Path(next(iter(spec.submodule_search_locations))) / "weights" / "v0.1" / "vgg.pth"
+        if cand.is_file():
+            return cand
+    return None
+
+
+def load_lpips_heads(path: str | os.PathLike) -> list[torch.Tensor]:
+    """The five non-negative 1x1 weights ``lin{0..4}.model.1.weight`` ``[1, C, 1, 1]`` as ``[C]`` vectors."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, expected LPIPS's state dict")
+    expected = {f"lin{i}.model.1.weight": (1, c, 1, 1) for i, c in enumerate(FULL_FEATURE_CHANNELS)}
+    check_state_dict(f"LPIPS VGG heads in {path}", state, expected)
+    return [state[f"lin{i}.model.1.weight"].flatten().float() for i in range(len(FULL_FEATURE_CHANNELS))]
+
+
+def _resize(img: torch.Tensor, size: int) -> torch.Tensor:
+    """Area (box) when shrinking, bilinear (half-pixel centres) when enlarging."""
+    if img.shape[-1] == size and img.shape[-2] == size:
+        return img
+    if min(img.shape[-2:]) >= size:
+        return F.interpolate(img, size=(size, size), mode="area")
+    return F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False)
+
+
+class PerceptualDistance(nn.Module):
+    """Per-pair distance of images ``[N, 3, H, W]`` in [-1, 1], both resized to ``size`` first::
+
+        d(a, b) = sum_l mean_{h,w} sum_c w_lc (u_l(a) - u_l(b))_c^2,   u = f / (|f|_channels + 1e-10)
+
+    over VGG16's relu1_2 .. relu5_3. With LPIPS's heads ``w`` this is LPIPS v0.1 (VGG): the
+    ImageNet normalisation inside :class:`VGG16Full` equals LPIPS's input scaling layer. Without
+    heads every ``w_lc = 1`` ("vgg-unit": unit-normalised feature squared distance summed over layers).
+
+    Args:
+        vgg: A :class:`VGG16Full` (the classifier is not needed).
+        heads: LPIPS's five channel weight vectors, or None.
+        size: Side both images are resized to (area when shrinking, bilinear when enlarging).
+    """
+
+    def __init__(self, vgg: VGG16Full, heads: list[torch.Tensor] | None = None, size: int = 256) -> None:
+        super().__init__()
+        self.vgg = vgg.eval().requires_grad_(False)
+        self.size = size
+        self.kind = "lpips-vgg-v0.1" if heads is not None else "vgg-unit"
+        for i, c in enumerate(FULL_FEATURE_CHANNELS):
+            w = heads[i] if heads is not None else torch.ones(c)
+            self.register_buffer(f"w{i}", w.view(1, c, 1, 1).clone(), persistent=False)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # -> [N]
+        if a.shape != b.shape:
+            raise ValueError(f"PerceptualDistance: shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+        n = a.shape[0]
+        feats = self.vgg.relu_features(_resize(torch.cat([a, b]), self.size))
+        total = a.new_zeros(n)
+        for i, f in enumerate(feats):
+            u = f / (f.square().sum(1, keepdim=True).sqrt() + 1e-10)
+            total = total + (getattr(self, f"w{i}") * (u[:n] - u[n:]).square()).sum(1).mean((1, 2))
+        return total
