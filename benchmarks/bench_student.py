@@ -15,29 +15,18 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import shlex
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
 
 import teacher
+from export.bench import cpu_name
 from mobilestylegan.complexity import count_macs, count_params
 from mobilestylegan.synthesis import MobileSynthesisNetwork, StudentConfig
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def sizes(res: int) -> dict:

@@ -39,3 +39,22 @@ def tiny_checkpoint(res: int = 32, with_d: bool = True, seed: int = 0) -> Checkp
         dc = tiny_d_config(res)
         ck.d_config, ck.d_state = dc, dict(randomize(teacher.Discriminator(dc), seed + 1).state_dict())
     return ck
+
+
+def tiny_teacher_student_pair(d):
+    """A 64-px teacher saved as ``d/teacher.pt`` and a randomised 64-px student sharing its mapping, saved as
+    ``d/student.pt``. Returns the teacher and the mapping (for more students)."""
+    from mobilestylegan.checkpoint import save_student
+    from mobilestylegan.generator import StudentGenerator
+    from mobilestylegan.synthesis import StudentConfig
+
+    gcfg = teacher.GeneratorConfig(z_dim=32, w_dim=32, img_resolution=64, mapping_layers=2,
+                                   channels={4: 16, 8: 16, 16: 16, 32: 8, 64: 8})
+    T = randomize(teacher.Generator(gcfg), seed=1)
+    teacher.save_checkpoint(d / "teacher.pt", Checkpoint("native", g_config=gcfg, g_state=T.state_dict()))
+    mapping = teacher.MappingNetwork(32, 32, 2)
+    mapping.load_state_dict({k[8:]: v for k, v in T.state_dict().items() if k.startswith("mapping.")})
+    S = StudentGenerator(StudentConfig(img_resolution=64, w_dim=32, channels=(16, 16, 16, 8)), mapping)
+    randomize(S.synthesis, seed=2)
+    save_student(d / "student.pt", S)
+    return T, mapping

@@ -9,17 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-import teacher
 from mobilestylegan import evaluate as E
 from mobilestylegan import inception as inc
 from mobilestylegan import metrics as M
 from mobilestylegan import vgg as vgg_mod
-from mobilestylegan.checkpoint import save_student
-from mobilestylegan.generator import StudentGenerator
 from mobilestylegan.images import save_png, to_uint8
-from mobilestylegan.synthesis import StudentConfig
-from teacher.formats.common import Checkpoint
-from tests.helpers import randomize
+from tests.helpers import tiny_teacher_student_pair
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -40,15 +35,7 @@ def _isolated(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("eval_models")
-    gcfg = teacher.GeneratorConfig(z_dim=32, w_dim=32, img_resolution=64, mapping_layers=2,
-                                   channels={4: 16, 8: 16, 16: 16, 32: 8, 64: 8})
-    T = randomize(teacher.Generator(gcfg), seed=1)
-    teacher.save_checkpoint(d / "teacher.pt", Checkpoint("native", g_config=gcfg, g_state=T.state_dict()))
-    mapping = teacher.MappingNetwork(32, 32, 2)
-    mapping.load_state_dict({k[8:]: v for k, v in T.state_dict().items() if k.startswith("mapping.")})
-    S = StudentGenerator(StudentConfig(img_resolution=64, w_dim=32, channels=(16, 16, 16, 8)), mapping)
-    randomize(S.synthesis, seed=2)
-    save_student(d / "student.pt", S)
+    T, _ = tiny_teacher_student_pair(d)
     imgs = d / "real"
     imgs.mkdir()
     with torch.no_grad():  # "real" images: the teacher's own renders, 24 of them

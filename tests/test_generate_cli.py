@@ -6,26 +6,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import teacher
 from mobilestylegan.checkpoint import save_student
 from mobilestylegan.generate import main
 from mobilestylegan.generator import StudentGenerator
 from mobilestylegan.synthesis import StudentConfig
-from teacher.formats.common import Checkpoint
-from tests.helpers import randomize
+from tests.helpers import tiny_teacher_student_pair
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("models")
-    gcfg = teacher.GeneratorConfig(z_dim=32, w_dim=32, img_resolution=64, mapping_layers=2,
-                                   channels={4: 16, 8: 16, 16: 16, 32: 8, 64: 8})
-    T = randomize(teacher.Generator(gcfg), seed=1)
-    teacher.save_checkpoint(d / "teacher.pt", Checkpoint("native", g_config=gcfg, g_state=T.state_dict()))
-    mapping = teacher.MappingNetwork(32, 32, 2)
-    mapping.load_state_dict({k[8:]: v for k, v in T.state_dict().items() if k.startswith("mapping.")})
-    S = StudentGenerator(StudentConfig(img_resolution=64, w_dim=32, channels=(16, 16, 16, 8)), mapping)
-    save_student(d / "student.pt", randomize(S.synthesis, seed=2) and S)
+    _, mapping = tiny_teacher_student_pair(d)
     S32 = StudentGenerator(StudentConfig(img_resolution=32, w_dim=32, channels=(16, 16, 8)), mapping)
     save_student(d / "student32.pt", S32)
     S128 = StudentGenerator(StudentConfig(img_resolution=128, w_dim=32, channels=(16, 16, 16, 8, 8)), mapping)
