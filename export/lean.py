@@ -131,10 +131,11 @@ class LeanSynthesis(nn.Module):
         self._head = {"style": add(_Affine(head.conv.modulation, 3 * last + 3, head.conv.scale))}
         self.register_buffer("head_weight", head.conv.weight.detach().clone())
         self.register_buffer("head_bias", head.bias.detach().clone())
-        self.register_buffer("haar", HAAR.clone())
         if self.idwt_mode == "conv":  # grouped 1x1 conv weights [4C, 4, 1, 1]: one Haar matrix per channel
             for c in sorted({blk["channels"] for blk in self._blocks}):
                 self.register_buffer(f"haar_conv{c}", HAAR[:, :, None, None].repeat(c, 1, 1, 1))
+        else:
+            self.register_buffer("haar", HAAR.clone())
 
         self._group_affines(affines)
 

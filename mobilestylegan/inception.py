@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from teacher.formats.common import CheckpointError, check_state_dict
+from mobilestylegan.vgg import default_weights_path
 from teacher.formats.native import sha256_file
 
 __all__ = [
@@ -47,7 +48,6 @@ INCEPTION_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_
 INCEPTION_SHA256_PREFIX = "6726825d"
 INCEPTION_SHA256_REPORTED = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
 INCEPTION_ENV = "MOBILESTYLEGAN_INCEPTION"
-_CACHE_ENV = "MOBILESTYLEGAN_CACHE"
 FEATURE_DIM = 2048
 RESIZE_MODES = ("clean", "legacy")
 _BN_EPS = 0.001  # TensorFlow's batch-norm epsilon, kept by the port
@@ -231,13 +231,9 @@ class FIDInceptionV3(nn.Module):
 
 
 def default_inception_path() -> Path:
-    """``$MOBILESTYLEGAN_INCEPTION``, else ``$MOBILESTYLEGAN_CACHE/weights/<file>``, else
-    ``~/.cache/mobilestylegan/weights/pt_inception-2015-12-05-6726825d.pth``."""
-    env = os.environ.get(INCEPTION_ENV)
-    if env:
-        return Path(env).expanduser()
-    root = os.environ.get(_CACHE_ENV) or Path.home() / ".cache" / "mobilestylegan"
-    return Path(root).expanduser() / "weights" / INCEPTION_FILENAME
+    """Where the FID Inception weights are looked for: ``$MOBILESTYLEGAN_INCEPTION``, else
+    ``$MOBILESTYLEGAN_CACHE/weights/<file>``, else ``~/.cache/mobilestylegan/weights/<file>``."""
+    return default_weights_path(INCEPTION_ENV, INCEPTION_FILENAME)
 
 
 def how_to_get(path: Path) -> str:

@@ -39,6 +39,19 @@ VGG16_ENV = "MOBILESTYLEGAN_VGG16"
 VGG16_CONFIG_KEY = "loss.vgg_weights"
 _CACHE_ENV = "MOBILESTYLEGAN_CACHE"  # shared with mobilestylegan.pretrained
 
+
+def _conv_stack(layout: tuple[int | str, ...]) -> nn.Sequential:
+    """torchvision's VGG ``features``: 3x3 conv + ReLU per channel count, a 2x2 max-pool per ``"M"``."""
+    layers: list[nn.Module] = []
+    c_in = 3
+    for item in layout:
+        if item == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        else:
+            layers += [nn.Conv2d(c_in, int(item), kernel_size=3, padding=1), nn.ReLU()]
+            c_in = int(item)
+    return nn.Sequential(*layers)
+
 # torchvision's vgg16 "D" configuration up to relu4_3: channels per conv, "M" = 2x2 max pool.
 _LAYOUT: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512)
 # Indices in ``features`` of the ReLUs whose outputs we return (relu1_2, relu2_2, relu3_3, relu4_3).
@@ -63,15 +76,7 @@ class VGG16Features(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        c_in = 3
-        for item in _LAYOUT:
-            if item == "M":
-                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-            else:
-                layers += [nn.Conv2d(c_in, int(item), kernel_size=3, padding=1), nn.ReLU()]
-                c_in = int(item)
-        self.features = nn.Sequential(*layers)  # indices 0..22, as torchvision's
+        self.features = _conv_stack(_LAYOUT)  # indices 0..22, as torchvision's
         assert len(self.features) == FEATURE_LAYERS[-1] + 1
         # Not persistent: the state dict holds exactly torchvision's keys.
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -90,14 +95,20 @@ class VGG16Features(nn.Module):
         return tuple(outs)  # type: ignore[return-value]
 
 
-def default_vgg16_path() -> Path:
-    """``$MOBILESTYLEGAN_VGG16``, else ``$MOBILESTYLEGAN_CACHE/weights/vgg16-397923af.pth``, else
-    ``~/.cache/mobilestylegan/weights/vgg16-397923af.pth`` (whether or not the file exists)."""
-    env = os.environ.get(VGG16_ENV)
-    if env:
-        return Path(env).expanduser()
+def default_weights_path(env: str, filename: str) -> Path:
+    """``$env``, else ``$MOBILESTYLEGAN_CACHE/weights/<filename>``, else
+    ``~/.cache/mobilestylegan/weights/<filename>`` (whether or not the file exists)."""
+    explicit = os.environ.get(env)
+    if explicit:
+        return Path(explicit).expanduser()
     root = os.environ.get(_CACHE_ENV) or Path.home() / ".cache" / "mobilestylegan"
-    return Path(root).expanduser() / "weights" / VGG16_FILENAME
+    return Path(root).expanduser() / "weights" / filename
+
+
+def default_vgg16_path() -> Path:
+    """Where the VGG16 weights are looked for: :func:`default_weights_path` of ``$MOBILESTYLEGAN_VGG16`` and
+    ``vgg16-397923af.pth``."""
+    return default_weights_path(VGG16_ENV, VGG16_FILENAME)
 
 
 def _how_to_get(path: Path) -> str:
@@ -199,15 +210,7 @@ class VGG16Full(nn.Module):
 
     def __init__(self, classifier: bool = True) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        c_in = 3
-        for item in _FULL_LAYOUT:
-            if item == "M":
-                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-            else:
-                layers += [nn.Conv2d(c_in, int(item), kernel_size=3, padding=1), nn.ReLU()]
-                c_in = int(item)
-        self.features = nn.Sequential(*layers)  # indices 0..30, as torchvision's
+        self.features = _conv_stack(_FULL_LAYOUT)  # indices 0..30, as torchvision's
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         # Dropouts keep torchvision's indices (fc1 = classifier.0, fc2 = classifier.3); identity in eval.
         self.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 4096), nn.ReLU(), nn.Dropout(),

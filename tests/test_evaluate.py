@@ -16,20 +16,12 @@ from mobilestylegan import vgg as vgg_mod
 from mobilestylegan.images import save_png, to_uint8
 from tests.helpers import tiny_teacher_student_pair
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "no_weight_files")
 
 # Tiny network inputs: every number is then non-comparable, which the lines must say.
 FAST = ["--allow-random-weights", "--inception-size", "75", "--pr-size", "32", "--lpips-size", "32",
         "--kid-subsets", "5", "--batch-size", "8", "--quiet"]
 LINE_KEYS = {"metric", "value", "gen", "gen_hash", "ref", "ref_hash", "truncation", "seed", "comparable"}
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    """Statistics cache and default weight locations in an empty per-test folder."""
-    monkeypatch.setenv("MOBILESTYLEGAN_CACHE", str(tmp_path / "cache"))
-    for env in (inc.INCEPTION_ENV, vgg_mod.VGG16_ENV, M.LPIPS_ENV):
-        monkeypatch.delenv(env, raising=False)
 
 
 @pytest.fixture(scope="module")

@@ -54,9 +54,10 @@ def test_lean_synthesis_has_no_demodulation_and_counts_its_bytes():
     fused.fuse()
     params = sum(p.numel() for p in fused.parameters()) + sum(c.noise_const.numel() for c in fused.styled_convs())
     extra = lean.num_params_bytes() // 4 - params
-    # Extra constants: the per-block Haar band-mix weights (16 per channel) and the 4x4 matrix; the
-    # style affines are concatenated, not duplicated.
-    assert 0 <= extra <= 16 * 4 + 16 + 16 * 4
+    # Extra constants: only the band-mix weights (a 4x4 Haar matrix per channel, one tensor per distinct
+    # width: both blocks mix 4 channels here), less the noise strengths folded into the baked maps; the style
+    # affines are concatenated, not duplicated.
+    assert extra == 16 * 4 - len(fused.styled_convs())
 
 
 def test_band_interleave_with_the_haar_mix_is_the_idwt():

@@ -19,15 +19,7 @@ from mobilestylegan.vgg import VGG16Full, load_vgg16_full
 from teacher.formats.common import CheckpointError
 from tests.test_vgg import fake_state, save
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(autouse=True)
-def _no_weight_files(tmp_path, monkeypatch):
-    """Default weight locations point into an empty folder: random weights here, whatever the machine has."""
-    monkeypatch.setenv("MOBILESTYLEGAN_CACHE", str(tmp_path / "cache"))
-    for env in (inc.INCEPTION_ENV, vgg_mod.VGG16_ENV, M.LPIPS_ENV):
-        monkeypatch.delenv(env, raising=False)
+pytestmark = pytest.mark.usefixtures("one_thread", "no_weight_files")
 
 
 @pytest.fixture(scope="module")
