@@ -427,7 +427,15 @@ class CachedTripleSource:
         return self.source.fixed_set(n, seed, device)
 
     def mean_image(self, n: int, seed: int, device: torch.device | str) -> torch.Tensor:
-        return self.source.mean_image(n, seed, device)
+        """The teacher's mean image ``[1, 3, R, R]``: without style mixing the pool already holds ``size``
+        independent samples drawn like :meth:`TripleSource.mean_image`'s (the pool's mean, accumulated in
+        float64, no extra renders; ``n`` and ``seed`` are then unused); otherwise the live source's."""
+        if self.source.style_mixing_prob > 0:
+            return self.source.mean_image(n, seed, device)
+        total = torch.zeros((1, *self.images.shape[1:]), dtype=torch.float64, device=self.images.device)
+        for i in range(0, self.size, 512):
+            total += self.images[i:i + 512].double().sum(0, keepdim=True)
+        return (total / self.size).float().to(device)
 
 
 __all__ = ["NO_MIXING", "Triple", "Styles", "TripleSource", "CachedTripleSource", "teacher_ws_resolution",

@@ -67,6 +67,8 @@ class DistillationModule(L.LightningModule):
         augment: Differentiable augmentation before the discriminator, or None.
         batch_size: Triples per iteration.
         val_size / val_seed: The fixed validation set.
+        baseline_samples: Teacher samples in the mean image of the trivial baseline (``source.mean_image``,
+            seeded ``val_seed + 1``, so independent of the validation set).
         data_seed: Seed of the training triples' generator.
         ema_beta: Student EMA decay (0 = validate the raw student).
         grad_clip: Student gradient-norm clip, or None.
@@ -77,7 +79,7 @@ class DistillationModule(L.LightningModule):
     def __init__(self, student: StudentGenerator, source: TripleSource, discriminator: Discriminator | None,
                  student_optimizer: Callable, discriminator_optimizer: Callable | None, weights: LossWeights,
                  perceptual: PerceptualLoss | None = None, augment: DiffAugment | None = None, batch_size: int = 8,
-                 val_size: int = 16, val_seed: int = 1234, data_seed: int = 0, ema_beta: float = 0.999,
+                 val_size: int = 16, val_seed: int = 1234, baseline_samples: int = 256, data_seed: int = 0, ema_beta: float = 0.999,
                  grad_clip: float | None = None, lr_schedule: str = "constant", warmup_steps: int = 0,
                  total_steps: int = 1, min_lr_ratio: float = 0.05, out_dir: str | Path = ".") -> None:
         super().__init__()
@@ -92,6 +94,7 @@ class DistillationModule(L.LightningModule):
         self.make_student_opt, self.make_d_opt = student_optimizer, discriminator_optimizer
         self.w = weights
         self.batch_size, self.val_size, self.val_seed = batch_size, val_size, val_seed
+        self.baseline_samples = baseline_samples
         self.ema_beta, self.grad_clip = ema_beta, grad_clip
         self.lr_schedule, self.warmup_steps, self.total_steps = lr_schedule, warmup_steps, max(total_steps, 1)
         self.min_lr_ratio = min_lr_ratio
@@ -235,9 +238,9 @@ class DistillationModule(L.LightningModule):
         metrics = {"val/psnr": psnr(pred, target).mean().item(), "val/l1": (pred - target).abs().mean().item()}
         if self.frozen.perceptual is not None:
             metrics["val/vgg_dist"] = self.frozen.perceptual(pred, target).item()
-        if self.baseline_psnr is None:
-            mean_img = target.mean(dim=0, keepdim=True).expand_as(target)
-            self.baseline_psnr = psnr(mean_img, target).mean().item()
+        if self.baseline_psnr is None:  # the teacher's mean image, estimated on latents the validation set lacks
+            mean_img = self.frozen.source.mean_image(self.baseline_samples, self.val_seed + 1, self.device)
+            self.baseline_psnr = psnr(mean_img.to(target).expand_as(target), target).mean().item()
         metrics["val/baseline_psnr"] = self.baseline_psnr
         if record:
             self.val_history.append({"iteration": self.iteration, **metrics})

@@ -417,7 +417,7 @@ def _demod_fit(gram: np.ndarray, scale: float, what: str, tol: float) -> tuple[n
     return a, err
 
 
-def _unfuse(state: dict[str, torch.Tensor], synthesis, what: str, tol: float = 1e-5) -> dict[str, float]:
+def unfuse_state(state: dict[str, torch.Tensor], synthesis, what: str, tol: float = 1e-5) -> dict[str, float]:
     """Add ``style_inv = sqrt(a)`` per styled conv so the recomputed demodulation is 1 (weights unchanged)."""
     fit: dict[str, float] = {}
     paths = ["conv1"] + [f"layers.{b}.conv{j}" for b in range(len(synthesis.layers)) for j in (1, 2)]
@@ -474,7 +474,7 @@ def import_published_ir(xml_path: str | os.PathLike, mapping_xml_path: str | os.
     G = StudentGenerator(cfg, mapping)
     info: dict[str, Any] = {}
     if unfused:
-        info["demod_fit_max_abs_d_minus_1"] = _unfuse(state, G.synthesis, what)
+        info["demod_fit_max_abs_d_minus_1"] = unfuse_state(state, G.synthesis, what)
     else:
         for conv in G.synthesis.styled_convs():  # the IR is fused: no style_inv, demodulation in the weights
             conv.conv.fuse()

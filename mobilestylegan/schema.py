@@ -36,6 +36,8 @@ class StudentSchema:
         kernel_size: Depthwise kernel size.
         trainable_demod: Learn the demodulation vectors.
         init: Start from this student (pretrained name or checkpoint), e.g. to fine-tune ffhq-1024.
+        init_from_teacher: Start from the teacher's own layers, channel-pruned to this student's widths
+            and cut at its resolution (MobileStyleGAN teachers only; ``mobilestylegan/prune.py``).
     """
 
     img_resolution: int = 1024
@@ -44,6 +46,7 @@ class StudentSchema:
     kernel_size: int = 3
     trainable_demod: bool = False
     init: Optional[str] = None
+    init_from_teacher: bool = False
 
 
 @dataclass
@@ -55,6 +58,9 @@ class DataSchema:
         render_batch: Teacher render chunk (memory); None = the whole batch.
         val_size: Fixed validation latents (identical across runs and resumptions).
         val_seed: Seed of the validation latents and noise.
+        baseline_samples: Teacher samples averaged into the mean image of the trivial baseline
+            (``baseline_psnr``: that image predicted for every validation latent), drawn independently of the
+            validation set. With a cache and no style mixing the pool's own mean is used (no extra renders).
         cache_size: 0 = render the teacher on the fly every step; N > 0 = pre-render N triples once and draw
             batches from them (for CPUs, where teacher renders dominate).
         cache_renderer: What fills the cache: ``torch`` (the teacher as is), ``openvino-f32`` or
@@ -68,6 +74,7 @@ class DataSchema:
     render_batch: Optional[int] = None
     val_size: int = 16
     val_seed: int = 1234
+    baseline_samples: int = 256
     cache_size: int = 0
     cache_renderer: str = "torch"
 

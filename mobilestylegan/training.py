@@ -63,6 +63,9 @@ def load_teacher(source: str, device: str = "cpu") -> torch.nn.Module:
 def build_student(cfg: DictConfig, teacher_G: torch.nn.Module) -> StudentGenerator:
     s = cfg.student
     if s.init is not None:
+        if s.init_from_teacher:
+            raise ConfigError("student.init and student.init_from_teacher both say where the student starts: "
+                              "set one of them")
         from mobilestylegan.formats import load_any_student
 
         G = load_any_student(s.init)
@@ -83,7 +86,15 @@ def build_student(cfg: DictConfig, teacher_G: torch.nn.Module) -> StudentGenerat
     m = teacher_G.mapping
     mapping = teacher.MappingNetwork(m.z_dim, m.w_dim, m.num_layers, m.fc0.bias_gain)
     mapping.load_state_dict(m.state_dict())
-    return StudentGenerator(scfg, mapping)
+    G = StudentGenerator(scfg, mapping)
+    if s.init_from_teacher:
+        from mobilestylegan.prune import PruneError, prune_teacher
+
+        try:
+            G.synthesis.load_state_dict(prune_teacher(teacher_G.synthesis, scfg).state_dict())
+        except PruneError as err:
+            raise ConfigError(f"student.init_from_teacher: {err}") from None
+    return G
 
 
 def build_discriminator(cfg: DictConfig, student: StudentGenerator) -> teacher.Discriminator | None:
@@ -178,7 +189,8 @@ def build_module(cfg: DictConfig, out_dir: Path) -> tuple[DistillationModule, di
         student_optimizer=hydra.utils.instantiate(cfg.optim.student),
         discriminator_optimizer=hydra.utils.instantiate(cfg.optim.discriminator) if D is not None else None,
         weights=weights, perceptual=perceptual, augment=augment, batch_size=cfg.data.batch_size,
-        val_size=cfg.data.val_size, val_seed=cfg.data.val_seed, data_seed=cfg.trainer.seed,
+        val_size=cfg.data.val_size, val_seed=cfg.data.val_seed,
+        baseline_samples=cfg.data.baseline_samples, data_seed=cfg.trainer.seed,
         ema_beta=cfg.optim.ema_beta, grad_clip=cfg.optim.grad_clip, lr_schedule=cfg.optim.lr_schedule,
         warmup_steps=cfg.optim.warmup_steps, total_steps=cfg.trainer.steps, min_lr_ratio=cfg.optim.min_lr_ratio,
         out_dir=out_dir)
@@ -229,7 +241,8 @@ def run(cfg: DictConfig, out_dir: str | Path) -> tuple[dict[str, Any], dict[str,
         module._validate(record=True)
     student_out = out_dir / "student.pt"
     G = module.student_ema if module.student_ema is not None else module.student
-    save_student(student_out, G.cpu(), info={"source": "distillation", "teacher": cfg.teacher.source,
+    init = cfg.student.init or ("teacher, channel-pruned" if cfg.student.init_from_teacher else "random")
+    save_student(student_out, G.cpu(), info={"source": "distillation", "teacher": cfg.teacher.source, "init": init,
                                               "iterations": module.iteration, "config": cfg.name})
     best = callbacks[0].best_model_path if callbacks else ""
     summary = {

@@ -279,6 +279,22 @@ def test_cached_source(G):
     assert_triples_equal(exact.fixed_set(2, 0, "cpu"), src.fixed_set(2, 0, "cpu"))
     assert exact.to("cpu") is exact and src.to("cpu") is src
     assert_triples_equal(exact.sample(4, gen(1), "cpu"), s1)
+    # With style mixing the pool is not the validation distribution: the mean image comes from the live source.
+    torch.testing.assert_close(exact.mean_image(3, 5, "cpu"), src.mean_image(3, 5, "cpu"), rtol=0, atol=0)
+
+
+def test_cached_source_mean_image_is_the_pool_mean(G):
+    """Without mixing the pool is a sample of the validation distribution: its mean is the baseline's image."""
+    src = TripleSource(G, scfg(32), truncation_psi=0.7, style_mixing_prob=0.0)
+    pool = CachedTripleSource(src, size=600, seed=3, device="cpu", chunk=200, progress=False,
+                              storage_dtype=torch.float32)
+    mean = pool.mean_image(4, seed=9, device="cpu")
+    assert mean.shape == (1, 3, 32, 32) and mean.dtype == torch.float32
+    torch.testing.assert_close(mean, pool.images.double().mean(0, keepdim=True).float(), rtol=0, atol=1e-6)
+    # An estimate of the same image as the live source's independent one (600 vs 300 samples).
+    live = src.mean_image(300, seed=11, device="cpu")
+    spread = pool.images.std(0, keepdim=True)
+    assert float(((mean - live).abs() / spread).mean()) < 0.15  # ~0.07 expected: 1/sqrt(300) + 1/sqrt(600)
 
 
 def test_openvino_cache_renderer_matches_torch():

@@ -288,7 +288,7 @@ def test_unfuse_recovers_a_demodulation_vector():
         conv.conv.fuse()
     state = dict(fused.state_dict())
     recovered = MobileSynthesisNetwork(cfg).eval()
-    fit = pretrained._unfuse(state, recovered, "tiny student")
+    fit = pretrained.unfuse_state(state, recovered, "tiny student")
     recovered.load_state_dict(state, strict=True)
     assert max(fit.values()) < 1e-5
     ws = torch.randn([2, cfg.w_dim])

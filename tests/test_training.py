@@ -54,9 +54,9 @@ def tiny_overrides(tmp_path: Path, *extra: str) -> list[str]:
 def test_fast_dev_run_every_experiment(exp, tmp_path):
     """One training and one validation step of each experiment, on tiny stand-ins for the heavy parts
     (the StyleGAN2 FFHQ weights are not here; the published student teaches a 32-px student)."""
-    small = ["data.batch_size=2", "data.val_size=2", "loss.allow_random_vgg=true", "loss.perceptual_size=32",
-             "data.cache_size=0", "trainer.fast_dev_run=true", "trainer.accelerator=cpu", "trainer.devices=1",
-             "trainer.progress_bar=false"]
+    small = ["data.batch_size=2", "data.val_size=2", "data.baseline_samples=2", "loss.allow_random_vgg=true",
+             "loss.perceptual_size=32", "data.cache_size=0", "trainer.fast_dev_run=true", "trainer.accelerator=cpu",
+             "trainer.devices=1", "trainer.progress_bar=false"]
     if exp in ("ffhq1024", "ffhq256"):
         # Same recipe (pixel + VGG + GAN/R1) on the bundled tiny teacher: the StyleGAN2 FFHQ weights are not here.
         small += ["teacher=tiny", "student.img_resolution=32", "student.channels=[16,16,8]"]
@@ -82,6 +82,15 @@ def test_tiny_learns_and_writes_artefacts(tmp_path):
     hist = summary["val_history"]
     assert [h["iteration"] for h in hist] == [0, 20, 40]
     assert summary["val_psnr_last"] > summary["val_psnr_first"] + 1.0  # it learns
+    # The baseline predicts the teacher's mean image, estimated on latents the validation set does not hold
+    # (data.baseline_samples = 256, seeded val_seed + 1), not the validation set's own mean.
+    from mobilestylegan.distill import psnr
+
+    source = objects["source"]
+    val = source.fixed_set(4, 1234, "cpu").images[-1]
+    want = psnr(source.mean_image(256, 1235, "cpu").expand_as(val), val).mean().item()
+    assert abs(summary["baseline_psnr"] - want) < 1e-4
+    assert abs(summary["baseline_psnr"] - psnr(val.mean(0, keepdim=True).expand_as(val), val).mean().item()) > 1e-3
     # Checkpoints hold student, EMA and optimizer state but never the teacher or VGG.
     ck = torch.load(summary["last_checkpoint"], weights_only=False)
     keys = ck["state_dict"].keys()
@@ -124,6 +133,10 @@ def test_bad_configuration_stops_early(tmp_path):
         run_tiny(tmp_path, "student.img_resolution=128", "student.channels=[16,16,16,16,8]")
     with pytest.raises(ConfigError, match="trainer.resume"):
         run_tiny(tmp_path, "trainer.resume=/nonexistent.ckpt")
+    with pytest.raises(ConfigError, match="init_from_teacher.*needs a MobileStyleGAN teacher"):
+        run_tiny(tmp_path, "student.init_from_teacher=true")
+    with pytest.raises(ConfigError, match="set one of them"):
+        run_tiny(tmp_path, "student.init_from_teacher=true", "student.init=ffhq-1024")
 
 
 def test_nan_stops_without_corrupting_the_checkpoint(tmp_path):
