@@ -73,9 +73,13 @@ def _unfused_state(teacher: MobileSynthesisNetwork) -> dict[str, torch.Tensor]:
     if not teacher.fused:
         return state
     from mobilestylegan.pretrained import unfuse_state
+    from teacher.formats.common import CheckpointError
 
-    skeleton = MobileSynthesisNetwork(teacher.cfg)
-    unfuse_state(state, skeleton, "the teacher")
+    try:
+        unfuse_state(state, MobileSynthesisNetwork(teacher.cfg), "the fused teacher")
+    except (CheckpointError, ImportError) as err:
+        raise PruneError(f"cannot recover the fused teacher's demodulation to prune it ({err}); start the student "
+                         "from a random initialisation (student.init_from_teacher=false)") from err
     # The folded final head is in pixel-phase layout, not wavelets: it is not copied.
     last = f"layers.{len(teacher.layers) - 1}.to_img."
     return {k: v for k, v in state.items() if not k.startswith(last)}

@@ -103,6 +103,11 @@ def test_errors(T):
         prune_teacher(T, StudentConfig(img_resolution=128, w_dim=W_DIM, channels=(16, 16, 16, 8, 8)))
     with pytest.raises(PruneError, match="w_dim 8"):
         prune_teacher(T, StudentConfig(img_resolution=32, w_dim=8, channels=(16, 16, 16)))
+    broken = copy.deepcopy(T).fuse()
+    with torch.no_grad():  # no longer a folded demodulation: rows of unequal norm under any style_inv
+        broken.layers[1].conv2.conv.weight_permute[0] *= 3
+    with pytest.raises(PruneError, match="cannot recover the fused teacher's demodulation"):
+        prune_teacher(broken, StudentConfig(img_resolution=32, w_dim=W_DIM, channels=(16, 16, 16)))
     G = teacher.Generator(tiny_g_config(32))
     with pytest.raises(PruneError, match="needs a MobileStyleGAN teacher"):
         prune_teacher(G.synthesis, StudentConfig(img_resolution=32, w_dim=16, channels=(16, 16, 16)))
