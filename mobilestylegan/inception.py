@@ -31,9 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from teacher.formats.common import CheckpointError, check_state_dict
-from mobilestylegan.vgg import default_weights_path
-from teacher.formats.native import sha256_file
+from teacher.formats.common import check_state_dict
+from mobilestylegan.vgg import default_weights_path, read_published_weights
 
 __all__ = [
     "FIDInceptionV3", "INCEPTION_ENV", "INCEPTION_FILENAME", "INCEPTION_SHA256_PREFIX", "INCEPTION_URL",
@@ -288,13 +287,8 @@ def load_inception(path: str | os.PathLike | None, allow_random_weights: bool = 
             model.random_weights = True
             return model.eval().requires_grad_(False), f"random-seed{seed}"
         raise InceptionWeightsNotFoundError(f"Inception weights not found at {path}: {how_to_get(path)}")
-    digest = sha256_file(path)
-    if not digest.startswith(INCEPTION_SHA256_PREFIX):
-        raise CheckpointError(f"{path} is not pytorch-fid's {INCEPTION_FILENAME}: its sha256 is {digest}, expected "
-                              f"one starting with {INCEPTION_SHA256_PREFIX} (re-download it from {INCEPTION_URL})")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} holds a {type(state).__name__}, expected a state dict")
+    state, digest = read_published_weights(path, f"pytorch-fid's {INCEPTION_FILENAME}", INCEPTION_SHA256_PREFIX,
+                                           INCEPTION_URL)
     own = model.state_dict()
     # Batch-norm step counters carry no information; old files lack them.
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}

@@ -179,18 +179,24 @@ FULL_FEATURE_LAYERS = (3, 8, 15, 22, 29)
 FULL_FEATURE_CHANNELS = (64, 128, 256, 512, 512)
 
 
-def _read_torchvision_file(path: Path) -> tuple[dict[str, torch.Tensor], str]:
-    """Existence, sha256 prefix and type checks of ``vgg16-397923af.pth``; returns (state, sha256)."""
-    if not path.is_file():
-        raise VGGWeightsNotFoundError(f"VGG16 weights not found at {path}: {_how_to_get(path)}")
+def read_published_weights(path: Path, what: str, sha256_prefix: str, url: str) -> tuple[dict[str, torch.Tensor], str]:
+    """sha256-prefix and type checks of an existing published weights file (``what``, e.g. "torchvision's
+    vgg16-397923af.pth"); returns (state dict, sha256). Tensors only (``weights_only``)."""
     digest = sha256_file(path)
-    if not digest.startswith(VGG16_SHA256_PREFIX):
-        raise CheckpointError(f"{path} is not torchvision's {VGG16_FILENAME}: its sha256 is {digest}, expected one "
-                              f"starting with {VGG16_SHA256_PREFIX} (re-download it from {VGG16_URL})")
+    if not digest.startswith(sha256_prefix):
+        raise CheckpointError(f"{path} is not {what}: its sha256 is {digest}, expected one starting with "
+                              f"{sha256_prefix} (re-download it from {url})")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, expected a state dict")
     return state, digest
+
+
+def _read_torchvision_file(path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """Existence, sha256 prefix and type checks of ``vgg16-397923af.pth``; returns (state, sha256)."""
+    if not path.is_file():
+        raise VGGWeightsNotFoundError(f"VGG16 weights not found at {path}: {_how_to_get(path)}")
+    return read_published_weights(path, f"torchvision's {VGG16_FILENAME}", VGG16_SHA256_PREFIX, VGG16_URL)
 
 
 class VGG16Full(nn.Module):
