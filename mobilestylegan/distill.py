@@ -79,9 +79,10 @@ class DistillationModule(L.LightningModule):
     def __init__(self, student: StudentGenerator, source: TripleSource, discriminator: Discriminator | None,
                  student_optimizer: Callable, discriminator_optimizer: Callable | None, weights: LossWeights,
                  perceptual: PerceptualLoss | None = None, augment: DiffAugment | None = None, batch_size: int = 8,
-                 val_size: int = 16, val_seed: int = 1234, baseline_samples: int = 256, data_seed: int = 0, ema_beta: float = 0.999,
-                 grad_clip: float | None = None, lr_schedule: str = "constant", warmup_steps: int = 0,
-                 total_steps: int = 1, min_lr_ratio: float = 0.05, out_dir: str | Path = ".") -> None:
+                 val_size: int = 16, val_seed: int = 1234, baseline_samples: int = 256, data_seed: int = 0,
+                 ema_beta: float = 0.999, grad_clip: float | None = None, lr_schedule: str = "constant",
+                 warmup_steps: int = 0, total_steps: int = 1, min_lr_ratio: float = 0.05,
+                 out_dir: str | Path = ".") -> None:
         super().__init__()
         if lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
