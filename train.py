@@ -28,10 +28,12 @@ def main(cfg: DictConfig) -> None:
     from teacher.formats.common import CheckpointError
 
     try:
-        summary, _ = train(cfg, HydraConfig.get().runtime.output_dir)
+        summary, objects = train(cfg, HydraConfig.get().runtime.output_dir)
     except (ConfigError, CheckpointError, FloatingPointError) as err:
         print(f"train.py: error: {err}", file=sys.stderr)
         sys.exit(2)
+    if not objects["trainer"].is_global_zero:  # under DDP every process gets here; one report is enough
+        return
     gain = summary["val_psnr_last"] - summary["baseline_psnr"]
     print(f"{summary['steps']} steps in {summary['seconds']} s; validation PSNR {summary['val_psnr_first']:.2f} -> "
           f"{summary['val_psnr_last']:.2f} dB (mean-image baseline {summary['baseline_psnr']:.2f} dB, "

@@ -24,6 +24,10 @@ FORMAT = "mobilestylegan-student"
 VERSION = 1
 
 
+class NotAStudentError(CheckpointError):
+    """The file is readable but holds no student (it may hold a teacher: callers can try that next)."""
+
+
 def save_student(path: str | os.PathLike, G: StudentGenerator, info: dict[str, Any] | None = None) -> Path:
     """Write ``G`` (fused or not) as a native student checkpoint."""
     m = G.mapping
@@ -79,6 +83,7 @@ def load_student(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         raise CheckpointError(f"student checkpoint {p} does not exist")
     obj = load_torch_file(p)
     if not is_student_dict(obj):
-        raise CheckpointError(f"{p} is not a native student checkpoint (format={obj.get('format') if isinstance(obj, dict) else None!r})")
+        fmt = obj.get("format") if isinstance(obj, dict) else None
+        raise NotAStudentError(f"{p} is not a native student checkpoint (format={fmt!r})")
     G = student_from_dict(obj, str(p))
     return G.eval().requires_grad_(False).to(device)

@@ -10,17 +10,18 @@ Style mixing is defined by *resolution*, so the teacher and the student (whose W
 different lengths) mix the same way: every W+ entry whose layer resolution (see
 :func:`teacher_ws_resolution`, :func:`student_ws_resolution`) is >= the crossover takes w2.
 
-Randomness: every random number comes from the caller's CPU ``torch.Generator`` (then moved to the
-device), so a saved generator state reproduces the exact triples, on any device.
+Randomness: every random number comes from a CPU ``torch.Generator`` (then moved to the device), so the
+same generator state reproduces the exact triples on any device. Training draws through
+:func:`sample_generator`: sample ``i`` of step ``t`` has a stream of its own, so a sample's triple (and its
+augmentation) depends neither on how many processes share the global batch nor on where a run resumed.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 from dataclasses import dataclass, fields
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,6 +37,31 @@ from teacher.synthesis import SynthesisNetwork
 NO_MIXING = torch.iinfo(torch.int64).max
 
 Index = torch.Tensor | slice | Sequence[int]
+
+# Random streams of a training step (see sample_generator).
+STREAM_TRIPLE, STREAM_POOL, STREAM_AUG_STUDENT, STREAM_AUG_REAL, STREAM_AUG_FAKE = range(5)
+
+
+def sample_generator(seed: int, step: int, index: int, stream: int) -> torch.Generator:
+    """The CPU generator of sample ``index`` of training step ``step`` for one purpose (``stream``).
+
+    Counter-based: the generator is seeded from ``(seed, step, index, stream)`` through numpy's
+    ``SeedSequence`` (a hash designed for this), so streams are independent and any one of them can be
+    made without drawing the others. A rank that renders samples 4..7 of a global batch of 8 therefore
+    draws exactly what a single process rendering all 8 draws for them, and resuming at step ``t``
+    needs no saved generator state. ``index = -1`` is the step's own stream (e.g. the pool permutation).
+    """
+    if min(seed, step) < 0 or index < -1:
+        raise ValueError(f"sample_generator needs seed, step >= 0 and index >= -1, got {seed}, {step}, {index}")
+    word = np.random.SeedSequence([int(seed), int(step), int(index) + 1, int(stream)]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(word))
+
+
+def shard(n: int, rank: int, world: int) -> slice:
+    """The contiguous part of ``range(n)`` that process ``rank`` of ``world`` handles (sizes differ by at most one)."""
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is not in [0, {world})")
+    return slice(rank * n // world, (rank + 1) * n // world)
 
 
 def teacher_ws_resolution(i: int) -> int:
@@ -196,9 +222,7 @@ class TripleSource:
         self.crossovers = self.head_resolutions[1:]  # feature resolutions above 4
         self.teacher_resolutions = ws_resolutions(teacher.synthesis, teacher.num_ws)
         self.student_resolutions = ws_resolutions(self._layout, student_cfg.num_ws)
-        self._fixed: dict[tuple[int, int], Triple] = {}
-        # Optional stand-in for ``teacher.synthesis`` (e.g. ``ov_render.OpenVINOSynthesis``) while a cache fills.
-        self.render_with: Callable[..., torch.Tensor] | None = None
+        self._fixed: dict[tuple[int, int, int, int], Triple] = {}
 
     def _validate(self) -> None:
         t, s = self.teacher, self.student_cfg
@@ -251,25 +275,53 @@ class TripleSource:
         mixed = torch.rand([batch_size], generator=generator) < self.style_mixing_prob
         pick = torch.randint(0, len(self.crossovers), [batch_size], generator=generator)
         noise = self.teacher.synthesis.make_noise(batch_size, "random", device="cpu", generator=generator)
+        return self._styles(z1, z2, mixed, pick, noise, device)
+
+    def draw_samples(self, generators: Sequence[torch.Generator], device: torch.device | str
+                     ) -> tuple[Styles, list[torch.Tensor]]:
+        """Like :meth:`draw`, one sample per generator (each draws z1, z2, coin, crossover, noise in that
+        order), so sample ``i`` depends only on ``generators[i]``."""
+        if not generators:
+            raise ValueError("draw_samples needs at least one generator")
+        z_dim, parts = self.teacher.mapping.z_dim, []
+        for g in generators:
+            _check_cpu_generator(g)
+            parts.append((torch.randn([1, z_dim], generator=g), torch.randn([1, z_dim], generator=g),
+                          torch.rand([1], generator=g) < self.style_mixing_prob,
+                          torch.randint(0, len(self.crossovers), [1], generator=g),
+                          self.teacher.synthesis.make_noise(1, "random", device="cpu", generator=g)))
+        z1, z2, mixed, pick = (torch.cat([p[k] for p in parts]) for k in range(4))
+        noise = [torch.cat(maps) for maps in zip(*(p[4] for p in parts))]
+        return self._styles(z1, z2, mixed, pick, noise, device)
+
+    def _styles(self, z1: torch.Tensor, z2: torch.Tensor, mixed: torch.Tensor, pick: torch.Tensor,
+                noise: list[torch.Tensor], device: torch.device | str) -> tuple[Styles, list[torch.Tensor]]:
         crossover = torch.where(mixed, torch.tensor(self.crossovers)[pick], torch.full_like(pick, NO_MIXING))
         mixed = mixed.to(device)
         w1 = self.embed(z1.to(device))
         w2 = torch.where(mixed[:, None], self.embed(z2.to(device)), w1) if bool(mixed.any()) else w1
         return Styles(w1, w2, crossover.to(device)), [n.to(device) for n in noise]
 
-    def _seeded_chunks(self, n: int, seed: int, chunk: int) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
+    def _seeded_chunks(self, n: int, seed: int, chunk: int, part: slice = slice(None)
+                       ) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
         """z and teacher noise for ``n`` samples drawn one after the other from ``seed`` (so sample i
-        does not depend on ``n`` or ``chunk``), yielded ``chunk`` samples at a time on the CPU."""
+        does not depend on ``n`` or ``chunk``), yielded ``chunk`` samples at a time on the CPU; only the
+        samples in ``part`` are yielded (the others are drawn and dropped, so every part sees the same draws)."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         g = torch.Generator().manual_seed(int(seed))
         z_dim = self.teacher.mapping.z_dim
-        for start in range(0, n, chunk):
-            zs, maps = [], []
-            for _ in range(min(chunk, n - start)):
-                zs.append(torch.randn([1, z_dim], generator=g))
-                maps.append(self.teacher.synthesis.make_noise(1, "random", device="cpu", generator=g))
-            yield torch.cat(zs), [torch.cat(m) for m in zip(*maps)]
+        wanted = range(n)[part]
+        zs, maps = [], []
+        for i in range(wanted.stop if len(wanted) else 0):
+            z = torch.randn([1, z_dim], generator=g)
+            noise = self.teacher.synthesis.make_noise(1, "random", device="cpu", generator=g)
+            if i in wanted:
+                zs.append(z)
+                maps.append(noise)
+            if len(zs) == chunk or (zs and i == wanted.stop - 1):
+                yield torch.cat(zs), [torch.cat(m) for m in zip(*maps)]
+                zs, maps = [], []
 
     # -- rendering -----------------------------------------------------------------------------------
     def teacher_ws(self, styles: Styles) -> torch.Tensor:
@@ -285,11 +337,13 @@ class TripleSource:
         return list(teacher_noise_for_student(teacher_noise, self._layout))
 
     @torch.no_grad()
-    def render_finest(self, ws: torch.Tensor, noise: list[torch.Tensor]) -> torch.Tensor:
+    def render_finest(self, ws: torch.Tensor, noise: list[torch.Tensor],
+                      synthesis: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
         """Teacher render of W+ ``ws`` with its ``noise``, box-downsampled to the student's resolution:
-        ``[N, 3, R, R]``, in chunks of ``render_batch`` (each chunk's full-size image is dropped at once)."""
+        ``[N, 3, R, R]``, in chunks of ``render_batch`` (each chunk's full-size image is dropped at once).
+        ``synthesis`` stands in for the teacher's synthesis network (e.g. ``ov_render.OpenVINOSynthesis``)."""
         step = self.render_batch or ws.shape[0]
-        synthesis = self.render_with or self.teacher.synthesis
+        synthesis = synthesis or self.teacher.synthesis
         out = []
         for i in range(0, ws.shape[0], step):
             img = synthesis(ws[i:i + step], noise=[m[i:i + step] for m in noise])
@@ -309,15 +363,25 @@ class TripleSource:
         """A fresh batch with style mixing and random noise, every random number from ``generator``."""
         return self.render(*self.draw(batch_size, generator, device))
 
+    def sample_step(self, seed: int, step: int, global_batch: int, part: slice, device: torch.device | str) -> Triple:
+        """Samples ``part`` of the global batch of training step ``step``: sample i is drawn from
+        ``sample_generator(seed, step, i, STREAM_TRIPLE)`` and only this part is rendered."""
+        idx = range(global_batch)[part]
+        return self.render(*self.draw_samples([sample_generator(seed, step, i, STREAM_TRIPLE) for i in idx], device))
+
     # -- evaluation ----------------------------------------------------------------------------------
-    def fixed_set(self, n: int, seed: int, device: torch.device | str) -> Triple:
+    def fixed_set(self, n: int, seed: int, device: torch.device | str, part: slice = slice(None)) -> Triple:
         """A deterministic validation set: no style mixing, z and noise seeded per sample (the first k
         samples of ``fixed_set(n, s)`` are ``fixed_set(k, s)``), this source's truncation. The same in
-        every run and process; rendered once per ``(n, seed)`` and cached on this object."""
-        key = (int(n), int(seed))
+        every run and process; rendered once per ``(n, seed, part)`` and cached on this object. ``part``
+        (e.g. :func:`shard`) renders only those samples, equal to ``fixed_set(n, seed).subset(part)``."""
+        idx = range(n)[part]
+        key = (int(n), int(seed), idx.start, idx.stop)
         if key not in self._fixed:
+            if len(idx) == 0:
+                raise ValueError(f"part {part} of a validation set of {n} is empty")
             parts = []
-            for z, noise in self._seeded_chunks(n, seed, self.render_batch or n):
+            for z, noise in self._seeded_chunks(n, seed, self.render_batch or n, part):
                 w = self.embed(z.to(device))
                 styles = Styles(w, w, torch.full([len(w)], NO_MIXING, device=w.device))
                 parts.append(self.render(styles, [m.to(device) for m in noise]))
@@ -325,18 +389,29 @@ class TripleSource:
         return self._fixed[key].to(device)
 
     @torch.no_grad()
+    def image_sum(self, n: int, seed: int, device: torch.device | str, rank: int = 0, world: int = 1
+                  ) -> tuple[torch.Tensor, int]:
+        """``(sum, count)``: the float64 sum ``[1, 3, R, R]`` of the renders of process ``rank``'s share
+        (:func:`shard`) of the ``n`` seeded samples of :meth:`mean_image`, and how many they are; the
+        processes' sums and counts add up to the whole."""
+        total, count = None, 0
+        for z, noise in self._seeded_chunks(n, seed, self.render_batch or min(n, 64), shard(n, rank, world)):
+            w = self.embed(z.to(device))
+            ws = Styles(w, w, torch.full([len(w)], NO_MIXING, device=w.device)).mix(self.teacher_resolutions)
+            s = self.render_finest(ws, [m.to(device) for m in noise]).double().sum(0, keepdim=True)
+            total, count = (s if total is None else total + s), count + len(w)
+        if total is None:
+            r = self.student_cfg.img_resolution
+            total = torch.zeros(1, 3, r, r, dtype=torch.float64, device=device)
+        return total, count
+
     def mean_image(self, n: int, seed: int, device: torch.device | str) -> torch.Tensor:
         """The teacher's mean image ``[1, 3, R, R]`` at the student's resolution over ``n`` seeded
         samples drawn like :meth:`fixed_set` (no mixing, this source's truncation), accumulated in
         float64 chunk by chunk. Predicting it for every w is the trivial baseline a student's PSNR is
         compared with; use a seed other than the validation set's."""
-        total = None
-        for z, noise in self._seeded_chunks(n, seed, self.render_batch or min(n, 64)):
-            w = self.embed(z.to(device))
-            ws = Styles(w, w, torch.full([len(w)], NO_MIXING, device=w.device)).mix(self.teacher_resolutions)
-            s = self.render_finest(ws, [m.to(device) for m in noise]).double().sum(0, keepdim=True)
-            total = s if total is None else total + s
-        return (total / n).float()
+        total, count = self.image_sum(n, seed, device)
+        return (total / count).float()
 
 
 def _cat_triples(parts: list[Triple]) -> Triple:
@@ -351,11 +426,13 @@ class CachedTripleSource:
     on-the-fly data (the CPU demo: one teacher render costs many student steps).
 
     ``size`` triples are drawn like :meth:`TripleSource.sample` (style mixing included) from a
-    generator seeded with ``seed``, rendered ``chunk`` at a time, and kept compactly on ``device``:
-    w1, w2 and the crossover (the student's W+ is rebuilt from them), the student's noise maps, and
-    only the finest teacher image (at the student's resolution) in ``storage_dtype``.
-    :meth:`sample` then draws a random subset without replacement and rebuilds the pyramid by area
-    downsampling, returning the same :class:`Triple` as the live source.
+    generator seeded with ``seed``, ``chunk`` at a time. :meth:`fill` renders them where the training
+    runs (the teacher's device, e.g. the GPU; or with ``renderer``, e.g. OpenVINO on the CPU) and keeps
+    them compactly on the CPU: w1, w2 and the crossover (the student's W+ is rebuilt from them), the
+    student's noise maps, and only the finest teacher image (at the student's resolution) in
+    ``storage_dtype``. :meth:`sample` / :meth:`sample_step` then draw a random subset without replacement,
+    move it to the training device and rebuild the pyramid by area downsampling, returning the same
+    :class:`Triple` as the live source.
 
     Storage: float16 keeps every pixel within a relative 2**-11 (<= 4.9e-4 absolute for images in
     [-1, 1], StyleGAN's range); downsampled levels only average those errors. With
@@ -367,31 +444,74 @@ class CachedTripleSource:
         source: The live source (teacher, student architecture, truncation, mixing).
         size: Number of triples in the pool.
         seed: Seed of the pool (the pool also depends on ``chunk``).
-        device: Where the teacher renders and the pool is kept.
         chunk: Teacher batch while filling the pool.
         progress: Show a progress bar while rendering.
         storage_dtype: dtype of the stored images (float16 or float32).
+        renderer: Stand-in for the teacher's synthesis network while filling (``(ws, noise) -> img``,
+            e.g. :class:`mobilestylegan.ov_render.OpenVINOSynthesis`); None renders with the teacher.
     """
 
-    def __init__(self, source: TripleSource, size: int, seed: int, device: torch.device | str, chunk: int = 8,
-                 progress: bool = True, storage_dtype: torch.dtype = torch.float16) -> None:
+    def __init__(self, source: TripleSource, size: int, seed: int, chunk: int = 8, progress: bool = True,
+                 storage_dtype: torch.dtype = torch.float16,
+                 renderer: Callable[..., torch.Tensor] | None = None) -> None:
         if size < 1 or chunk < 1:
             raise ValueError(f"size and chunk must be >= 1, got size={size}, chunk={chunk}")
         if storage_dtype not in (torch.float16, torch.float32):
             raise ValueError(f"storage_dtype must be torch.float16 or torch.float32, got {storage_dtype}")
-        self.source, self.size, self.seed, self.storage_dtype = source, size, seed, storage_dtype
-        g = torch.Generator().manual_seed(int(seed))
-        styles, noise, images = [], [], []
-        with tqdm(total=size, desc="rendering teacher cache", unit="img", disable=not progress) as bar:
-            for start in range(0, size, chunk):
-                s, teacher_noise = source.draw(min(chunk, size - start), g, device)
-                images.append(source.render_finest(source.teacher_ws(s), teacher_noise).to(storage_dtype))
-                styles.append(s)
-                noise.append(source.student_noise(teacher_noise))
-                bar.update(len(s.w1))
+        self.source, self.size, self.seed, self.chunk = source, size, seed, chunk
+        self.progress, self.storage_dtype, self.renderer = progress, storage_dtype, renderer
+        self.styles: Styles | None = None
+        self.noise: list[torch.Tensor] = []
+        self.images: torch.Tensor | None = None  # [size, 3, R, R] on the CPU once filled
+
+    @property
+    def filled(self) -> bool:
+        return self.images is not None
+
+    def fill(self, device: torch.device | str, rank: int = 0, world: int = 1,
+             broadcast: Callable[[torch.Tensor, int], None] | None = None) -> "CachedTripleSource":
+        """Render the pool on ``device`` (the teacher must be there) and keep it on the CPU; returns self.
+
+        With ``world`` > 1 processes each renders every ``world``-th chunk and ``broadcast(tensor, src)``
+        (e.g. ``torch.distributed.broadcast``, called by every process in the same order) shares the
+        images, so every process holds the same pool after rendering ``1 / world`` of it.
+        """
+        if world > 1 and broadcast is None:
+            raise ValueError("filling a pool from several processes needs a broadcast function")
+        g = torch.Generator().manual_seed(int(self.seed))
+        src = self.source
+        styles, noise, images, owners = [], [], [], []
+        starts = list(range(0, self.size, self.chunk))
+        mine = sum(1 for c in range(len(starts)) if c % world == rank)
+        with tqdm(total=mine * self.chunk, desc="rendering teacher cache", unit="img",
+                  disable=not self.progress or rank != 0) as bar:
+            for c, start in enumerate(starts):  # every process draws every chunk: the same stream for all
+                s, teacher_noise = src.draw(min(self.chunk, self.size - start), g, device)
+                owner = c % world
+                if owner == rank:
+                    img = src.render_finest(src.teacher_ws(s), teacher_noise, synthesis=self.renderer)
+                    images.append(img.to("cpu", self.storage_dtype))
+                    bar.update(len(s.w1))
+                else:
+                    r = src.student_cfg.img_resolution
+                    images.append(torch.empty(len(s.w1), 3, r, r, dtype=self.storage_dtype))
+                styles.append(s.to("cpu"))
+                noise.append([m.cpu() for m in src.student_noise(teacher_noise)])
+                owners.append(owner)
+        if world > 1:  # after rendering, so no process waits for another's renders chunk by chunk
+            for img, owner in zip(images, owners):
+                shared = img.to(device)
+                broadcast(shared, owner)
+                img.copy_(shared.cpu())
         self.styles = Styles(*(torch.cat([getattr(s, f.name) for s in styles]) for f in fields(Styles)))
         self.noise = [torch.cat(maps) for maps in zip(*noise)]
-        self.images = torch.cat(images)  # [size, 3, R, R]
+        self.images = torch.cat(images)
+        return self
+
+    def _pool(self) -> torch.Tensor:
+        if self.images is None:
+            raise RuntimeError("the triple cache is empty: call fill(device) first")
+        return self.images
 
     def __len__(self) -> int:
         return self.size
@@ -401,42 +521,59 @@ class CachedTripleSource:
         return self.source.student_cfg
 
     def to(self, device: torch.device | str) -> "CachedTripleSource":
-        """Move the teacher and the pool to ``device``; returns self."""
+        """Move the teacher to ``device`` (the pool stays on the CPU); returns self."""
         self.source.to(device)
-        self.styles = self.styles.to(device)
-        self.noise = [m.to(device) for m in self.noise]
-        self.images = self.images.to(device)
         return self
 
     def get(self, idx: Index, device: torch.device | str) -> Triple:
         """The pooled triples ``idx`` on ``device``."""
-        pick = _as_index(idx, self.images.device)
-        finest = self.images[pick].to(device, torch.float32)
+        pick = _as_index(idx, torch.device("cpu"))
+        finest = self._pool()[pick].to(device, torch.float32)
         return self.source.assemble(self.styles.subset(pick).to(device), [m[pick].to(device) for m in self.noise],
                                     finest)
 
     def sample(self, batch_size: int, generator: torch.Generator, device: torch.device | str) -> Triple:
         """``batch_size`` distinct pooled triples chosen with ``generator``."""
         _check_cpu_generator(generator)
-        if not 1 <= batch_size <= self.size:
-            raise ValueError(f"batch_size must be in [1, {self.size}] (the pool size), got {batch_size}")
+        self._check_batch(batch_size)
         return self.get(torch.randperm(self.size, generator=generator)[:batch_size], device)
 
-    def fixed_set(self, n: int, seed: int, device: torch.device | str) -> Triple:
+    def sample_step(self, seed: int, step: int, global_batch: int, part: slice, device: torch.device | str) -> Triple:
+        """Samples ``part`` of the ``global_batch`` distinct pooled triples of training step ``step`` (one
+        permutation per step from ``sample_generator(seed, step, -1, STREAM_POOL)``)."""
+        self._check_batch(global_batch)
+        perm = torch.randperm(self.size, generator=sample_generator(seed, step, -1, STREAM_POOL))
+        return self.get(perm[:global_batch][part], device)
+
+    def _check_batch(self, batch_size: int) -> None:
+        if not 1 <= batch_size <= self.size:
+            raise ValueError(f"batch_size must be in [1, {self.size}] (the pool size), got {batch_size}")
+
+    def fixed_set(self, n: int, seed: int, device: torch.device | str, part: slice = slice(None)) -> Triple:
         """The live source's validation set (held-out w's, rendered, never from the pool)."""
-        return self.source.fixed_set(n, seed, device)
+        return self.source.fixed_set(n, seed, device, part)
+
+    def image_sum(self, n: int, seed: int, device: torch.device | str, rank: int = 0, world: int = 1
+                  ) -> tuple[torch.Tensor, int]:
+        """``(sum, count)`` of process ``rank``'s share of :meth:`mean_image`'s samples: without style
+        mixing the pool already holds ``size`` independent samples drawn like
+        :meth:`TripleSource.mean_image`'s (its mean is used, accumulated in float64, no extra renders;
+        ``n`` and ``seed`` are then unused and the processes split the pool); otherwise the live source's."""
+        if self.source.style_mixing_prob > 0:
+            return self.source.image_sum(n, seed, device, rank, world)
+        pool = self._pool()
+        idx = range(self.size)[shard(self.size, rank, world)]
+        total = torch.zeros((1, *pool.shape[1:]), dtype=torch.float64)
+        for i in range(idx.start, idx.stop, 512):
+            total += pool[i:min(i + 512, idx.stop)].double().sum(0, keepdim=True)
+        return total.to(device), len(idx)
 
     def mean_image(self, n: int, seed: int, device: torch.device | str) -> torch.Tensor:
-        """The teacher's mean image ``[1, 3, R, R]``: without style mixing the pool already holds ``size``
-        independent samples drawn like :meth:`TripleSource.mean_image`'s (the pool's mean, accumulated in
-        float64, no extra renders; ``n`` and ``seed`` are then unused); otherwise the live source's."""
-        if self.source.style_mixing_prob > 0:
-            return self.source.mean_image(n, seed, device)
-        total = torch.zeros((1, *self.images.shape[1:]), dtype=torch.float64, device=self.images.device)
-        for i in range(0, self.size, 512):
-            total += self.images[i:i + 512].double().sum(0, keepdim=True)
-        return (total / self.size).float().to(device)
+        """The teacher's mean image ``[1, 3, R, R]`` (see :meth:`image_sum`)."""
+        total, count = self.image_sum(n, seed, device)
+        return (total / count).float()
 
 
 __all__ = ["NO_MIXING", "Triple", "Styles", "TripleSource", "CachedTripleSource", "teacher_ws_resolution",
-           "student_ws_resolution", "ws_resolutions", "area_downsample", "image_pyramid"]
+           "student_ws_resolution", "ws_resolutions", "area_downsample", "image_pyramid", "sample_generator", "shard",
+           "STREAM_TRIPLE", "STREAM_POOL", "STREAM_AUG_STUDENT", "STREAM_AUG_REAL", "STREAM_AUG_FAKE"]

@@ -2,16 +2,23 @@
 
 The networks are built elsewhere and injected. The student, its EMA and the discriminator are
 registered submodules (in checkpoints); the frozen teacher (inside the triple source) and VGG16 are
-held outside the module tree, so they never reach a checkpoint or an optimizer. Each iteration makes
-its own triples on the training device from a ``torch.Generator`` whose state is checkpointed with
-the global RNG states, so an interrupted run resumes to the same losses as an uninterrupted one.
-"""
+held outside the module tree, so they never reach a checkpoint or an optimizer.
 
+Randomness: sample ``i`` of iteration ``t`` draws its latents, noise and augmentations from generators
+seeded by ``(data_seed, t, i)`` (``data.sample_generator``). An interrupted run therefore resumes to
+the same losses as an uninterrupted one, and a run is the same whatever the number of processes: with
+P processes of ``batch_size`` B each, every iteration uses the global batch of P * B samples and
+process r renders and trains on samples r * B .. (r + 1) * B - 1 of it; gradients, losses and
+validation metrics are averaged over all P * B (see ``mobilestylegan/ddp.py`` for the wrappers). The
+one batch-dependent part is the discriminator's minibatch-stddev layer, whose groups form within each
+process's batch (``loss.mbstd_group_size``).
+"""
 from __future__ import annotations
 
 import copy
 import math
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -19,8 +26,11 @@ from typing import Any, Callable
 import lightning as L
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch import nn
 
-from mobilestylegan.data import TripleSource
+from mobilestylegan.data import (STREAM_AUG_FAKE, STREAM_AUG_REAL, STREAM_AUG_STUDENT, CachedTripleSource,
+                                 TripleSource, sample_generator, shard)
 from mobilestylegan.generator import StudentGenerator
 from mobilestylegan.images import make_grid, save_png
 from mobilestylegan.losses import (DiffAugment, PerceptualLoss, d_logistic_loss, g_nonsaturating_loss, lazy_r1_loss,
@@ -59,25 +69,27 @@ class DistillationModule(L.LightningModule):
 
     Args:
         student: The student (mapping frozen inside; its synthesis network is trained).
-        source: Triple source wrapping the frozen teacher.
+        source: Triple source wrapping the frozen teacher (live, or a pool filled on the training device at
+            the start of fit).
         discriminator: StyleGAN2 discriminator at the student's resolution, or None (no GAN loss).
         student_optimizer / discriminator_optimizer: Optimizer factories (``params -> Optimizer``).
         weights: Loss weights and R1 settings.
         perceptual: Perceptual loss (VGG16), or None when its weight is 0.
         augment: Differentiable augmentation before the discriminator, or None.
-        batch_size: Triples per iteration.
-        val_size / val_seed: The fixed validation set.
-        baseline_samples: Teacher samples in the mean image of the trivial baseline (``source.mean_image``,
+        batch_size: Triples per iteration and process (the global batch is this times the process count).
+        val_size / val_seed: The fixed validation set (split across processes, metrics over all of it).
+        baseline_samples: Teacher samples in the mean image of the trivial baseline (``source.image_sum``,
             seeded ``val_seed + 1``, so independent of the validation set).
-        data_seed: Seed of the training triples' generator.
+        data_seed: Seed of the training triples and augmentations.
         ema_beta: Student EMA decay (0 = validate the raw student).
         grad_clip: Student gradient-norm clip, or None.
         lr_schedule / warmup_steps / total_steps / min_lr_ratio: Student learning-rate schedule.
         out_dir: Where validation grids are written (``val/``).
     """
 
-    def __init__(self, student: StudentGenerator, source: TripleSource, discriminator: Discriminator | None,
-                 student_optimizer: Callable, discriminator_optimizer: Callable | None, weights: LossWeights,
+    def __init__(self, student: StudentGenerator, source: TripleSource | CachedTripleSource,
+                 discriminator: Discriminator | None, student_optimizer: Callable,
+                 discriminator_optimizer: Callable | None, weights: LossWeights,
                  perceptual: PerceptualLoss | None = None, augment: DiffAugment | None = None, batch_size: int = 8,
                  val_size: int = 16, val_seed: int = 1234, baseline_samples: int = 256, data_seed: int = 0,
                  ema_beta: float = 0.999, grad_clip: float | None = None, lr_schedule: str = "constant",
@@ -88,10 +100,18 @@ class DistillationModule(L.LightningModule):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
         self.automatic_optimization = False
         self.student = student
+        if weights.pixel <= 0:
+            # Without the pixel loss nothing reads the auxiliary heads: frozen, so that every trainable
+            # parameter gets a gradient in every student step (what DDP without an unused-parameter
+            # search needs) and none is left untouched by the optimizer by accident.
+            for head in _aux_heads(student.synthesis):
+                head.requires_grad_(False)
         self.student_ema = copy.deepcopy(student).requires_grad_(False) if ema_beta > 0 else None
         self.discriminator = discriminator if weights.gan > 0 else None
         self.frozen = _Frozen(source=source, perceptual=perceptual if weights.perceptual > 0 else None,
                               augment=augment)
+        # What the steps call: the networks themselves, or their DDP wrappers (NetworkDDPStrategy).
+        self.nets = _Frozen(student=student.synthesis, discriminator=self.discriminator)
         self.make_student_opt, self.make_d_opt = student_optimizer, discriminator_optimizer
         self.w = weights
         self.batch_size, self.val_size, self.val_seed = batch_size, val_size, val_seed
@@ -100,10 +120,14 @@ class DistillationModule(L.LightningModule):
         self.lr_schedule, self.warmup_steps, self.total_steps = lr_schedule, warmup_steps, max(total_steps, 1)
         self.min_lr_ratio = min_lr_ratio
         self.out_dir = Path(out_dir)
-        self.data_rng = torch.Generator().manual_seed(data_seed)
+        self.data_seed = int(data_seed)
         self.val_history: list[dict[str, float]] = []
+        self.final_validation: dict[str, float] | None = None  # after fit, when it ended between validations
         self.last_losses: dict[str, float] = {}
         self.baseline_psnr: float | None = None
+        self.step_seconds: list[float] = []  # wall time of each training step of this process (not saved)
+        self.data_digest: dict[str, Any] | None = None  # this process's first batch, see rank_digests
+        self.rank_digests: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ setup
     @property
@@ -116,20 +140,56 @@ class DistillationModule(L.LightningModule):
         return self.global_step // self.n_optimizers
 
     def configure_optimizers(self):
-        opt_g = self.make_student_opt(self.student.synthesis.parameters())
+        opt_g = self.make_student_opt([p for p in self.student.synthesis.parameters() if p.requires_grad])
         if self.discriminator is None:
             return opt_g
         return [opt_g, self.make_d_opt(self.discriminator.parameters())]
+
+    def wrap_networks(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        """Give each trained network its own data-parallel wrapper (``NetworkDDPStrategy``)."""
+        self.nets.student = wrap(self.student.synthesis)
+        if self.discriminator is not None:
+            self.nets.discriminator = wrap(self.discriminator)
+
+    def unwrap_networks(self) -> None:
+        self.nets.student, self.nets.discriminator = self.student.synthesis, self.discriminator
+
+    def rank_world(self) -> tuple[int, int]:
+        """``(global rank, number of processes)`` of the running fit; ``(0, 1)`` outside a distributed one."""
+        if self._trainer is None or not (dist.is_available() and dist.is_initialized()):
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
 
     def on_fit_start(self) -> None:
         # The frozen networks live outside the module tree: move them with it.
         self.frozen.source.to(self.device)
         if self.frozen.perceptual is not None:
             self.frozen.perceptual.to(self.device)
+        source = self.frozen.source
+        if isinstance(source, CachedTripleSource):
+            rank, world = self.rank_world()
+            if self.batch_size * world > len(source):
+                raise ValueError(f"data.batch_size {self.batch_size} x {world} process(es) is more than the "
+                                 f"{len(source)} triples of data.cache_size: lower the batch or grow the cache")
+            if not source.filled:  # rendered on the training device, 1 / world of it by each process
+                source.fill(self.device, rank, world, broadcast=_broadcast if world > 1 else None)
 
     def on_train_start(self) -> None:
         if not self.val_history:  # the first validation runs before any training step
-            self._validate(record=True)
+            self._record_validation()
+
+    def on_train_end(self) -> None:
+        # One last validation if the run ended between validations (steps not a multiple of val_every,
+        # or max_minutes). Kept out of checkpoints: a resumed run validates on its own schedule.
+        if not self.val_history or self.val_history[-1]["iteration"] != self.iteration:
+            self.final_validation = {"iteration": self.iteration, **self._validate(grid=True)}
+        rank, world = self.rank_world()
+        if world > 1:
+            gathered: list[Any] = [None] * world
+            dist.all_gather_object(gathered, self.data_digest)
+            self.rank_digests = gathered
+        else:
+            self.rank_digests = [self.data_digest]
 
     # ------------------------------------------------------------------ training
     def _lr_factor(self, it: int) -> float:
@@ -141,6 +201,7 @@ class DistillationModule(L.LightningModule):
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
+        t0 = time.perf_counter()
         opts = self.optimizers()
         opt_g, opt_d = (opts[0], opts[1]) if isinstance(opts, list) else (opts, None)
         it = self.iteration
@@ -148,11 +209,20 @@ class DistillationModule(L.LightningModule):
             g.setdefault("peak_lr", g["lr"])
             g["lr"] = g["peak_lr"] * self._lr_factor(it)
 
-        triple = self.frozen.source.sample(self.batch_size, self.data_rng, self.device)
+        rank, world = self.rank_world()
+        global_batch = self.batch_size * world
+        part = shard(global_batch, rank, world)  # this process's samples of the global batch
+        triple = self.frozen.source.sample_step(self.data_seed, it, global_batch, part, self.device)
+        if self.data_digest is None:
+            self.data_digest = {"rank": rank, "iteration": it, "samples": [part.start, part.stop],
+                                "sum": float(triple.ws.double().sum() + triple.images[-1].double().sum())}
         D = self.discriminator
         if D is not None:
-            D.requires_grad_(False)
-        img, wavelets = self.student.synthesis(triple.ws, noise=triple.noise, return_wavelets=True)
+            D.requires_grad_(False)  # the student step only sends gradients through D to the image
+        if self.w.pixel > 0:
+            img, wavelets = self.nets.student(triple.ws, noise=triple.noise, return_wavelets=True)
+        else:
+            img = self.nets.student(triple.ws, noise=triple.noise)
         parts: dict[str, torch.Tensor] = {}
         total = img.new_zeros([])
         if self.w.pixel > 0:
@@ -166,11 +236,12 @@ class DistillationModule(L.LightningModule):
             total = total + self.w.perceptual * loss
             parts["perceptual"] = loss
         if D is not None:
-            loss = g_nonsaturating_loss(D(self._augment(img)))
+            loss = g_nonsaturating_loss(D(self._augment(img, it, part, STREAM_AUG_STUDENT)))
             total = total + self.w.gan * loss
             parts["gan_g"] = loss
         parts["total"] = total
-        self._check_finite(parts, it, "student")
+        logged = self._mean_over_processes(parts)  # every process then decides the same about NaNs
+        self._check_finite(logged, it, "student")
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(total)
         if self.grad_clip is not None:
@@ -179,28 +250,46 @@ class DistillationModule(L.LightningModule):
 
         if D is not None:
             D.requires_grad_(True)
+            D_train = self.nets.discriminator
             real, fake = triple.images[-1], img.detach()
-            loss_d = d_logistic_loss(D(self._augment(real)), D(self._augment(fake)))
-            parts["gan_d"] = loss_d
+            loss_d = d_logistic_loss(D_train(self._augment(real, it, part, STREAM_AUG_REAL)),
+                                     D_train(self._augment(fake, it, part, STREAM_AUG_FAKE)))
+            d_parts = {"gan_d": loss_d}
             if it % self.w.r1_interval == 0:
                 real_r1 = real.detach().requires_grad_(True)
-                penalty = r1_penalty(real_r1, D(real_r1))
+                penalty = r1_penalty(real_r1, D_train(real_r1))
                 loss_d = loss_d + lazy_r1_loss(penalty, self.w.r1_gamma, self.w.r1_interval)
-                parts["r1"] = penalty
-            self._check_finite({"gan_d": loss_d}, it, "discriminator")
+                d_parts["r1"] = penalty
+            d_logged = self._mean_over_processes({**d_parts, "d_total": loss_d})
+            self._check_finite({"gan_d": d_logged.pop("d_total")}, it, "discriminator")
+            logged.update(d_logged)
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(loss_d)
             opt_d.step()
 
         self._update_ema(it)
-        self.last_losses = {k: float(v.detach()) for k, v in parts.items()}
-        bs = self.batch_size
-        self.log_dict({f"train/{k}": v.detach() for k, v in parts.items()}, on_step=True, batch_size=bs)
+        self.last_losses = {k: float(v) for k, v in logged.items()}
+        bs = global_batch
+        self.log_dict({f"train/{k}": v for k, v in logged.items()}, on_step=True, batch_size=bs)
         self.log("lr", opt_g.param_groups[0]["lr"], on_step=True, batch_size=bs)
-        self.log("loss", total.detach(), prog_bar=True, on_step=True, logger=False, batch_size=bs)
+        self.log("loss", logged["total"], prog_bar=True, on_step=True, logger=False, batch_size=bs)
+        self.step_seconds.append(time.perf_counter() - t0)
 
-    def _augment(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.frozen.augment is None else self.frozen.augment(x)
+    def _augment(self, x: torch.Tensor, it: int, part: slice, stream: int) -> torch.Tensor:
+        if self.frozen.augment is None:
+            return x
+        gens = [sample_generator(self.data_seed, it, i, stream) for i in range(part.start, part.stop)]
+        return self.frozen.augment(x, gens)
+
+    def _mean_over_processes(self, parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Detached loss values averaged over the processes (each is a mean over an equal share of the
+        global batch, so this is the global batch's mean)."""
+        values = torch.stack([v.detach().float() for v in parts.values()])
+        _, world = self.rank_world()
+        if world > 1:
+            dist.all_reduce(values)
+            values /= world
+        return dict(zip(parts, values))
 
     @staticmethod
     def _check_finite(parts: dict[str, torch.Tensor], it: int, what: str) -> None:
@@ -223,12 +312,24 @@ class DistillationModule(L.LightningModule):
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._validate(record=not self.trainer.sanity_checking, log=True)
+        self._record_validation(log=True)
+
+    def _record_validation(self, log: bool = False) -> None:
+        metrics = self._validate(grid=True)
+        self.val_history.append({"iteration": self.iteration, **metrics})
+        if log:  # only from inside a Lightning loop (validation_step); the values are already global
+            self.log_dict(metrics, batch_size=self.val_size)
 
     @torch.no_grad()
-    def _validate(self, record: bool, log: bool = False) -> dict[str, float]:
-        """Evaluate on the fixed set; ``log`` only from inside a Lightning loop (validation_step)."""
-        val = self.frozen.source.fixed_set(self.val_size, self.val_seed, self.device)
+    def _validate(self, grid: bool = False, distributed: bool = True) -> dict[str, float]:
+        """Metrics of the validated student on the fixed set. Under DDP every process evaluates its share
+        of the set and the sums are reduced, so the numbers are those of the whole set; every process
+        must call this at the same point. ``grid`` also writes the teacher | student | difference grid
+        of the first 8 images (rank 0)."""
+        rank, world = self.rank_world() if distributed else (0, 1)
+        part = shard(self.val_size, rank, world)
+        source = self.frozen.source
+        val = source.fixed_set(self.val_size, self.val_seed, self.device, part)
         G = self.student_ema if self.student_ema is not None else self.student
         was_training = G.training
         G.eval()
@@ -236,25 +337,43 @@ class DistillationModule(L.LightningModule):
                           for i in range(0, len(val), 8)])
         G.train(was_training)
         target = val.images[-1]
-        metrics = {"val/psnr": psnr(pred, target).mean().item(), "val/l1": (pred - target).abs().mean().item()}
-        if self.frozen.perceptual is not None:
-            metrics["val/vgg_dist"] = self.frozen.perceptual(pred, target).item()
         if self.baseline_psnr is None:  # the teacher's mean image, estimated on latents the validation set lacks
-            mean_img = self.frozen.source.mean_image(self.baseline_samples, self.val_seed + 1, self.device)
-            self.baseline_psnr = psnr(mean_img.to(target).expand_as(target), target).mean().item()
+            total, count = source.image_sum(self.baseline_samples, self.val_seed + 1, self.device, rank, world)
+            count = torch.tensor([float(count)], dtype=torch.float64, device=total.device)
+            if world > 1:
+                dist.all_reduce(total)
+                dist.all_reduce(count)
+            self._mean_image = (total / count).float().to(target)
+        names = ["val/psnr", "val/l1"] + (["val/vgg_dist"] if self.frozen.perceptual is not None else [])
+        per_image = [psnr(pred, target), (pred - target).abs().flatten(1).mean(1)]
+        if self.frozen.perceptual is not None:
+            per_image.append(self.frozen.perceptual(pred, target, reduction="none"))
+        if self.baseline_psnr is None:
+            per_image.append(psnr(self._mean_image.expand_as(target), target))
+        sums = torch.stack(per_image).double().sum(1)
+        if world > 1:
+            dist.all_reduce(sums)
+        means = (sums / self.val_size).tolist()
+        if self.baseline_psnr is None:
+            self.baseline_psnr = means.pop()
+        metrics = dict(zip(names, means))
         metrics["val/baseline_psnr"] = self.baseline_psnr
-        if record:
-            self.val_history.append({"iteration": self.iteration, **metrics})
-            if log:
-                self.log_dict(metrics, sync_dist=True, batch_size=self.val_size)
-            if self.global_rank == 0:
-                self._save_grid(target, pred)
+        if grid:
+            self._save_grid(target, pred, part, world)
         return metrics
 
-    def _save_grid(self, target: torch.Tensor, pred: torch.Tensor) -> None:
-        n = min(len(target), 8)
-        rows = [t for i in range(n) for t in (target[i], pred[i], (target[i] - pred[i]).abs() * 2 - 1)]
-        grid = make_grid(torch.stack(rows).float().cpu(), cols=3)
+    def _save_grid(self, target: torch.Tensor, pred: torch.Tensor, part: slice, world: int) -> None:
+        """Teacher | student | difference of the set's first images, gathered from every process."""
+        n = min(self.val_size, 8)
+        shown = torch.zeros(n, 2, *target.shape[1:], device=target.device, dtype=torch.float32)
+        for g in range(part.start, min(part.stop, n)):
+            shown[g, 0], shown[g, 1] = target[g - part.start], pred[g - part.start]
+        if world > 1:
+            dist.all_reduce(shown)
+        if self.global_rank != 0:
+            return
+        rows = [t for i in range(n) for t in (shown[i, 0], shown[i, 1], (shown[i, 0] - shown[i, 1]).abs() * 2 - 1)]
+        grid = make_grid(torch.stack(rows).cpu(), cols=3)
         (self.out_dir / "val").mkdir(parents=True, exist_ok=True)
         save_png(grid, self.out_dir / "val" / f"teacher_student_diff_{self.iteration:07d}.png")
         save_png(grid, self.out_dir / "val" / "latest.png")
@@ -274,8 +393,10 @@ class DistillationModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The training data needs no saved state (it is a function of data_seed and the iteration); the
+        # global RNG states are saved so that anything else drawing from them resumes exactly too.
         checkpoint["distill"] = {
-            "data_rng": self.data_rng.get_state(),
+            "data_seed": self.data_seed,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "python_rng": random.getstate(),
@@ -289,7 +410,6 @@ class DistillationModule(L.LightningModule):
         state = checkpoint.get("distill")
         if state is None:
             raise ValueError("not a distillation checkpoint of this toolkit (no 'distill' state)")
-        self.data_rng.set_state(state["data_rng"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
@@ -299,6 +419,16 @@ class DistillationModule(L.LightningModule):
         self.val_history = list(state["val_history"])
         self.baseline_psnr = state["baseline_psnr"]
         self.last_losses = dict(state["last_losses"])
+
+
+def _aux_heads(synthesis: nn.Module) -> list[nn.Module]:
+    """The student's auxiliary wavelet heads (every head but the last, which makes the image)."""
+    heads = [synthesis.to_img1] + [block.to_img for block in synthesis.layers[:-1]]
+    return [h for h in heads if h is not None]
+
+
+def _broadcast(tensor: torch.Tensor, src: int) -> None:
+    dist.broadcast(tensor, src)
 
 
 def _numpy_state_plain() -> tuple:

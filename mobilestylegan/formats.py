@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import math
 import re
+import zipfile
 from pathlib import Path
 
 import torch
 
-from mobilestylegan.checkpoint import is_student_dict, student_from_dict
+from mobilestylegan.checkpoint import NotAStudentError, is_student_dict, student_from_dict
 from mobilestylegan.generator import StudentGenerator
 from mobilestylegan.synthesis import StudentConfig
 from teacher.formats import load_torch_file
@@ -45,6 +46,9 @@ def load_any_student(source: str | Path, device: str | torch.device = "cpu") -> 
     p = Path(source)
     if not p.exists():
         raise CheckpointError(f"{p} does not exist and is not a pretrained name (known: {sorted(PRETRAINED)})")
+    if p.is_dir() or not zipfile.is_zipfile(p):  # every student container is a torch zip
+        raise NotAStudentError(f"{p} holds no student (not a torch checkpoint file; expected a native student "
+                               "checkpoint, e.g. from mobilestylegan-import, or a MobileStyleGAN.pytorch Lightning .ckpt)")
     obj = load_torch_file(p)
     if is_student_dict(obj):
         G = student_from_dict(obj, str(p))
@@ -52,7 +56,7 @@ def load_any_student(source: str | Path, device: str | torch.device = "cpu") -> 
             any(k.startswith("student.") for k in obj["state_dict"]):
         G = student_from_lightning(obj["state_dict"], str(p))
     else:
-        raise CheckpointError(f"{p} holds no student (expected a native student checkpoint, e.g. from "
+        raise NotAStudentError(f"{p} holds no student (expected a native student checkpoint, e.g. from "
                               "mobilestylegan-import, or a MobileStyleGAN.pytorch Lightning .ckpt)")
     return G.eval().requires_grad_(False).to(device)
 

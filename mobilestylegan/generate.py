@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from export.runtime import parse_seeds as runtime_parse_seeds
+from mobilestylegan.checkpoint import NotAStudentError
 from mobilestylegan.images import make_grid, save_png, to_uint8
 from mobilestylegan.sampling import seeded_z
 from teacher.formats.common import CheckpointError
@@ -50,9 +51,8 @@ def load_generator_any(source: str, device: str) -> torch.nn.Module:
         raise UsageError(f"{source} is neither a file nor a pretrained name (known: {', '.join(sorted(PRETRAINED))})")
     try:
         return load_any_student(source, device=device)
-    except CheckpointError as student_err:
-        if "holds no student" not in str(student_err) and "not a native student" not in str(student_err):
-            raise
+    except NotAStudentError:
+        pass  # a readable file without a student: perhaps a teacher
     import teacher
 
     return teacher.load_generator(source, device=device)

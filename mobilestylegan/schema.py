@@ -52,7 +52,8 @@ class StudentSchema:
 @dataclass
 class DataSchema:
     """Args:
-        batch_size: Triples per step (per device).
+        batch_size: Triples per step and process (the global batch is this times the number of processes;
+            a run's samples depend only on the global batch, not on how it is split).
         truncation_psi: Truncation of the training latents (1 = none).
         style_mixing_prob: Probability of mixing two latents at a random resolution.
         render_batch: Teacher render chunk (memory); None = the whole batch.
@@ -91,6 +92,9 @@ class LossSchema:
         allow_random_vgg: Random VGG weights (tests only: perceptual numbers are then meaningless).
         r1_gamma / r1_interval: Lazy R1 regularisation of the discriminator.
         augment_p: Probability of each differentiable augmentation before the discriminator.
+        mbstd_group_size: Minibatch-stddev group size of the discriminator (None = its own: 4 for a fresh
+            one). Groups form within each process's batch, so with several processes and a small batch per
+            process this part of the discriminator sees smaller groups than a single process would.
     """
 
     pixel: float = 1.0
@@ -104,6 +108,7 @@ class LossSchema:
     r1_gamma: float = 10.0
     r1_interval: int = 16
     augment_p: float = 0.5
+    mbstd_group_size: Optional[int] = None
 
 
 @dataclass

@@ -142,8 +142,10 @@ def build_logger(cfg: DictConfig, out_dir: Path):
 
 
 def build_module(cfg: DictConfig, out_dir: Path) -> tuple[DistillationModule, dict[str, Any]]:
-    device = "cpu"
-    teacher_G = load_teacher(cfg.teacher.source, device)
+    """The module and the objects injected into it. Everything is built on the CPU; Lightning moves the
+    module to the training device and the module moves its teacher (and fills a triple cache) there when
+    fit starts."""
+    teacher_G = load_teacher(cfg.teacher.source, "cpu")
     student = build_student(cfg, teacher_G)
     try:
         source: TripleSource = TripleSource(teacher_G, student.cfg, truncation_psi=cfg.data.truncation_psi,
@@ -156,19 +158,19 @@ def build_module(cfg: DictConfig, out_dir: Path) -> tuple[DistillationModule, di
         if renderer not in ("torch", "openvino-f32", "openvino-bf16"):
             raise ConfigError(f"data.cache_renderer must be torch, openvino-f32 or openvino-bf16, got {renderer!r}")
         chunk = cfg.data.render_batch or 8
+        render_with = None  # torch: the teacher itself, on the training device (the GPU when training on one)
         if renderer != "torch":
             from mobilestylegan.ov_render import OpenVINOSynthesis
             from mobilestylegan.synthesis import MobileSynthesisNetwork
 
             # A MobileStyleGAN teacher compiles as its lean export graph, whose bf16 kernels are fastest at
-            # batch 1 on a CPU (71 ms per 1024-px image on 2 cores, against 86 ms at batch 4).
+            # batch 1 on a CPU.
             ov_batch = 1 if isinstance(teacher_G.synthesis, MobileSynthesisNetwork) else chunk
-            source.render_with = OpenVINOSynthesis(teacher_G.synthesis, batch_size=ov_batch,
-                                                   precision=renderer.split("-")[1], threads=cfg.trainer.threads,
-                                                   out_resolution=student.cfg.img_resolution)
-        source = CachedTripleSource(source, size=cfg.data.cache_size, seed=cfg.trainer.seed + 1, device=device,
-                                    chunk=chunk)
-        source.source.render_with = None  # validation renders with the PyTorch teacher
+            render_with = OpenVINOSynthesis(teacher_G.synthesis, batch_size=ov_batch, precision=renderer.split("-")[1],
+                                            threads=cfg.trainer.threads, out_resolution=student.cfg.img_resolution)
+        # Filled when fit starts, on the training device; validation always renders with the PyTorch teacher.
+        source = CachedTripleSource(source, size=cfg.data.cache_size, seed=cfg.trainer.seed + 1, chunk=chunk,
+                                    progress=cfg.trainer.progress_bar, renderer=render_with)
     perceptual = augment = None
     if cfg.loss.perceptual > 0:
         from mobilestylegan.losses import PerceptualLoss
@@ -179,6 +181,11 @@ def build_module(cfg: DictConfig, out_dir: Path) -> tuple[DistillationModule, di
     D = build_discriminator(cfg, student)
     if D is not None:
         from mobilestylegan.losses import DiffAugment
+
+        if cfg.loss.mbstd_group_size is not None:
+            if cfg.loss.mbstd_group_size < 1:
+                raise ConfigError(f"loss.mbstd_group_size must be >= 1 or null, got {cfg.loss.mbstd_group_size}")
+            D.b4.mbstd_group_size = cfg.loss.mbstd_group_size
 
         augment = DiffAugment(p=cfg.loss.augment_p)
     weights = LossWeights(pixel=cfg.loss.pixel, perceptual=cfg.loss.perceptual, gan=cfg.loss.gan,
@@ -197,8 +204,52 @@ def build_module(cfg: DictConfig, out_dir: Path) -> tuple[DistillationModule, di
     return module, {"teacher": teacher_G, "student": student, "discriminator": D, "source": source}
 
 
+def build_strategy(tc: DictConfig) -> Any:
+    """``ddp`` is :class:`~mobilestylegan.ddp.NetworkDDPStrategy` (each trained network wrapped on its own);
+    any other name goes to Lightning as it is (e.g. ``ddp_find_unused_parameters_true``: one wrapper
+    around the whole module, with an unused-parameter search after every forward)."""
+    if tc.strategy == "ddp":
+        from mobilestylegan.ddp import NetworkDDPStrategy
+
+        return NetworkDDPStrategy()
+    return tc.strategy
+
+
+def build_trainer(cfg: DictConfig, out_dir: Path, n_optimizers: int) -> tuple[L.Trainer, list]:
+    """The Lightning trainer of a run (nothing starts until ``fit``) and its checkpoint callbacks."""
+    tc = cfg.trainer
+    ckpt_dir = out_dir / "checkpoints"
+    callbacks = []
+    if not tc.fast_dev_run:
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/psnr", mode="max",
+                                         save_top_k=1, save_last=True,
+                                         every_n_train_steps=tc.checkpoint_every * n_optimizers))
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from lightning.pytorch.utilities import disable_possible_user_warnings
+
+    disable_possible_user_warnings()
+    try:
+        trainer = L.Trainer(
+            max_steps=tc.steps * n_optimizers, max_epochs=-1, accelerator=tc.accelerator, devices=tc.devices,
+            strategy=build_strategy(tc), num_nodes=tc.num_nodes, precision=tc.precision,
+            logger=build_logger(cfg, out_dir) if not tc.fast_dev_run else False, callbacks=callbacks,
+            val_check_interval=tc.val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+            limit_val_batches=1, fast_dev_run=tc.fast_dev_run, enable_progress_bar=tc.progress_bar,
+            enable_model_summary=False, plugins=[AtomicCheckpointIO()], log_every_n_steps=10,
+            max_time=datetime.timedelta(minutes=tc.max_minutes) if tc.max_minutes else None,
+            default_root_dir=str(out_dir))
+    except (MisconfigurationException, RuntimeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"trainer (accelerator={tc.accelerator}, devices={tc.devices}, strategy={tc.strategy}, "
+                          f"precision={tc.precision}): {first}") from None
+    return trainer, callbacks
+
+
 def run(cfg: DictConfig, out_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Distil as configured; write checkpoints, the EMA student, grids and ``summary.json`` in ``out_dir``."""
+    """Distil as configured; write checkpoints, the EMA student, grids and ``summary.json`` in ``out_dir``.
+
+    Under DDP every process runs this function (Lightning starts the other processes at ``fit``); only
+    global rank 0 writes files, and every process returns the same summary."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -207,24 +258,8 @@ def run(cfg: DictConfig, out_dir: str | Path) -> tuple[dict[str, Any], dict[str,
         torch.set_num_threads(tc.threads)
     L.seed_everything(tc.seed, workers=True, verbose=False)
     module, objects = build_module(cfg, out_dir)
+    trainer, callbacks = build_trainer(cfg, out_dir, module.n_optimizers)
     ckpt_dir = out_dir / "checkpoints"
-    n_opt = module.n_optimizers
-    callbacks = []
-    if not tc.fast_dev_run:
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/psnr", mode="max",
-                                         save_top_k=1, save_last=True, every_n_train_steps=tc.checkpoint_every * n_opt))
-    from lightning.pytorch.utilities import disable_possible_user_warnings
-
-    disable_possible_user_warnings()
-    trainer = L.Trainer(
-        max_steps=tc.steps * n_opt, max_epochs=-1, accelerator=tc.accelerator, devices=tc.devices,
-        strategy=tc.strategy, num_nodes=tc.num_nodes, precision=tc.precision,
-        logger=build_logger(cfg, out_dir) if not tc.fast_dev_run else False, callbacks=callbacks,
-        val_check_interval=tc.val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
-        limit_val_batches=1, fast_dev_run=tc.fast_dev_run, enable_progress_bar=tc.progress_bar,
-        enable_model_summary=False, plugins=[AtomicCheckpointIO()], log_every_n_steps=10,
-        max_time=datetime.timedelta(minutes=tc.max_minutes) if tc.max_minutes else None,
-        default_root_dir=str(out_dir))
     ckpt_path = None
     if tc.resume == "auto":
         last = ckpt_dir / "last.ckpt"
@@ -236,30 +271,36 @@ def run(cfg: DictConfig, out_dir: str | Path) -> tuple[dict[str, Any], dict[str,
     trainer.fit(module, train_dataloaders=_steps_loader(), val_dataloaders=_steps_loader(1), ckpt_path=ckpt_path)
     if not tc.fast_dev_run:
         trainer.save_checkpoint(ckpt_dir / "last.ckpt")
-    # One last validation if the run ended between validations (e.g. on max_minutes).
-    if not module.val_history or module.val_history[-1]["iteration"] != module.iteration:
-        module._validate(record=True)
+    history = module.val_history + ([module.final_validation] if module.final_validation else [])
     student_out = out_dir / "student.pt"
     G = module.student_ema if module.student_ema is not None else module.student
     init = cfg.student.init or ("teacher, channel-pruned" if cfg.student.init_from_teacher else "random")
-    save_student(student_out, G.cpu(), info={"source": "distillation", "teacher": cfg.teacher.source, "init": init,
-                                              "iterations": module.iteration, "config": cfg.name})
     best = callbacks[0].best_model_path if callbacks else ""
+    world = trainer.world_size
+    steps = sorted(module.step_seconds[1:])  # the first step includes one-time work
     summary = {
         "name": cfg.name,
         "steps": module.iteration,
-        "val_psnr_first": module.val_history[0]["val/psnr"],
-        "val_psnr_last": module.val_history[-1]["val/psnr"],
+        "val_psnr_first": history[0]["val/psnr"],
+        "val_psnr_last": history[-1]["val/psnr"],
         "baseline_psnr": module.baseline_psnr,
         "final_losses": module.last_losses,
         "best_checkpoint": best,
         "last_checkpoint": str(ckpt_dir / "last.ckpt") if not tc.fast_dev_run else "",
         "student": str(student_out),
-        "val_history": module.val_history,
+        "val_history": history,
+        "processes": world,
+        "batch_per_process": cfg.data.batch_size,
+        "global_batch": cfg.data.batch_size * world,
+        "step_seconds_median": steps[len(steps) // 2] if steps else None,
+        "first_batches": module.rank_digests,
         "seconds": round(time.perf_counter() - t0, 1),
         "grid": str(out_dir / "val" / "latest.png"),
     }
-    atomic_write(out_dir / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    if trainer.is_global_zero:
+        save_student(student_out, G.cpu(), info={"source": "distillation", "teacher": cfg.teacher.source,
+                                                  "init": init, "iterations": module.iteration, "config": cfg.name})
+        atomic_write(out_dir / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     return summary, {**objects, "module": module, "trainer": trainer}
 
 

@@ -10,8 +10,10 @@ import torch
 import torch.nn.functional as F
 
 import teacher
-from mobilestylegan.data import (NO_MIXING, CachedTripleSource, Triple, TripleSource, student_ws_resolution,
-                                 teacher_ws_resolution, ws_resolutions)
+from mobilestylegan.data import (NO_MIXING, STREAM_POOL, STREAM_TRIPLE, CachedTripleSource, Triple, TripleSource,
+                                 sample_generator, shard, student_ws_resolution, teacher_ws_resolution,
+                                 ws_resolutions)
+from teacher.numerics import assert_parity
 from mobilestylegan.generator import StudentGenerator
 from mobilestylegan.synthesis import MobileSynthesisNetwork, StudentConfig
 from mobilestylegan.wavelets import dwt
@@ -117,8 +119,8 @@ def test_pyramid_is_area_downsampled_teacher_render(G):
     # In chunks of 2 (batch size changes float rounding) and at the coarser levels (box filters compose).
     for level in tr.images:
         s = level.shape[-1]
-        torch.testing.assert_close(level, F.interpolate(img, size=(s, s), mode="area"), rtol=0, atol=1e-5)
-        torch.testing.assert_close(level, F.avg_pool2d(img, 64 // s), rtol=0, atol=1e-5)
+        assert_parity(level, F.interpolate(img, size=(s, s), mode="area"), f"level {s} vs area")
+        assert_parity(level, F.avg_pool2d(img, 64 // s), f"level {s} vs avg_pool")
     for level, wav in zip(tr.images, tr.wavelets):
         torch.testing.assert_close(wav, dwt(level), rtol=0, atol=0)
 
@@ -178,13 +180,13 @@ def test_style_mixing_by_resolution(G):
 def test_truncation(G):
     w_avg = G.mapping.w_avg
     tr = TripleSource(G, scfg(32), truncation_psi=0.0, style_mixing_prob=0.9).sample(4, gen(0), "cpu")
-    torch.testing.assert_close(tr.ws, w_avg.expand_as(tr.ws), rtol=0, atol=1e-6)
+    assert_parity(tr.ws, w_avg.expand_as(tr.ws), "psi = 0")
     g = gen(0)
     styles, _ = TripleSource(G, scfg(32), truncation_psi=0.5, style_mixing_prob=0.0).draw(4, g, "cpu")
     z1 = torch.randn([4, W], generator=gen(0))
     with torch.no_grad():
         want = w_avg + 0.5 * (G.mapping.embed(z1) - w_avg)
-    torch.testing.assert_close(styles.w1, want, rtol=0, atol=1e-6)
+    assert_parity(styles.w1, want, "psi = 0.5")
 
 
 # -- validation set and mean image -------------------------------------------------------------------------
@@ -201,12 +203,12 @@ def test_fixed_set(G):
     # The mean image follows the same draws.
     mean = src.mean_image(4, seed=9, device="cpu")
     assert mean.shape == (1, 3, 32, 32)
-    torch.testing.assert_close(mean, b.images[-1].mean(0, keepdim=True), rtol=0, atol=1e-5)
+    assert_parity(mean, b.images[-1].mean(0, keepdim=True), "mean image")
 
 
-def assert_close_triples(a: Triple, b: Triple, atol: float = 1e-5) -> None:
+def assert_close_triples(a: Triple, b: Triple) -> None:
     for x, y in zip([a.ws, *a.noise, *a.images, *a.wavelets], [b.ws, *b.noise, *b.images, *b.wavelets]):
-        torch.testing.assert_close(x, y, rtol=0, atol=atol)
+        assert_parity(x, y, "triples")
 
 
 # -- validation errors -------------------------------------------------------------------------------------
@@ -245,7 +247,7 @@ def test_student_generator_as_teacher(student_teacher):
     with torch.no_grad():
         img = T.synthesis(ws_t, noise=noise)
     for level in tr.images:
-        torch.testing.assert_close(level, F.avg_pool2d(img, 64 // level.shape[-1]), rtol=0, atol=1e-6)
+        assert_parity(level, F.avg_pool2d(img, 64 // level.shape[-1]), "student teacher's pyramid")
     for mine, theirs in zip(tr.noise, noise):
         torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
 
@@ -253,9 +255,9 @@ def test_student_generator_as_teacher(student_teacher):
 # -- pre-rendered cache -------------------------------------------------------------------------------------
 def test_cached_source(G):
     src = TripleSource(G, scfg(32), truncation_psi=0.7, style_mixing_prob=0.9)
-    exact = CachedTripleSource(src, size=7, seed=3, device="cpu", chunk=3, progress=False,
-                               storage_dtype=torch.float32)
-    half = CachedTripleSource(src, size=7, seed=3, device="cpu", chunk=3, progress=False)
+    exact = CachedTripleSource(src, size=7, seed=3, chunk=3, progress=False,
+                               storage_dtype=torch.float32).fill("cpu")
+    half = CachedTripleSource(src, size=7, seed=3, chunk=3, progress=False).fill("cpu")
     assert len(exact) == 7 and half.images.dtype == torch.float16 and half.images.shape == (7, 3, 32, 32)
     # float32 storage: bit-identical to the live source drawing the same chunks.
     g = gen(3)
@@ -286,11 +288,11 @@ def test_cached_source(G):
 def test_cached_source_mean_image_is_the_pool_mean(G):
     """Without mixing the pool is a sample of the validation distribution: its mean is the baseline's image."""
     src = TripleSource(G, scfg(32), truncation_psi=0.7, style_mixing_prob=0.0)
-    pool = CachedTripleSource(src, size=600, seed=3, device="cpu", chunk=200, progress=False,
-                              storage_dtype=torch.float32)
+    pool = CachedTripleSource(src, size=600, seed=3, chunk=200, progress=False,
+                              storage_dtype=torch.float32).fill("cpu")
     mean = pool.mean_image(4, seed=9, device="cpu")
     assert mean.shape == (1, 3, 32, 32) and mean.dtype == torch.float32
-    torch.testing.assert_close(mean, pool.images.double().mean(0, keepdim=True).float(), rtol=0, atol=1e-6)
+    assert_parity(mean, pool.images.double().mean(0, keepdim=True), "pool mean")
     # An estimate of the same image as the live source's independent one (600 vs 300 samples).
     live = src.mean_image(300, seed=11, device="cpu")
     spread = pool.images.std(0, keepdim=True)
@@ -303,11 +305,11 @@ def test_openvino_cache_renderer_matches_torch():
 
     T = _tiny_teacher_for_ov()
     src = TripleSource(T, StudentConfig(img_resolution=32, w_dim=16, channels=(16, 16, 8)), style_mixing_prob=0.5)
-    ref = CachedTripleSource(src, size=5, seed=3, device="cpu", chunk=2, progress=False, storage_dtype=torch.float32)
-    src.render_with = OpenVINOSynthesis(T.synthesis, batch_size=2, precision="f32")  # 5 = 2 + 2 + 1 (padded)
-    ov_cache = CachedTripleSource(src, size=5, seed=3, device="cpu", chunk=2, progress=False,
-                                  storage_dtype=torch.float32)
-    torch.testing.assert_close(ov_cache.images, ref.images, rtol=0, atol=1e-5)
+    ref = CachedTripleSource(src, size=5, seed=3, chunk=2, progress=False, storage_dtype=torch.float32).fill("cpu")
+    ov = OpenVINOSynthesis(T.synthesis, batch_size=2, precision="f32")  # 5 = 2 + 2 + 1 (padded)
+    ov_cache = CachedTripleSource(src, size=5, seed=3, chunk=2, progress=False, storage_dtype=torch.float32,
+                                  renderer=ov).fill("cpu")
+    assert_parity(ov_cache.images, ref.images, "OpenVINO f32 cache")
     with pytest.raises(ValueError, match="precision"):
         OpenVINOSynthesis(T.synthesis, batch_size=2, precision="int4")
 
@@ -327,12 +329,12 @@ def test_openvino_cache_renderer_student_teacher_lean_graph():
         for p in T.synthesis.parameters():
             p.add_(0.1 * torch.randn_like(p))  # non-trivial noise strengths and biases
     src = TripleSource(T, StudentConfig(img_resolution=32, w_dim=16, channels=(16, 16, 8)), style_mixing_prob=0.5)
-    ref = CachedTripleSource(src, size=3, seed=3, device="cpu", chunk=2, progress=False, storage_dtype=torch.float32)
-    src.render_with = OpenVINOSynthesis(T.synthesis, batch_size=2, precision="f32", out_resolution=32)
-    ov_cache = CachedTripleSource(src, size=3, seed=3, device="cpu", chunk=2, progress=False,
-                                  storage_dtype=torch.float32)
+    ref = CachedTripleSource(src, size=3, seed=3, chunk=2, progress=False, storage_dtype=torch.float32).fill("cpu")
+    ov = OpenVINOSynthesis(T.synthesis, batch_size=2, precision="f32", out_resolution=32)
+    ov_cache = CachedTripleSource(src, size=3, seed=3, chunk=2, progress=False, storage_dtype=torch.float32,
+                                  renderer=ov).fill("cpu")
     assert ov_cache.images.shape == (3, 3, 32, 32)
-    torch.testing.assert_close(ov_cache.images, ref.images, rtol=0, atol=1e-5)
+    assert_parity(ov_cache.images, ref.images, "OpenVINO f32 cache of the lean graph")
     with pytest.raises(ValueError, match="out_resolution"):
         OpenVINOSynthesis(T.synthesis, batch_size=2, out_resolution=48)
 
@@ -343,3 +345,119 @@ def _tiny_teacher_for_ov():
     cfg = teacher.GeneratorConfig(z_dim=16, w_dim=16, img_resolution=64, channels={4: 16, 8: 16, 16: 8, 32: 8, 64: 8},
                                   mapping_layers=2)
     return randomize(teacher.Generator(cfg), seed=4).eval().requires_grad_(False)
+
+
+# -- process-count independence ------------------------------------------------------------------------------
+def test_sample_generators_and_shards():
+    draw = lambda *key: torch.rand(4, generator=sample_generator(*key)).tolist()  # noqa: E731
+    keys = [(0, 0, 0, STREAM_TRIPLE), (0, 0, 1, STREAM_TRIPLE), (0, 1, 0, STREAM_TRIPLE), (1, 0, 0, STREAM_TRIPLE),
+            (0, 0, 0, STREAM_POOL), (0, 0, -1, STREAM_TRIPLE)]
+    streams = [draw(*k) for k in keys]
+    assert draw(*keys[0]) == streams[0]  # a stream is a function of its key alone
+    assert len({tuple(x) for x in streams}) == len(keys)  # any other seed, step, sample or purpose differs
+    with pytest.raises(ValueError):
+        sample_generator(0, -1, 0, STREAM_TRIPLE)
+    assert [shard(10, r, 3) for r in range(3)] == [slice(0, 3), slice(3, 6), slice(6, 10)]
+    assert [shard(4, r, 2) for r in range(2)] == [slice(0, 2), slice(2, 4)] and shard(5, 0, 1) == slice(0, 5)
+    with pytest.raises(ValueError):
+        shard(4, 2, 2)
+
+
+def _joined(parts: list[Triple]) -> Triple:
+    cat = lambda name: [torch.cat(ts) for ts in zip(*(getattr(t, name) for t in parts))]  # noqa: E731
+    return Triple(torch.cat([t.ws for t in parts]), cat("noise"), cat("images"), cat("wavelets"))
+
+
+def test_a_step_split_across_processes_is_the_whole_step(G):
+    """Rank r of P renders samples shard(P * B, r, P) of a step: the parts together are the single-process
+    batch (the same noise bit for bit; w and images up to the rounding of smaller batches), whatever P."""
+    src = TripleSource(G, scfg(32), truncation_psi=0.8, style_mixing_prob=0.5)
+    whole = src.sample_step(7, 3, 6, slice(0, 6), "cpu")
+    for world in (2, 3):
+        parts = [src.sample_step(7, 3, 6, shard(6, r, world), "cpu") for r in range(world)]
+        joined = _joined(parts)
+        for x, y in zip(joined.noise, whole.noise):
+            torch.testing.assert_close(x, y, rtol=0, atol=0)
+        assert_parity(joined.ws, whole.ws, f"{world} processes' w (mapped in smaller batches)")
+        assert_parity(joined.images[-1], whole.images[-1], f"{world} processes' images")
+        assert not torch.equal(parts[0].ws, parts[1].ws)
+    assert not torch.equal(src.sample_step(7, 4, 6, slice(0, 6), "cpu").ws, whole.ws)  # the next step differs
+    assert not torch.equal(src.sample_step(8, 3, 6, slice(0, 6), "cpu").ws, whole.ws)  # another seed too
+    # A batch of 4 is the first 4 samples of the batch of 6: a sample depends on (seed, step, index) only.
+    assert_parity(src.sample_step(7, 3, 4, slice(0, 4), "cpu").ws, whole.ws[:4], "a smaller global batch")
+
+
+def test_cached_step_split_and_pool_storage(G):
+    src = TripleSource(G, scfg(32), truncation_psi=0.7, style_mixing_prob=0.9)
+    pool = CachedTripleSource(src, size=9, seed=3, chunk=4, progress=False, storage_dtype=torch.float32)
+    assert not pool.filled
+    with pytest.raises(RuntimeError, match="fill"):
+        pool.get([0], "cpu")
+    pool.fill("cpu")
+    assert pool.images.device.type == "cpu" and all(m.device.type == "cpu" for m in pool.noise)
+    whole = pool.sample_step(5, 2, 6, slice(0, 6), "cpu")
+    parts = [pool.sample_step(5, 2, 6, shard(6, r, 2), "cpu") for r in range(2)]
+    assert_triples_equal(_joined(parts), whole)
+    idx = torch.randperm(9, generator=sample_generator(5, 2, -1, STREAM_POOL))[:6]
+    assert_triples_equal(whole, pool.get(idx, "cpu"))
+    with pytest.raises(ValueError, match="pool size"):
+        pool.sample_step(5, 2, 10, slice(0, 5), "cpu")
+
+
+def test_cache_filled_by_two_processes_is_the_cache_of_one(G):
+    """Each of 2 processes renders every other chunk and the chunks are broadcast (here: two in-process
+    'ranks' whose broadcast copies from the owner's pool): the same pool as one process renders."""
+    src = TripleSource(G, scfg(32), truncation_psi=0.7, style_mixing_prob=0.9)
+    make = lambda: CachedTripleSource(src, size=7, seed=3, chunk=2, progress=False, storage_dtype=torch.float32)  # noqa: E731
+    one = make().fill("cpu")
+    rendered = {}
+
+    class Renderer:  # counts what each rank renders
+        def __init__(self, rank):
+            self.rank = rank
+
+        def __call__(self, ws, noise):
+            rendered[self.rank] = rendered.get(self.rank, 0) + len(ws)
+            return G.synthesis(ws, noise=noise)
+
+    ranks = []
+    for r in range(2):
+        pool = make()
+        pool.renderer = Renderer(r)
+        ranks.append(pool)
+    # Rank r's pass: its own chunks rendered, the others' filled in by the broadcast (the owner's images).
+    owner_images = {}
+    for r, pool in enumerate(ranks):
+        calls = iter(range(4))
+
+        def broadcast(t, src_rank, r=r, calls=calls):
+            c = next(calls)
+            if src_rank == r:
+                owner_images[c] = t.clone()
+            else:
+                t.copy_(owner_images.setdefault(c, one.images[2 * c:2 * c + 2].clone()))
+        pool.fill("cpu", rank=r, world=2, broadcast=broadcast)
+    assert rendered == {0: 4, 1: 3}  # chunks 0, 2 (2 + 2 images) and 1, 3 (2 + 1)
+    for pool in ranks:
+        torch.testing.assert_close(pool.images, one.images, rtol=0, atol=0)
+        torch.testing.assert_close(pool.styles.w1, one.styles.w1, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="broadcast"):
+        make().fill("cpu", rank=0, world=2)
+
+
+def test_validation_set_and_mean_image_split_across_processes(G):
+    src = TripleSource(G, scfg(32), truncation_psi=0.7, render_batch=2)
+    whole = src.fixed_set(5, seed=9, device="cpu")
+    parts = [src.fixed_set(5, seed=9, device="cpu", part=shard(5, r, 2)) for r in range(2)]
+    assert [len(p) for p in parts] == [2, 3]
+    joined = _joined(parts)
+    assert_parity(joined.ws, whole.ws, "validation w")
+    assert_parity(joined.images[-1], whole.images[-1], "validation images")
+    sums = [src.image_sum(6, 9, "cpu", rank=r, world=2) for r in range(2)]
+    assert [c for _, c in sums] == [3, 3]
+    assert_parity((sums[0][0] + sums[1][0]) / 6, src.mean_image(6, 9, "cpu"), "mean image")
+    pool = CachedTripleSource(TripleSource(G, scfg(32), style_mixing_prob=0.0), size=5, seed=1, chunk=2,
+                              progress=False, storage_dtype=torch.float32).fill("cpu")
+    psums = [pool.image_sum(0, 0, "cpu", rank=r, world=2) for r in range(2)]
+    assert [c for _, c in psums] == [2, 3]
+    assert_parity((psums[0][0] + psums[1][0]) / 5, pool.images.double().mean(0, keepdim=True), "pool mean")

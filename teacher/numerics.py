@@ -1,0 +1,64 @@
+"""The toolkit's one rule for comparing two float32 computations of the same values.
+
+Two correct float32 computations of a network's output (another runtime, another kernel, another
+summation order or batch size, fused vs unfused layers, a float64 reference) differ by rounding only.
+One float32 rounding is at most half an ulp, ``2**-24`` relative; a dot product of ``K`` terms
+accumulates about ``sqrt(K)`` of them (random-walk model), and a network of ``L`` sequential layers
+carries each layer's error into the next, so the output is off by about ``L * sqrt(K) * 2**-24`` of its
+scale. The budget is ``PARITY_ULPS = 2**10`` float32 ulps (``2**-23`` each) of the output's scale,
+``max(1, peak |reference|)``: it covers ``L * sqrt(K) <= 2048``, e.g. 64 layers with 1024-term dot
+products. Every network here is inside that (the 1024-px student: ~20 layers of at most 512 inputs per
+output; the 1024-px teacher: 18 layers of 4608), and the test networks are far smaller. A real bug (a
+wrong key, a missing gain or bias, a shifted kernel) moves outputs by 1e-3 of their scale or more.
+
+Nothing here depends on the CPU that ran the numbers: the rule follows from the float32 format alone.
+Comparisons of computations that are exact by construction (copies, permutations, the same kernel on
+the same input) stay exact (``atol=0``); float64 computations are compared in float64 terms.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+F32_EPS = 2.0**-23  # float32 ulp at 1.0
+PARITY_ULPS = 2**10
+PARITY_RULE = "2**10 float32 ulps (1.22e-4) x max(1, peak |reference|)"
+
+Array = torch.Tensor | np.ndarray
+
+
+def parity_tolerance(reference: Array) -> float:
+    """Largest ``max |a - reference|`` two correct float32 computations may show (see the module docstring)."""
+    peak = float(np.abs(_numpy(reference)).max()) if _numpy(reference).size else 0.0
+    return PARITY_ULPS * F32_EPS * max(1.0, peak)
+
+
+def max_abs_diff(actual: Array, reference: Array) -> float:
+    a, r = _numpy(actual), _numpy(reference)
+    if a.shape != r.shape:
+        raise ValueError(f"shapes differ: {a.shape} vs {r.shape}")
+    return float(np.abs(a - r).max()) if a.size else 0.0
+
+
+def assert_parity(actual: Array, reference: Array, what: str = "values") -> float:
+    """Raise ``AssertionError`` unless ``actual`` matches ``reference`` within :func:`parity_tolerance`.
+
+    Returns the measured max |difference| (for reporting). NaNs or infinities in either never pass.
+    """
+    a, r = _numpy(actual), _numpy(reference)
+    if not (np.isfinite(a).all() and np.isfinite(r).all()):
+        raise AssertionError(f"{what}: non-finite values")
+    diff, tol = max_abs_diff(a, r), parity_tolerance(r)
+    if not diff <= tol:
+        raise AssertionError(f"{what}: max |diff| {diff:.3g} > {tol:.3g} ({PARITY_RULE})")
+    return diff
+
+
+def _numpy(x: Array) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+__all__ = ["F32_EPS", "PARITY_RULE", "PARITY_ULPS", "assert_parity", "max_abs_diff", "parity_tolerance"]
