@@ -22,16 +22,19 @@ import numpy as np
 import torch
 
 F32_EPS = 2.0**-23  # float32 ulp at 1.0
+F64_EPS = 2.0**-52  # float64 ulp at 1.0 (the same budget for float64 computations)
 PARITY_ULPS = 2**10
 PARITY_RULE = "2**10 float32 ulps (1.22e-4) x max(1, peak |reference|)"
 
 Array = torch.Tensor | np.ndarray
 
 
-def parity_tolerance(reference: Array) -> float:
-    """Largest ``max |a - reference|`` two correct float32 computations may show (see the module docstring)."""
-    peak = float(np.abs(_numpy(reference)).max()) if _numpy(reference).size else 0.0
-    return PARITY_ULPS * F32_EPS * max(1.0, peak)
+def parity_tolerance(reference: Array, eps: float = F32_EPS) -> float:
+    """Largest ``max |a - reference|`` two correct float32 (``eps=F64_EPS``: float64) computations may show
+    (see the module docstring)."""
+    ref = _numpy(reference)
+    peak = float(np.abs(ref).max()) if ref.size else 0.0
+    return PARITY_ULPS * eps * max(1.0, peak)
 
 
 def max_abs_diff(actual: Array, reference: Array) -> float:
@@ -61,4 +64,4 @@ def _numpy(x: Array) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-__all__ = ["F32_EPS", "PARITY_RULE", "PARITY_ULPS", "assert_parity", "max_abs_diff", "parity_tolerance"]
+__all__ = ["F32_EPS", "F64_EPS", "PARITY_RULE", "PARITY_ULPS", "assert_parity", "max_abs_diff", "parity_tolerance"]

@@ -1,8 +1,10 @@
-"""Shared test fixtures. The reference StyleGAN2 fixture lives in ../shared/fixtures (CI has it);
-a bundled copy of the checkpoint ships with the package as the main job's default teacher."""
+"""Shared test fixtures. The reference StyleGAN2 fixture ships with the repository: the checkpoint in
+the package (``teacher/assets``, also the embedded tiny teacher), its expected outputs in
+``tests/fixtures``. ``$MOBILESTYLEGAN_FIXTURES`` may name a folder of further fixture files."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -10,21 +12,37 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+FIXTURES_ENV = "MOBILESTYLEGAN_FIXTURES"
+BUNDLED = {
+    "rosinality_tiny64.pt": REPO / "teacher" / "assets" / "rosinality_tiny64.pt",
+    "rosinality_tiny64_expected.pt": REPO / "tests" / "fixtures" / "rosinality_tiny64_expected.pt",
+}
 
 
-def fixture_dir() -> Path:
-    env = os.environ.get("MOBILESTYLEGAN_FIXTURES")
-    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "fixtures", REPO / "shared" / "fixtures"]:
-        if (cand / "rosinality_tiny64_expected.pt").exists():
-            return cand
-    raise FileNotFoundError("reference fixtures not found: expected ../shared/fixtures next to the repository "
-                            "or $MOBILESTYLEGAN_FIXTURES")
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def fixture_file(name: str) -> Path:
+    """A fixture file: the repository's copy, else one from ``$MOBILESTYLEGAN_FIXTURES``. A file in that folder
+    with a bundled name must be identical to the bundled one (a stale copy on either side fails loudly)."""
+    env = os.environ.get(FIXTURES_ENV)
+    extra = Path(env) / name if env else None
+    bundled = BUNDLED.get(name)
+    if bundled is not None:
+        if extra is not None and extra.is_file() and _sha256(extra) != _sha256(bundled):
+            raise AssertionError(f"{extra} differs from the repository's {bundled}: update one of them")
+        return bundled
+    if extra is not None and extra.is_file():
+        return extra
+    raise FileNotFoundError(f"fixture {name} is neither in the repository nor in ${FIXTURES_ENV} ({env})")
 
 
 @pytest.fixture(scope="session")
 def rosinality_fixture() -> tuple[Path, dict]:
-    d = fixture_dir()
-    return d / "rosinality_tiny64.pt", torch.load(d / "rosinality_tiny64_expected.pt", weights_only=True)
+    return fixture_file("rosinality_tiny64.pt"), torch.load(fixture_file("rosinality_tiny64_expected.pt"),
+                                                            weights_only=True)
 
 
 @pytest.fixture(autouse=True)

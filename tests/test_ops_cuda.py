@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import itertools
+import json
 import os
 import re
 import shutil
@@ -596,3 +597,126 @@ def test_gpu_build_is_cached_and_dispatched(tmp_path, monkeypatch):
     torch.cuda.synchronize()
     (ref,) = torch.autograd.grad(ops.bias_act(xr, act="lrelu", impl="ref").square().sum(), xr)
     torch.testing.assert_close(xr.grad, ref)
+
+
+# ----------------------------------------------------------------------------------------------
+# The self-test guard (teacher/ops/selftest.py): run on the emulated kernels, and on broken ones
+
+
+@pytest.fixture
+def emulated(emulator_lib, monkeypatch, tmp_path):
+    """The CUDA path on CPU tensors through the host emulation, a fresh verdict memo, a build that
+    'succeeds' and a kernel cache folder of its own."""
+    from teacher.ops import _impl, selftest
+
+    monkeypatch.setattr(_runtime, "get_kernel", lambda op, name, dev: _EmulatedKernel(emulator_lib, name))
+    monkeypatch.setattr(_runtime, "current_stream", lambda dev: 0)
+    monkeypatch.setattr(cuda, "build", lambda op: None)
+    monkeypatch.setattr(cuda, "selftest_file", lambda op, dev, dtype: tmp_path / f"{op}.selftest-{dtype}.json")
+    monkeypatch.setattr(selftest, "_verdicts", {})
+    monkeypatch.setattr(_impl, "_warned", set())
+    monkeypatch.setattr(_impl, "_last_choice", {})
+    return tmp_path
+
+
+@pytest.mark.parametrize("op", ["upfirdn2d", "bias_act"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_selftest_passes_on_the_kernels(emulated, op, dtype):
+    from teacher.ops import selftest
+
+    v = selftest.run(op, dtype, "cpu")
+    cases = selftest.UPFIRDN2D_CASES if op == "upfirdn2d" else selftest.BIAS_ACT_CASES
+    assert v.passed and v.cases == len(cases) and 0 <= v.max_err <= v.tolerance, v.summary()
+
+
+def _scaled_grad(scale: float):
+    class ScaledGrad(torch.autograd.Function):  # identity forward, wrong backward
+        @staticmethod
+        def forward(ctx, y):
+            return y.view_as(y)
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * scale
+
+    return ScaledGrad.apply
+
+
+def test_selftest_catches_broken_kernels(emulated):
+    """Each part of the comparison is live: a forward error in one case only, a first-order gradient
+    error with a correct forward, a second-order error with correct forward and first-order gradients."""
+    from teacher.ops import selftest
+
+    def wrong_when_downsampling(x, f, up, down, pad, flip, gain):
+        y = cuda.upfirdn2d(x, f, up, down, pad, flip, gain)
+        return y * (1 + 1e-3) if down == (2, 2) else y
+
+    v = selftest.run("upfirdn2d", "float32", "cpu", cuda_fn=wrong_when_downsampling)
+    assert not v.passed and v.worst.startswith("case 2 ") and v.max_err > v.tolerance  # only case 2 is wrong
+
+    bad_grad = _scaled_grad(1.001)
+    v = selftest.run("upfirdn2d", "float32", "cpu", cuda_fn=lambda x, *a: bad_grad(cuda.upfirdn2d(x, *a)))
+    assert not v.passed and "d/dx" in v.worst and "d2" not in v.worst
+
+    def wrong_curvature(x, b, *args):  # + 0.01 (x - x0)^2: the same value and slope at x0, another curvature
+        return cuda.bias_act(x, b, *args) + 0.01 * (x - x.detach()).square()
+
+    v = selftest.run("bias_act", "float64", "cpu", cuda_fn=wrong_curvature)
+    assert not v.passed and v.worst.endswith("d2/dx"), v.summary()
+    nan = selftest.run("bias_act", "float32", "cpu", cuda_fn=lambda *a: cuda.bias_act(*a) * float("nan"))
+    assert not nan.passed and nan.max_err == float("inf")
+
+
+def test_auto_falls_back_once_and_cuda_raises_on_a_failed_selftest(emulated, monkeypatch):
+    from teacher.ops import _impl, selftest
+
+    broken = lambda x, f, up, down, pad, flip, gain: cuda.upfirdn2d(x, f, up, down, pad, flip, gain) + 1e-2  # noqa: E731
+    monkeypatch.setattr(selftest, "_default_cuda", lambda op: broken if op == "upfirdn2d" else cuda.bias_act)
+    cpu = torch.device("cpu")
+    with pytest.warns(RuntimeWarning, match=r"upfirdn2d: the CUDA kernel failed its self-test.*max \|diff\|"):
+        assert _impl.choose_cuda("upfirdn2d", "auto", torch.float16, cpu) == "ref"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once: the next calls are silent
+        assert _impl.choose_cuda("upfirdn2d", "auto", torch.float32, cpu) == "ref"
+    with pytest.raises(RuntimeError, match="upfirdn2d: the CUDA kernel failed its self-test.*impl='ref'"):
+        _impl.choose_cuda("upfirdn2d", "cuda", torch.float32, cpu)
+    assert _impl.choose_cuda("bias_act", "cuda", torch.float32, cpu) == "cuda"  # the other op is fine
+    st = ops.status()
+    assert st["upfirdn2d"]["active"] == "ref" and "self-test failed" in st["upfirdn2d"]["reason"]
+    assert [s.split()[0] for s in st["upfirdn2d"]["selftest"].values()] == ["FAILED"]
+    assert st["bias_act"]["active"] == "cuda" and list(st["bias_act"]["selftest"]) == ["float32 cpu"]
+    assert "passed" in st["bias_act"]["selftest"]["float32 cpu"]
+
+
+def test_selftest_verdict_is_kept_next_to_the_kernel(emulated, monkeypatch):
+    from teacher.ops import selftest
+
+    cache = cuda.selftest_file("bias_act", torch.device("cpu"), "float32")
+    first = selftest.verdict("bias_act", "float32", torch.device("cpu"), cache_file=cache)
+    assert first.passed and not first.cached and json.loads(cache.read_text())["passed"] is True
+    monkeypatch.setattr(selftest, "_verdicts", {})  # a new process ...
+    monkeypatch.setattr(selftest, "run", lambda *a, **k: pytest.fail("tested again despite the cached verdict"))
+    again = selftest.verdict("bias_act", "float32", torch.device("cpu"), cache_file=cache)
+    assert again.cached and again.passed and again.max_err == first.max_err
+    cache.write_text("{not json")  # a damaged file is ignored: the kernel is tested again
+    assert selftest._read(cache, "bias_act", "float32") is None
+
+
+@pytest.mark.gpu
+def test_selftest_on_the_gpu_passes_quickly():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from teacher.ops import selftest
+
+    for op in ("upfirdn2d", "bias_act"):
+        cuda.build(op)
+        for dtype in ("float32", "float64"):
+            v = selftest.run(op, dtype, "cuda")
+            assert v.passed, v.summary()
+            assert v.seconds < 1.0, v.summary()  # the issue's budget: well under a second per op and precision
+    x = torch.randn([1, 4, 16, 16], device="cuda")
+    ops.upsample2d(x, ops.setup_filter([1, 3, 3, 1], device="cuda"))  # auto: builds, self-tests, uses CUDA
+    st = ops.status()["upfirdn2d"]
+    assert st["active"] == "cuda" and any("passed" in s for s in st["selftest"].values()), st

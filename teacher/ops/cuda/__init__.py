@@ -15,11 +15,13 @@ normalised arguments and raise instead of falling back.
   order, upfirdn2d to any order).
 - ``compile_ptx(arch)``: compile every source to PTX without a GPU (CI).
 - ``status()``: NVRTC / driver found, cache folder, what is built.
+- ``selftest_file(op, device, dtype)``: where the self-test verdict of a built op is kept.
 """
 
 from teacher.ops.cuda._bias_act import bias_act
 from teacher.ops.cuda._errors import CudaBuildError, CudaDriverError
-from teacher.ops.cuda._runtime import build, compile_ptx, status
+from teacher.ops.cuda._runtime import build, compile_ptx, selftest_file, status
 from teacher.ops.cuda._upfirdn2d import upfirdn2d
 
-__all__ = ["CudaBuildError", "CudaDriverError", "bias_act", "build", "compile_ptx", "status", "upfirdn2d"]
+__all__ = ["CudaBuildError", "CudaDriverError", "bias_act", "build", "compile_ptx", "selftest_file", "status",
+           "upfirdn2d"]

@@ -63,6 +63,7 @@ class _State:
         self.driver: Driver | None = None
         self.kernels: dict[tuple[str, int], dict[str, Kernel]] = {}
         self.binaries: dict[tuple[str, int], str] = {}  # (op, device) -> how it was built, for status()
+        self.paths: dict[tuple[str, int], tuple[Path, tuple[int, int]]] = {}  # -> (binary, GPU capability)
         self.failures: dict[tuple[str, int], CudaBuildError] = {}  # not retried: the dispatcher asks on every call
 
     def get_nvrtc(self) -> Nvrtc:
@@ -119,12 +120,17 @@ def cache_key(source: str, nvrtc_version: tuple[int, int], arch: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
+def binary_path(file_name: str, arch: str) -> Path:
+    """Where the compiled ``file_name`` for ``arch`` is cached (named by a hash of everything that built it)."""
+    key = cache_key(kernel_source(file_name), _state.get_nvrtc().version, arch)
+    return cache_dir() / f"{Path(file_name).stem}-{arch}-{key[:24]}.{'cubin' if arch.startswith('sm_') else 'ptx'}"
+
+
 def compile_cached(file_name: str, arch: str) -> bytes:
     """CUBIN (``sm_XY``) or PTX (``compute_XY``) of a kernel file, from the disk cache or freshly compiled."""
     nvrtc = _state.get_nvrtc()
     source = kernel_source(file_name)
-    key = cache_key(source, nvrtc.version, arch)
-    path = cache_dir() / f"{Path(file_name).stem}-{arch}-{key[:24]}.{'cubin' if arch.startswith('sm_') else 'ptx'}"
+    path = binary_path(file_name, arch)
     if path.is_file():
         return path.read_bytes()
     image = nvrtc.compile(source, file_name, arch)
@@ -193,7 +199,18 @@ def _build(op: str, device: int) -> dict[str, Kernel]:
                     "no newer than the driver")
         raise CudaBuildError(f"loading {file_name} ({arch}) on cuda:{device} failed: {err}{hint}") from err
     _state.binaries[(op, device)] = f"{arch} via NVRTC {nvrtc.version_str}"
+    _state.paths[(op, device)] = (binary_path(file_name, arch), capability)
     return kernels
+
+
+def selftest_file(op: str, device: torch.device, dtype: str) -> Path | None:
+    """Where the self-test verdict of ``op``'s kernels built for ``device`` is kept: next to the cached
+    binary, named by the GPU's compute capability and the kernel precision (None before a build)."""
+    built = _state.paths.get((op, _device_index(device)))
+    if built is None:
+        return None
+    path, (major, minor) = built
+    return path.with_name(f"{path.name}.sm{major}{minor}.selftest-{dtype}.json")
 
 
 def get_kernel(op: str, name: str, device: torch.device) -> Kernel:
