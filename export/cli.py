@@ -14,7 +14,7 @@ EXAMPLES = """examples:
   python -m export.runtime exported/ffhq-ov --seeds 0-3 --out faces/     # render without torch
 SOURCE is a native student checkpoint, a MobileStyleGAN.pytorch Lightning .ckpt or a pretrained name (ffhq-1024).
 Every export is parity-checked against PyTorch (ONNX Runtime and OpenVINO f32, 4 seeds, max |diff| within
-2**10 float32 ulps of max(1, peak |output|)) and quality-gated (PSNR vs fp32 PyTorch on 16 seeds; fp16 and int8
+2**11 float32 ulps of max(1, peak |output|)) and quality-gated (PSNR vs fp32 PyTorch on 16 seeds; fp16 and int8
 need 40 dB); a failed check writes nothing.
 """
 

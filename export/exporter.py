@@ -17,7 +17,7 @@ next to ``out_dir`` and renamed onto it only after every check has passed, so a 
 leaves nothing behind. Checks, in order:
 
 1. parity of the fp32 graphs against the PyTorch student (evaluated in float64, the exact value) on
-   :data:`PARITY_SEEDS`: max |diff| within ``teacher.numerics.parity_tolerance`` (2**10 float32 ulps of
+   :data:`PARITY_SEEDS`: max |diff| within ``teacher.numerics.parity_tolerance`` (2**11 float32 ulps of
    max(1, peak |output|), derived from float32 rounding there) for ONNX Runtime and OpenVINO
    (``INFERENCE_PRECISION_HINT=f32``); an ONNX export is run by both, an IR by OpenVINO.
 2. size: the synthesis file(s) may weigh at most :data:`SIZE_LIMIT` x the fp32 bytes of the graph's

@@ -28,21 +28,42 @@ class NotAStudentError(CheckpointError):
     """The file is readable but holds no student (it may hold a teacher: callers can try that next)."""
 
 
+def mapping_config(m: MappingNetwork) -> dict[str, Any]:
+    """What rebuilds a mapping network: ``{z_dim, w_dim, num_layers, lr_mul}``."""
+    return {"z_dim": m.z_dim, "w_dim": m.w_dim, "num_layers": m.num_layers, "lr_mul": m.fc0.bias_gain}
+
+
 def save_student(path: str | os.PathLike, G: StudentGenerator, info: dict[str, Any] | None = None) -> Path:
     """Write ``G`` (fused or not) as a native student checkpoint."""
-    m = G.mapping
-    mapping_state = {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
     obj = {
         "format": FORMAT, "version": VERSION,
         "student_config": G.cfg.to_dict(),
         "fused": bool(G.synthesis.fused),
         "synthesis_state": {k: v.detach().cpu().clone() for k, v in G.synthesis.state_dict().items()},
-        "mapping_config": {"z_dim": m.z_dim, "w_dim": m.w_dim, "num_layers": m.num_layers,
-                           "lr_mul": m.fc0.bias_gain},
-        "mapping_state": mapping_state,
+        "mapping_config": mapping_config(G.mapping),
+        "mapping_state": {k: v.detach().cpu().clone() for k, v in G.mapping.state_dict().items()},
         "info": dict(info or {}),
     }
     return atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
+
+
+def student_from_training_checkpoint(obj: dict, what: str) -> StudentGenerator:
+    """The student of one of this toolkit's distillation checkpoints (``checkpoints/last.ckpt``, ``best.ckpt``):
+    its EMA when the run kept one (what ``student.pt`` holds), else the trained student."""
+    state, distill = obj["state_dict"], obj["distill"]
+    if "student_config" not in distill:
+        raise CheckpointError(f"{what}: a distillation checkpoint of an older version of this toolkit, without the "
+                              "student's architecture; use the run's student.pt")
+    which = "student_ema" if any(k.startswith("student_ema.synthesis.") for k in state) else "student"
+    pick = lambda prefix: {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}  # noqa: E731
+    G = student_from_dict({"format": FORMAT, "version": VERSION, "student_config": distill["student_config"],
+                           "fused": False, "synthesis_state": pick(f"{which}.synthesis."),
+                           "mapping_config": distill["mapping_config"], "mapping_state": pick(f"{which}.mapping.")},
+                          what)
+    G.info = {"source": what, "source_format": "mobilestylegan-toolkit-training", "weights": which,
+              "iteration": obj.get("global_step"), "lightning_version": obj.get("pytorch-lightning_version"),
+              "ignored": sorted(set(obj) - {"state_dict"})}
+    return G
 
 
 def is_student_dict(obj: object) -> bool:

@@ -35,6 +35,7 @@ from mobilestylegan.generator import StudentGenerator
 from mobilestylegan.images import make_grid, save_png
 from mobilestylegan.losses import (DiffAugment, PerceptualLoss, d_logistic_loss, g_nonsaturating_loss, lazy_r1_loss,
                                    pixel_loss, r1_penalty)
+from mobilestylegan.schema import ConfigError
 from teacher.discriminator import Discriminator
 
 
@@ -128,6 +129,7 @@ class DistillationModule(L.LightningModule):
         self.step_seconds: list[float] = []  # wall time of each training step of this process (not saved)
         self.data_digest: dict[str, Any] | None = None  # this process's first batch, see rank_digests
         self.rank_digests: list[dict[str, Any]] = []
+        self.peak_gpu_memory_gib: float | None = None  # this process's, on a CUDA device
 
     # ------------------------------------------------------------------ setup
     @property
@@ -166,10 +168,13 @@ class DistillationModule(L.LightningModule):
         if self.frozen.perceptual is not None:
             self.frozen.perceptual.to(self.device)
         source = self.frozen.source
+        rank, world = self.rank_world()
+        if self.val_size < world:
+            raise ConfigError(f"data.val_size {self.val_size} is smaller than the {world} processes that share the "
+                             "validation set: use at least one validation latent per process")
         if isinstance(source, CachedTripleSource):
-            rank, world = self.rank_world()
             if self.batch_size * world > len(source):
-                raise ValueError(f"data.batch_size {self.batch_size} x {world} process(es) is more than the "
+                raise ConfigError(f"data.batch_size {self.batch_size} x {world} process(es) is more than the "
                                  f"{len(source)} triples of data.cache_size: lower the batch or grow the cache")
             if not source.filled:  # rendered on the training device, 1 / world of it by each process
                 source.fill(self.device, rank, world, broadcast=_broadcast if world > 1 else None)
@@ -183,6 +188,8 @@ class DistillationModule(L.LightningModule):
         # or max_minutes). Kept out of checkpoints: a resumed run validates on its own schedule.
         if not self.val_history or self.val_history[-1]["iteration"] != self.iteration:
             self.final_validation = {"iteration": self.iteration, **self._validate(grid=True)}
+        if self.device.type == "cuda":
+            self.peak_gpu_memory_gib = torch.cuda.max_memory_allocated(self.device) / 2**30
         rank, world = self.rank_world()
         if world > 1:
             gathered: list[Any] = [None] * world
@@ -395,7 +402,11 @@ class DistillationModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The training data needs no saved state (it is a function of data_seed and the iteration); the
         # global RNG states are saved so that anything else drawing from them resumes exactly too.
+        from mobilestylegan.checkpoint import mapping_config
+
         checkpoint["distill"] = {
+            "student_config": self.student.cfg.to_dict(),  # so the file alone rebuilds the student
+            "mapping_config": mapping_config(self.student.mapping),
             "data_seed": self.data_seed,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],

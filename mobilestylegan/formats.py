@@ -1,5 +1,11 @@
 """Reading students from the files users have: native checkpoints, MobileStyleGAN.pytorch Lightning
-``.ckpt`` files, and pretrained names.
+``.ckpt`` files, this toolkit's own training checkpoints, and pretrained names.
+
+Every container is read by ``teacher.formats.load_torch_container``: what a training run pickles besides
+the weights (Lightning callbacks keyed by their class, hyper-parameters as Lightning / argparse / omegaconf
+objects, optimizer states) is read as inert data and never imported or executed; a pickled call is
+refused. Only the weights are used; ``info["ignored"]`` names the rest and ``info["inert_classes"]`` the
+classes that were stubbed.
 
 The original training code (bes-dev/MobileStyleGAN.pytorch, ``core/distiller.py``) saves a Lightning
 checkpoint whose ``state_dict`` holds ``student.*`` (the synthesis network, with the same module
@@ -23,10 +29,11 @@ from pathlib import Path
 
 import torch
 
-from mobilestylegan.checkpoint import NotAStudentError, is_student_dict, student_from_dict
+from mobilestylegan.checkpoint import (NotAStudentError, is_student_dict, student_from_dict,
+                                       student_from_training_checkpoint)
 from mobilestylegan.generator import StudentGenerator
 from mobilestylegan.synthesis import StudentConfig
-from teacher.formats import load_torch_file
+from teacher.formats import load_torch_container
 from teacher.formats.common import CheckpointError, check_state_dict
 from teacher.mapping import MappingNetwork
 
@@ -49,15 +56,22 @@ def load_any_student(source: str | Path, device: str | torch.device = "cpu") -> 
     if p.is_dir() or not zipfile.is_zipfile(p):  # every student container is a torch zip
         raise NotAStudentError(f"{p} holds no student (not a torch checkpoint file; expected a native student "
                                "checkpoint, e.g. from mobilestylegan-import, or a MobileStyleGAN.pytorch Lightning .ckpt)")
-    obj = load_torch_file(p)
+    obj, stubbed = load_torch_container(p)
+    state = obj.get("state_dict") if isinstance(obj, dict) else None
     if is_student_dict(obj):
         G = student_from_dict(obj, str(p))
-    elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) and \
-            any(k.startswith("student.") for k in obj["state_dict"]):
-        G = student_from_lightning(obj["state_dict"], str(p))
+    elif isinstance(state, dict) and "distill" in obj and any(k.startswith("student.synthesis.") for k in state):
+        G = student_from_training_checkpoint(obj, str(p))
+    elif isinstance(state, dict) and any(k.startswith("student.") for k in state):
+        G = student_from_lightning(state, str(p))
+        prefixes = {k.split(".")[0] for k in state} - {"student", "mapping_net", "style_mean"}
+        G.info["ignored"] = sorted(set(obj) - {"state_dict"}) + [f"state_dict: {k}.*" for k in sorted(prefixes)]
+        G.info["lightning_version"] = obj.get("pytorch-lightning_version")
     else:
         raise NotAStudentError(f"{p} holds no student (expected a native student checkpoint, e.g. from "
                               "mobilestylegan-import, or a MobileStyleGAN.pytorch Lightning .ckpt)")
+    if stubbed:
+        G.info["inert_classes"] = stubbed  # named in the file, read as inert data, never imported
     return G.eval().requires_grad_(False).to(device)
 
 

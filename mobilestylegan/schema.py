@@ -14,6 +14,10 @@ from omegaconf import MISSING
 EMBEDDED_TEACHER = "embedded:tiny64"
 
 
+class ConfigError(ValueError):
+    """The configuration cannot work; the message names the key and the fix."""
+
+
 @dataclass
 class TeacherSchema:
     """Args:

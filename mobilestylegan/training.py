@@ -10,6 +10,7 @@ import datetime
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import teacher
 from mobilestylegan.checkpoint import save_student
 from mobilestylegan.data import CachedTripleSource, TripleSource
 from mobilestylegan.distill import DistillationModule, LossWeights
+from mobilestylegan.schema import ConfigError
 from mobilestylegan.generator import StudentGenerator
 from mobilestylegan.synthesis import StudentConfig
 from teacher.formats.common import CheckpointError
@@ -32,10 +34,6 @@ from teacher.formats.native import atomic_write
 STYLEGAN2_FFHQ_HINT = ("the official StyleGAN2 FFHQ config-f pickle is stylegan2-ffhq-config-f.pkl from NVIDIA's "
                        "StyleGAN2 release (any format the loaders read works: TF .pkl, ada-pytorch .pkl, "
                        "rosinality .pt); set teacher.source to its path")
-
-
-class ConfigError(ValueError):
-    """The configuration cannot work; the message names the key and the fix."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -228,6 +226,9 @@ def build_trainer(cfg: DictConfig, out_dir: Path, n_optimizers: int) -> tuple[L.
     from lightning.pytorch.utilities import disable_possible_user_warnings
 
     disable_possible_user_warnings()
+    # Our checkpoints hold the state after an iteration's optimizer steps on purpose: resuming from them
+    # reproduces an uninterrupted run (tested), which is what this warning doubts.
+    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     try:
         trainer = L.Trainer(
             max_steps=tc.steps * n_optimizers, max_epochs=-1, accelerator=tc.accelerator, devices=tc.devices,
@@ -294,6 +295,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> tuple[dict[str, Any], dict[str,
         "global_batch": cfg.data.batch_size * world,
         "step_seconds_median": steps[len(steps) // 2] if steps else None,
         "first_batches": module.rank_digests,
+        "peak_gpu_memory_gib": module.peak_gpu_memory_gib,
         "seconds": round(time.perf_counter() - t0, 1),
         "grid": str(out_dir / "val" / "latest.png"),
     }

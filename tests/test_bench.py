@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import statistics
 from pathlib import Path
 
 import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from export import bench
 from mobilestylegan.checkpoint import save_student
@@ -13,6 +17,7 @@ from mobilestylegan.complexity import count_params
 from mobilestylegan.formats import load_any_student
 from mobilestylegan.generator import StudentGenerator
 from mobilestylegan.synthesis import StudentConfig
+from teacher import load_generator
 from teacher.mapping import MappingNetwork
 from tests.helpers import randomize
 
@@ -40,21 +45,41 @@ def report(student_path, tmp_path_factory):
     return out, json.loads((out / "bench.json").read_text()), (out / "bench.md").read_text()
 
 
+def macs(synthesis, w_dim: int) -> float:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        synthesis(torch.zeros(1, w_dim), noise_mode="const")
+    return counter.get_total_flops() / 2
+
+
 def test_json_rows(report, student_path):
-    _, data, _ = report
+    out, data, _ = report
     assert {"command", "machine", "conventions", "student", "rows"} <= set(data)
     assert data["machine"]["threads"] == 1
     for key in ("latency", "allocator", "macs", "quality", "params"):
         assert data["conventions"][key]
     rows = {(r["model"], r["runtime"]): r for r in data["rows"]}
     assert set(rows) == {("student", "eager"), ("student", "openvino-f32"), ("teacher", "eager")}
-    want_params = count_params(load_any_student(student_path).synthesis)
+    S = load_any_student(student_path).requires_grad_(False)
+    T = load_generator(TINY_TEACHER).requires_grad_(False)
+    # Independently: params, MACs (FlopCounterMode / 2 of one batch-1 forward) and sizes.
+    want = {"student": {"params": count_params(S.synthesis), "macs": macs(S.synthesis, S.w_dim),
+                        "bytes": 4 * (count_params(S.synthesis) + sum(b.numel() for b in S.synthesis.buffers()))},
+            "teacher": {"params": count_params(T.synthesis), "macs": macs(T.synthesis, T.w_dim),
+                        "bytes": 4 * count_params(T.synthesis)}}
+    ir = out / "artifacts" / "export_openvino_fp32" / "synthesis.xml"
     for (model, rt), r in rows.items():
         assert "error" not in r, r.get("error")
-        assert 0 < r["min_ms"] <= r["median_ms"] and r["runs"] == 2
-        assert r["macs"] > 0 and r["flops"] == 2 * r["macs"] and r["bytes"] > 0
+        # Latency: the reported median and min are those of the recorded per-run times, one per --runs.
+        assert r["runs"] == len(r["all_ms"]) == 2 and all(t > 0 for t in r["all_ms"])
+        assert r["median_ms"] == pytest.approx(statistics.median(r["all_ms"]), abs=1e-3)  # all_ms: 3 decimals
+        assert r["min_ms"] == pytest.approx(min(r["all_ms"]), abs=1e-3)
+        assert r["macs"] == want[model]["macs"] > 0 and r["flops"] == 2 * r["macs"]
+        assert r["params"] == want[model]["params"]
+        if (model, rt) == ("student", "openvino-f32"):  # the exported IR, xml + bin
+            assert r["bytes"] == os.path.getsize(ir) + os.path.getsize(ir.with_suffix(".bin"))
+        else:  # fp32 weights (and buffers) in memory
+            assert r["bytes"] == want[model]["bytes"]
         if model == "student":
-            assert r["params"] == want_params
             assert r["psnr_db"] is None or r["psnr_db"] > 90  # fp32 runtimes against fp32 PyTorch
     assert rows[("student", "eager")]["allocator"] == bench.MMAP_TUNABLE
     assert rows[("student", "openvino-f32")]["inference_precision"] == "f32"

@@ -51,7 +51,8 @@ def test_generator_vs_folder_writes_self_describing_jsonl(models, tmp_path, caps
     for d in lines:
         assert LINE_KEYS <= set(d) and d["comparable"] is False
         assert "--allow-random-weights (tests only)" in d["not_comparable_because"]
-        assert d["gen_hash"].startswith("sha256:") and d["ref_hash"] is None or d["ref_hash"].startswith("sha256:")
+        assert d["gen_hash"].startswith("sha256:"), d
+        assert d["ref_hash"] is None or d["ref_hash"].startswith("sha256:"), d
     fid, kid, prec, rec, ppl, params, macs = lines
     assert fid["num_samples"] == 16 and fid["num_ref"] == 24 and fid["resize"] == "clean"
     assert fid["convention"] == {"network": "pt_inception-2015-12-05 (pytorch-fid port), pool3 2048-d",

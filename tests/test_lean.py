@@ -10,6 +10,7 @@ from mobilestylegan.generator import StudentGenerator
 from mobilestylegan.synthesis import MobileSynthesisNetwork, StudentConfig
 from mobilestylegan.wavelets import idwt
 from teacher.mapping import MappingNetwork
+from teacher.numerics import assert_parity
 
 
 def perturbed_student(seed: int = 0) -> MobileSynthesisNetwork:
@@ -39,7 +40,7 @@ def test_lean_synthesis_equals_the_student(w_input, noise, idwt_mode, modulation
         out = lean(*inputs)
     assert out.shape == (3, 3, 32, 32)
     assert ref.abs().max() > 1  # a real image-scale signal, not zeros
-    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+    assert_parity(out, ref, "lean synthesis vs student")
 
 
 def test_lean_synthesis_has_no_demodulation_and_counts_its_bytes():
@@ -65,7 +66,7 @@ def test_band_interleave_with_the_haar_mix_is_the_idwt():
     perm = band_interleave(16)
     lean = LeanSynthesis(perturbed_student())
     mixed = torch.nn.functional.conv2d(x[:, perm], lean.haar_conv4, groups=4)
-    torch.testing.assert_close(torch.nn.functional.pixel_shuffle(mixed, 2), idwt(x), rtol=0, atol=1e-6)
+    assert_parity(torch.nn.functional.pixel_shuffle(mixed, 2), idwt(x), "Haar band mix + pixel shuffle vs idwt")
 
 
 @pytest.mark.parametrize("psi", [None, 0.7])
@@ -76,7 +77,7 @@ def test_lean_mapping_folds_gains_and_truncation(psi):
     lean = LeanMapping(m, psi)
     z = torch.randn(5, 16)
     with torch.no_grad():
-        torch.testing.assert_close(lean(z), m(z, truncation_psi=psi or 1.0), rtol=0, atol=1e-5)
+        assert_parity(lean(z), m(z, truncation_psi=psi or 1.0), "lean mapping vs mapping")
 
 
 def test_lean_generator_end_to_end():
@@ -88,7 +89,7 @@ def test_lean_generator_end_to_end():
     gen = LeanGenerator(LeanMapping(G.mapping, 0.5), LeanSynthesis(G.synthesis))
     z = torch.randn(2, 16)
     with torch.no_grad():
-        torch.testing.assert_close(gen(z), G.eval()(z, truncation_psi=0.5), rtol=0, atol=1e-5)
+        assert_parity(gen(z), G.eval()(z, truncation_psi=0.5), "lean generator vs student generator")
     with pytest.raises(ValueError, match="w_input='w'"):
         LeanGenerator(LeanMapping(G.mapping), LeanSynthesis(G.synthesis, w_input="wplus"))
 

@@ -17,6 +17,7 @@ from mobilestylegan import vgg as vgg_mod
 from mobilestylegan.inception import FIDInceptionV3, InceptionWeightsNotFoundError, load_inception, preprocess
 from mobilestylegan.vgg import VGG16Full, load_vgg16_full
 from teacher.formats.common import CheckpointError
+from teacher.numerics import assert_parity
 from tests.test_vgg import fake_state, save
 
 pytestmark = pytest.mark.usefixtures("one_thread", "no_weight_files")
@@ -213,7 +214,7 @@ def test_preprocess_conventions():
     u8 = torch.randint(0, 256, (2, 3, 80, 80), generator=torch.Generator().manual_seed(0)).float()
     img = u8 / 127.5 - 1
     for mode in ("clean", "legacy"):  # same size: both conventions give back u / 255
-        assert torch.allclose(preprocess(img, mode, 80), u8 / 255, atol=1e-6)
+        assert_parity(preprocess(img, mode, 80), u8 / 255, f"{mode} preprocess at the same size vs u / 255")
     clean, legacy = preprocess(img, "clean", 299), preprocess(img, "legacy", 299)
     assert clean.shape == legacy.shape == (2, 3, 299, 299)
     assert 0 <= clean.min() and clean.max() <= 1
@@ -242,7 +243,8 @@ def test_vgg16_full_loads_torchvision_keys(tmp_path, monkeypatch):
     # The first four layers are the perceptual loss's network, weight for weight.
     small = vgg_mod.load_vgg16(path)
     x = torch.rand(1, 3, 16, 16) * 2 - 1
-    assert all(torch.allclose(a, b) for a, b in zip(small(x), net.relu_features(x)))
+    for a, b in zip(small(x), net.relu_features(x), strict=False):  # small: the first four of the five
+        assert_parity(a, b, "VGG16Features vs VGG16Full.relu_features")
 
 
 def test_perceptual_distance(tmp_path):
@@ -252,14 +254,16 @@ def test_perceptual_distance(tmp_path):
     assert unit.kind == "vgg-unit"
     assert unit(a, a).tolist() == [0.0, 0.0]
     d = unit(a, b)
-    assert (d > 0).all() and torch.allclose(d, unit(b, a))
+    assert (d > 0).all()
+    assert_parity(unit(b, a), d, "unit distance, arguments swapped")
     # LPIPS heads read by path (never importing lpips); all-ones heads reproduce the unit distance.
     heads_file = tmp_path / "vgg.pth"
     torch.save({f"lin{i}.model.1.weight": torch.ones(1, c, 1, 1) for i, c in enumerate(vgg_mod.FULL_FEATURE_CHANNELS)},
                heads_file)
     assert M.find_lpips_weights(heads_file) == heads_file
     lp = M.PerceptualDistance(vgg, M.load_lpips_heads(heads_file), size=32)
-    assert lp.kind == "lpips-vgg-v0.1" and torch.allclose(lp(a, b), d)
+    assert lp.kind == "lpips-vgg-v0.1"
+    assert_parity(lp(a, b), d, "LPIPS with all-ones heads vs unit distance")
     torch.save({"lin0.model.1.weight": torch.ones(1, 64, 1, 1)}, heads_file)
     with pytest.raises(CheckpointError, match="missing"):
         M.load_lpips_heads(heads_file)

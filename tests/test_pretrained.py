@@ -1,9 +1,10 @@
 """The published MobileStyleGAN FFHQ-1024 student (random-face's OpenVINO IR) in our PyTorch network.
 
 Acceptance: for seeded z, mapped by our mapping network (no truncation), our student with
-``noise_mode="const"`` reproduces OpenVINO running the *original* IR on CPU in float32 to 1e-3 on the
-[-1, 1] scale, on 8 seeds (default run). Also: the load_pretrained cache, structure, the CLI, a sample
-image; ``-m slow`` adds the unfused (NNLS-fitted) import.
+``noise_mode="const"`` reproduces OpenVINO running the *original* IR on CPU in float32 within the
+toolkit's float32 parity rule (``teacher.numerics``: 2**11 ulps of max(1, peak |image|) over the 8 seeds,
+~6.7e-4: seed 1 peaks at 2.75), on 8 seeds (default run). Also: the load_pretrained cache, structure, the
+CLI, a sample image; ``-m slow`` adds the unfused (NNLS-fitted) import.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from mobilestylegan.images import make_grid, save_png
 from mobilestylegan.synthesis import MobileSynthesisNetwork, StudentConfig
 from teacher.formats import openvino_ir
 from teacher.formats.common import CheckpointError
+from teacher.numerics import assert_parity, max_abs_diff, parity_tolerance
 
-PARITY_TOL = 1e-3
 INSTALL = "pip install --no-deps random-face==2021.7.21.1"
 
 
@@ -78,19 +79,24 @@ def render(G, openvino_synthesis):
 
 
 def check_parity(render, seeds) -> None:
-    worst = 0.0
+    """Ours against OpenVINO f32 on the original IR (the reference) by the float32 parity rule, over all
+    seeds at once (one tolerance from the peak of the whole set, as the exporter's parity check does)."""
+    ours, refs = [], []
     for seed in seeds:
-        ours, ref = render(seed)
-        assert ours.shape == ref.shape == (1, 3, 1024, 1024)
-        diff = np.abs(ours - ref)
-        worst = max(worst, float(diff.max()))
+        a, ref = render(seed)
+        assert a.shape == ref.shape == (1, 3, 1024, 1024)
+        diff = np.abs(a - ref)
         print(f"seed {seed}: max abs diff {diff.max():.3g}, mean {diff.mean():.3g} "
               f"(image range {ref.min():.2f}..{ref.max():.2f})")
-    assert worst <= PARITY_TOL
+        ours.append(a)
+        refs.append(ref)
+    ours, refs = np.concatenate(ours), np.concatenate(refs)
+    print(f"all seeds: max abs diff {max_abs_diff(ours, refs):.3g}, tolerance {parity_tolerance(refs):.3g}")
+    assert_parity(ours, refs, f"seeds {list(seeds)}: ours vs OpenVINO f32")
 
 
 def test_parity_with_openvino_8_seeds(render):
-    """The acceptance test of the import: 8 seeds, max |ours - OpenVINO f32| <= 1e-3 on [-1, 1]."""
+    """The acceptance test of the import: 8 seeds, max |ours - OpenVINO f32| within the float32 parity rule."""
     check_parity(render, seeds=range(8))
 
 
@@ -133,7 +139,7 @@ def test_constants_match_the_ir(G, ir_files):
     for conv, name in zip(G.synthesis.styled_convs(), names):
         unit = conv.noise_const.double()
         assert abs(float(unit.std(unbiased=False)) - 1) < 1e-5 and float(conv.noise.weight) > 0
-        np.testing.assert_allclose((conv.noise.weight.double() * unit).numpy(), consts[name], rtol=1e-6, atol=1e-9)
+        assert_parity(conv.noise.weight.double() * unit, consts[name], f"noise map {name}: strength x unit map")
     assert 0.2 < float(G.synthesis.layers[4].conv1.noise.weight) < 0.3  # IR_ANATOMY: std 2.5e-1
 
 
@@ -293,7 +299,7 @@ def test_unfuse_recovers_a_demodulation_vector():
     assert max(fit.values()) < 1e-5
     ws = torch.randn([2, cfg.w_dim])
     with torch.no_grad():
-        torch.testing.assert_close(recovered(ws), net(ws), rtol=0, atol=1e-5)
+        assert_parity(recovered(ws), net(ws), "recovered (fitted style_inv) vs original student")
 
 
 @pytest.mark.slow
@@ -307,4 +313,4 @@ def test_unfused_import_matches(G, ir_files, render):
         img = Gu(z).numpy()
     ours, ref = render(0)
     print(f"unfused vs fused: {np.abs(img - ours).max():.3g}, vs OpenVINO: {np.abs(img - ref).max():.3g}")
-    assert np.abs(img - ref).max() <= PARITY_TOL
+    assert_parity(img, ours, "unfused vs fused import")  # the fused import against OpenVINO: the 8-seed test

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from export.exporter import QUALITY_GATE_DB
 from export.lean import LeanSynthesis
 from export.quantize import calibration_inputs, fake_quantize_report, quantize_int8
 from mobilestylegan.generator import StudentGenerator
 from mobilestylegan.sampling import seeded_z
 from mobilestylegan.synthesis import StudentConfig
 from teacher.mapping import MappingNetwork
+from teacher.numerics import assert_parity
 from tests.helpers import randomize
 
 ov = pytest.importorskip("openvino")
@@ -64,7 +66,7 @@ def test_calibration_inputs_are_generated_latents(student):
     assert [sorted(c) for c in calib] == [["w"], ["w"]]
     with torch.no_grad():
         want = student.mapping(seeded_z([4], W))[:, 0].numpy()
-    np.testing.assert_allclose(calib[1]["w"], want, rtol=1e-5, atol=1e-7)  # batch of 2 vs 1: rounding
+    assert_parity(calib[1]["w"], want, "calibration w (batch of 2) vs mapping (batch of 1)")
     assert calibration_inputs(student, seeds=[3], num_ws=5)[0]["w"].shape == (1, 5, W)
 
 
@@ -79,9 +81,11 @@ def test_modulation_aware_plan_keeps_the_modulation_path_float(student, ov_model
     ref = _render(ov_model, eval_w)
     got = _render(q, eval_w)
     assert np.isfinite(got).all()
-    # Measured 71.0 dB against the f32 graph on this random tiny student (faces are faint: |img| < 0.35);
-    # NNCF's default plan gives 62.9 dB here, 21 dB on the FFHQ-1024 student.
-    assert _psnr(got, ref) > 66
+    default = _render(quantize_int8(ov_model, calib, plan="default"), eval_w)  # same calibration set
+    # The product's promise is the exporter's int8 gate; the plan's reason to exist is beating NNCF's default
+    # plan on the same calibration (measured 71.0 vs 62.9 dB here, 40.5 vs 21.3 dB on FFHQ-1024).
+    assert _psnr(got, ref) >= QUALITY_GATE_DB["int8"]
+    assert _psnr(got, ref) > _psnr(default, ref)
 
 
 def test_default_plan_quantises_the_modulation_multiplies(student, ov_model, one_thread):

@@ -283,3 +283,18 @@ def test_cache_fills_on_the_training_device_when_fit_starts(tmp_path):
     trainer.fit(module, train_dataloaders=training._steps_loader(), val_dataloaders=training._steps_loader(1))
     assert source.filled and source.images.device.type == "cpu" and source.images.shape[0] == 8
     assert rendered_on and set(rendered_on) == {module.device}
+
+
+def test_too_few_validation_latents_or_pool_triples_for_the_processes(tmp_path):
+    """Checked when fit starts, as the process count is known only then: one clear line each."""
+    from mobilestylegan import training
+    from mobilestylegan.training import ConfigError
+
+    _, cfg = compose_cfg(["experiment=tiny", "data.val_size=1", "data.cache_size=6", "data.batch_size=4"])
+    module, _ = training.build_module(cfg, tmp_path)
+    module.rank_world = lambda: (0, 2)
+    with pytest.raises(ConfigError, match="data.val_size 1 is smaller than the 2 processes"):
+        module.on_fit_start()
+    module.val_size = 2
+    with pytest.raises(ConfigError, match=r"data.batch_size 4 x 2 process\(es\) is more than the 6 triples"):
+        module.on_fit_start()

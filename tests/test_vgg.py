@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from mobilestylegan import vgg as vgg_mod
 from mobilestylegan.vgg import VGG16Features, VGGWeightsNotFoundError, default_vgg16_path, load_vgg16
 from teacher.formats.common import CheckpointError
+from teacher.numerics import assert_parity
 
 # torchvision's vgg16: conv layers of `features` (index -> (in, out)) and the classifier shapes.
 TV_CONVS = {0: (3, 64), 2: (64, 64), 5: (64, 128), 7: (128, 128), 10: (128, 256), 12: (256, 256),
@@ -98,8 +99,8 @@ def test_strict_load_and_features_by_hand(fake_file, monkeypatch):
     relu2_2 = conv_relu(conv_relu(F.max_pool2d(relu1_2, 2), 5), 7)
     relu3_3 = conv_relu(conv_relu(conv_relu(F.max_pool2d(relu2_2, 2), 10), 12), 14)
     feats = model(img)
-    for got, want in zip(feats, (relu1_2, relu2_2, relu3_3)):
-        assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)
+    for name, got, want in zip(("relu1_2", "relu2_2", "relu3_3"), feats, (relu1_2, relu2_2, relu3_3)):
+        assert_parity(got, want, f"{name} vs by hand")
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -164,6 +164,36 @@ def read(path: str | Path) -> Checkpoint:
     return _convert(partner, _load(partner), path, loaded)
 
 
+def from_lightning(state: Mapping[str, Any], what: str) -> Checkpoint:
+    """The teacher inside a MobileStyleGAN.pytorch Lightning training checkpoint (its ``Distiller``'s
+    ``state_dict``): ``mapping_net.*`` and ``synthesis_net.*`` are the split files' two state dicts, whose
+    ``params`` are read off the shapes here; ``style_mean`` ``[1, num_ws, w_dim]`` is the truncation centre
+    (w_avg). The student, losses and evaluation networks in the same file are ignored (``extra``)."""
+    mapping = {k[len("mapping_net."):]: v for k, v in state.items() if k.startswith("mapping_net.")}
+    synthesis = {k[len("synthesis_net."):]: v for k, v in state.items() if k.startswith("synthesis_net.")}
+    try:
+        n_layers = sum(1 for k in mapping if k.endswith(".weight") and k.startswith("layers."))
+        style_dim = int(mapping["layers.1.weight"].shape[0])
+        blocks = sum(1 for k in synthesis if k.startswith("layers.") and k.endswith(".conv2.conv.weight"))
+        channels = [int(synthesis["input.input"].shape[1])]
+        channels += [int(synthesis[f"layers.{j}.conv2.conv.weight"].shape[1]) for j in range(blocks)]
+    except KeyError as err:
+        raise CheckpointError(f"{what}: the teacher in this MobileStyleGAN.pytorch checkpoint lacks {err}") from None
+    m_params = {"style_dim": style_dim, "n_layers": n_layers}
+    s_params = {"size": 4 * 2**blocks, "style_dim": style_dim, "channels": channels}
+    path = Path(what)
+    ck = _convert(path, ("mapping", m_params, mapping), path, ("synthesis", s_params, synthesis))
+    style_mean = state.get("style_mean")
+    if style_mean is not None:
+        w_avg = style_mean.reshape(-1, style_dim)[0].detach().to(torch.float32).clone()
+        check_state_dict(f"style_mean in {what}", {"mapping.w_avg": w_avg}, {"mapping.w_avg": (style_dim,)})
+        ck.g_state["mapping.w_avg"] = w_avg
+        ck.extra["w_avg_missing"] = False
+    ck.source_format = "mobilestylegan-lightning"
+    ck.extra["ignored"] = sorted({k.split(".")[0] for k in state} - {"mapping_net", "synthesis_net", "style_mean"})
+    return ck
+
+
 def read_pair(mapping_path: str | Path, synthesis_path: str | Path) -> Checkpoint:
     """Convert a mapping file and a synthesis file to one native generator checkpoint."""
     mapping_path, synthesis_path = Path(mapping_path), Path(synthesis_path)

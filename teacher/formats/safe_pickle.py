@@ -20,11 +20,13 @@ wrappers written here that check their arguments:
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import pickle
 import pickletools
 import struct
+import types
 import warnings
 from collections import OrderedDict
 from typing import Any, BinaryIO, Mapping
@@ -61,8 +63,8 @@ class RestrictedUnpickler(pickle.Unpickler):
     """
 
     def __init__(self, file: BinaryIO, whitelist: Whitelist, what: str,
-                 hints: Mapping[tuple[str, str], str] | None = None) -> None:
-        super().__init__(file)
+                 hints: Mapping[tuple[str, str], str] | None = None, **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
         self._whitelist = whitelist
         self._what = what
         self._hints = hints or {}
@@ -209,6 +211,116 @@ CONTAINER_GLOBALS: dict[tuple[str, str], Any] = {
     **{(mod, name): obj for mod in ("builtins", "__builtin__")
        for name, obj in (("set", set), ("frozenset", frozenset))},
 }
+
+
+class InertObject:
+    """Base of the stand-ins for classes a checkpoint names but this toolkit never imports (a training
+    run's callbacks, hyper-parameter containers, configs: Lightning, omegaconf, ...).
+
+    Unpickling may *create* such an object (``NEWOBJ``: ``cls.__new__(cls, *args)``) and fill it (``BUILD``,
+    ``SETITEMS``, ``APPENDS``): the values are kept as plain data and no code of the real class runs.
+    *Calling* the class (``REDUCE``, which is how a pickled function call looks) raises
+    :class:`CheckpointError`: a file that asks for a call of anything this reader does not know is refused.
+    """
+
+    stub_of = "?"  # "module.name" of the class this stands in for
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "InertObject":
+        obj = super().__new__(cls)
+        obj.__dict__.update(args=args, items={}, list=[], state=None)
+        return obj
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise CheckpointError(f"refused to call {self.stub_of}(...): the file asks for a call of a global this "
+                              "reader never imports or calls (a pickled __reduce__); nothing was executed")
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.__dict__["items"][key] = value
+
+    def append(self, value: Any) -> None:
+        self.__dict__["list"].append(value)
+
+    def extend(self, values: Any) -> None:
+        self.__dict__["list"].extend(values)
+
+    def __setstate__(self, state: Any) -> None:
+        self.__dict__["state"] = state
+
+    def __repr__(self) -> str:
+        return f"<inert {self.stub_of}>"
+
+
+def inert_class(name: str) -> type:
+    """A fresh :class:`InertObject` subclass standing in for the class (or function) ``module.name``."""
+    module, _, qual = name.rpartition(".")
+    return type(qual or name, (InertObject,), {"__module__": module or "?", "__qualname__": qual or name,
+                                               "stub_of": name})
+
+
+def _plain_defaultdict(default_factory: Any = None) -> dict:
+    """``collections.defaultdict(factory)`` unpickled as a plain dict (the factory is never called)."""
+    return {}
+
+
+def _reconstructor(cls: Any, base: Any, state: Any = None) -> Any:
+    """``copyreg._reconstructor`` (how protocol 0/1 pickles an object): only for stand-ins and plain containers."""
+    if isinstance(cls, type) and issubclass(cls, InertObject):
+        return cls.__new__(cls)
+    if cls in (dict, list, OrderedDict) and base is object:
+        return cls()
+    raise CheckpointError(f"refused copyreg._reconstructor of {getattr(cls, '__name__', cls)!r}; nothing was executed")
+
+
+# What torch files may use for real. Plain value types may be called (that only builds a value); every
+# other global becomes an inert stand-in (StubbingUnpickler).
+TORCH_FILE_GLOBALS: dict[tuple[str, str], Any] = {
+    **TORCH_TENSOR_GLOBALS, **NUMPY_GLOBALS, **CONTAINER_GLOBALS,
+    ("argparse", "Namespace"): argparse.Namespace,
+    ("collections", "defaultdict"): _plain_defaultdict,
+    ("copyreg", "_reconstructor"): _reconstructor,
+    **{(mod, t.__name__): t for mod in ("builtins", "__builtin__")
+       for t in (dict, list, tuple, int, float, complex, str, bytes, bytearray, bool, slice, range, object)},
+}
+
+
+class StubbingUnpickler(pickle.Unpickler):
+    """The unpickler for torch files: globals in ``whitelist`` resolve to their (checked) objects, every other
+    one to an :class:`InertObject` class (recorded in ``stubbed``) instead of being imported. Loading can
+    create and fill such objects but never call them. Persistent ids (tensor storages) are left to whoever
+    sets ``persistent_load`` (``torch.load`` does; none set: refused)."""
+
+    def __init__(self, file: BinaryIO, whitelist: Whitelist, what: str, stubbed: set[str], **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self._whitelist, self._what = whitelist, what
+        self.stubbed = stubbed
+        self._stubs: dict[str, type] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = self._whitelist.get((module, name))
+        if found is not None:
+            return found
+        key = f"{module}.{name}"
+        self.stubbed.add(key)
+        if key not in self._stubs:
+            self._stubs[key] = inert_class(key)
+        return self._stubs[key]
+
+
+def torch_pickle_module(what: str) -> tuple[types.ModuleType, set[str]]:
+    """A stand-in for the ``pickle`` module to hand ``torch.load(pickle_module=...)``: torch reads the zip
+    container and its tensor storages, and every object of the pickle goes through a
+    :class:`StubbingUnpickler`. Returns the module and the set it records the stubbed globals in."""
+    stubbed: set[str] = set()
+
+    class Unpickler(StubbingUnpickler):
+        def __init__(self, file: BinaryIO, **kwargs: Any) -> None:
+            super().__init__(file, TORCH_FILE_GLOBALS, what, stubbed, **kwargs)
+
+    module = types.ModuleType("teacher_restricted_pickle")
+    module.Unpickler = Unpickler
+    module.load = lambda file, **kwargs: Unpickler(file, **kwargs).load()
+    module.UnpicklingError = pickle.UnpicklingError
+    return module, stubbed
 
 
 def plain(obj: Any, depth: int = 0) -> Any:
