@@ -506,6 +506,7 @@ class CachedTripleSource:
         self.styles = Styles(*(torch.cat([getattr(s, f.name) for s in styles]) for f in fields(Styles)))
         self.noise = [torch.cat(maps) for maps in zip(*noise)]
         self.images = torch.cat(images)
+        self.renderer = None  # not needed again: free it (a compiled OpenVINO model holds its own buffers)
         return self
 
     def _pool(self) -> torch.Tensor:
