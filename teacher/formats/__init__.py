@@ -15,8 +15,9 @@ TensorFlow ``.pkl``   pickle referencing ``dnnlib.tflib.network`` (restricted un
 OpenVINO IR mapping   ``.xml`` IR of a mapping network (random-face's ``MappingNetwork.xml``)
 ====================  ==========================================================================
 
-Torch zip files are read with ``torch.load(weights_only=True)`` (:func:`load_torch_container`: other classes
-the file names become inert stubs, calls of them are refused); nothing in a file is executed.
+Torch files are read by :func:`load_torch_container`: torch reads the container and the tensor storages,
+our restricted unpickler the rest (classes outside its whitelist become inert stubs, pickled calls are
+refused); nothing in a file is executed.
 """
 
 from __future__ import annotations

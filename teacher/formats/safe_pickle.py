@@ -63,8 +63,8 @@ class RestrictedUnpickler(pickle.Unpickler):
     """
 
     def __init__(self, file: BinaryIO, whitelist: Whitelist, what: str,
-                 hints: Mapping[tuple[str, str], str] | None = None, **kwargs: Any) -> None:
-        super().__init__(file, **kwargs)
+                 hints: Mapping[tuple[str, str], str] | None = None) -> None:
+        super().__init__(file)
         self._whitelist = whitelist
         self._what = what
         self._hints = hints or {}

@@ -67,7 +67,9 @@ def choose_cuda(op: str, want: str, dtype: torch.dtype, device: torch.device) ->
             warnings.warn(f"{op}: CUDA kernel unavailable, using the reference implementation ({err})", RuntimeWarning)
         return _record(op, "ref", f"CUDA build failed: {err}")
     kdtype = selftest.kernel_dtype(dtype)
-    verdict = selftest.verdict(op, kdtype, device, cache_file=cuda.selftest_file(op, device, kdtype))
+    verdict = selftest.known(op, kdtype, device)  # every call after the first ends here
+    if verdict is None:
+        verdict = selftest.verdict(op, kdtype, device, cache_file=cuda.selftest_file(op, device, kdtype))
     if not verdict.passed:
         msg = f"{op}: the CUDA kernel failed its self-test against the reference: {verdict.summary()}"
         if want == "cuda":

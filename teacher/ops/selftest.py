@@ -77,6 +77,11 @@ def kernel_dtype(dtype: torch.dtype) -> str:
     return "float64" if dtype == torch.float64 else "float32"
 
 
+def known(op: str, dtype: str, device: torch.device) -> Verdict | None:
+    """This process's verdict for ``op`` on ``device`` at ``dtype``, if it has one (no lock, no disk)."""
+    return _verdicts.get((op, dtype, str(device)))
+
+
 def verdicts() -> dict[tuple[str, str, str], Verdict]:
     """The verdicts known to this process: ``(op, dtype, device) -> Verdict``."""
     return dict(_verdicts)
@@ -221,4 +226,4 @@ def _write(path: Path | None, found: Verdict) -> None:
         pass  # the verdict still holds for this process; the next one tests again
 
 
-__all__ = ["BIAS_ACT_CASES", "UPFIRDN2D_CASES", "Verdict", "kernel_dtype", "run", "verdict", "verdicts"]
+__all__ = ["BIAS_ACT_CASES", "UPFIRDN2D_CASES", "Verdict", "kernel_dtype", "known", "run", "verdict", "verdicts"]
