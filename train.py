@@ -10,21 +10,21 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from mobilestylegan.schema import register_configs
+from mobilestylegan.distill.schema import register_configs
 
 register_configs()
 
 
 def train(cfg: DictConfig, out_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run a distillation; returns (summary, objects). ``summary.json`` is written to ``out_dir``."""
-    from mobilestylegan.training import run
+    from mobilestylegan.distill.run import run
 
     return run(cfg, out_dir)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from mobilestylegan.training import ConfigError
+    from mobilestylegan.distill.run import ConfigError
     from teacher.formats.common import CheckpointError
 
     try:

@@ -25,8 +25,8 @@ import torch
 
 import teacher
 from export.bench import cpu_name
-from mobilestylegan.complexity import count_macs, count_params
-from mobilestylegan.synthesis import MobileSynthesisNetwork, StudentConfig
+from mobilestylegan.student.complexity import count_macs, count_params
+from mobilestylegan.student.synthesis import MobileSynthesisNetwork, StudentConfig
 
 
 def sizes(res: int) -> dict:

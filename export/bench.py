@@ -7,7 +7,7 @@ across runtimes, as one markdown table (``DIR/bench.md``) and one JSON file (``D
 
 What is measured (stated again in the outputs):
 
-- The student graph is :class:`export.lean.LeanSynthesis` (one w input, the constant noise maps baked
+- The student graph is :class:`mobilestylegan.student.lean.LeanSynthesis` (one w input, the constant noise maps baked
   in): PyTorch eager and ``torch.compile`` run it directly, ONNX Runtime and OpenVINO run its export
   (:func:`export.exporter.export`; INT8 = that IR quantised by :func:`export.quantize.quantize_int8`).
 - Latency: batch 1, ``--warmup`` untimed runs, then the median and min of ``--runs`` timed runs, each
@@ -154,8 +154,8 @@ def _torch_module(spec: dict[str, Any]):
     import torch
 
     if spec["model"] == "student":
-        from export.lean import LeanSynthesis
-        from mobilestylegan.formats import load_any_student
+        from mobilestylegan.student.lean import LeanSynthesis
+        from mobilestylegan.io.load import load_any_student
 
         G = load_any_student(spec["source"])
         return LeanSynthesis(G.synthesis, w_input="w", noise="const").eval()
@@ -315,7 +315,7 @@ def _student_artifacts(source: str, runtimes: Sequence[str], work: Path, progres
 def _student_reference(G, seeds: Sequence[int], work: Path) -> tuple[Path, Path]:
     import torch
 
-    from mobilestylegan.sampling import seeded_z
+    from mobilestylegan.student.sampling import seeded_z
 
     with torch.no_grad():
         w = G.mapping(seeded_z(seeds, G.z_dim))
@@ -330,7 +330,7 @@ def _student_reference(G, seeds: Sequence[int], work: Path) -> tuple[Path, Path]
 def student_sizes(G) -> dict[str, Any]:
     import torch
 
-    from mobilestylegan.complexity import count_macs, count_params
+    from mobilestylegan.student.complexity import count_macs, count_params
 
     syn = G.synthesis
     w = torch.zeros(1, G.w_dim)
@@ -344,7 +344,7 @@ def student_sizes(G) -> dict[str, Any]:
 def teacher_sizes(T) -> dict[str, Any]:
     import torch
 
-    from mobilestylegan.complexity import count_macs, count_params
+    from mobilestylegan.student.complexity import count_macs, count_params
 
     w = torch.zeros(1, T.w_dim)
     with torch.no_grad():
@@ -356,7 +356,7 @@ def teacher_sizes(T) -> dict[str, Any]:
 
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     """Build the artefacts, run every (model, runtime) worker, write ``bench.json`` and ``bench.md``."""
-    from mobilestylegan.formats import load_any_student
+    from mobilestylegan.io.load import load_any_student
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -377,7 +377,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     base = {"threads": args.threads, "runs": args.runs, "warmup": args.warmup, "progress": progress}
     for rt in args.runtimes:
         row = {"model": "student", "runtime": rt, "params": sizes["params"], "macs": sizes["macs"],
-               "flops": sizes["flops"], "graph": "export.lean.LeanSynthesis (w input, const noise)"}
+               "flops": sizes["flops"], "graph": "mobilestylegan.student.lean.LeanSynthesis (w input, const noise)"}
         art = artifacts.get(rt, {})
         if "error" in art:
             rows.append(dict(row, error=art["error"]))

@@ -9,7 +9,7 @@
       noise_const.npz                                   the student's constant maps (only with noise inputs)
       manifest.json                                     see export/manifest.py
 
-The graphs are :mod:`export.lean`'s lean modules, exported with the TorchScript-based
+The graphs are :mod:`mobilestylegan.student.lean`'s lean modules, exported with the TorchScript-based
 ``torch.onnx.export`` (opset :data:`ONNX_OPSET`). The OpenVINO IR is that ONNX graph read by OpenVINO
 (``Core.read_model``) and saved with ``save_model``: ``convert_model`` would fuse each baked noise map
 with the next bias into a ``[1, C, r, r]`` constant, C times the map. Everything is built in a temporary directory
@@ -85,7 +85,7 @@ def export(source: Any, fmt: str, out_dir: str | os.PathLike, precision: str = "
 
     Args:
         source: A student checkpoint path (native ``.pt`` or MobileStyleGAN.pytorch ``.ckpt``), a pretrained
-            name (``ffhq-1024``) or a :class:`~mobilestylegan.generator.StudentGenerator`.
+            name (``ffhq-1024``) or a :class:`~mobilestylegan.student.generator.StudentGenerator`.
         fmt: ``onnx`` or ``openvino``.
         out_dir: Directory to create (refused if it exists and is not empty, unless ``force``).
         precision: ``fp32``, ``fp16`` or ``int8`` (OpenVINO only).
@@ -215,15 +215,15 @@ def _umask() -> int:
 
 def _load_student(source: Any):
     """(StudentGenerator, provenance dict); teachers and other files are refused with a hint."""
-    from mobilestylegan.generator import StudentGenerator
+    from mobilestylegan.student.generator import StudentGenerator
 
     if isinstance(source, StudentGenerator):
         return source, {"spec": "in-memory StudentGenerator", "info": _jsonable(getattr(source, "info", {}))}
     if isinstance(source, torch.nn.Module):
         raise ExportError(f"export needs a StudentGenerator, got a {type(source).__name__}")
-    from mobilestylegan.checkpoint import NotAStudentError
-    from mobilestylegan.formats import load_any_student
-    from mobilestylegan.pretrained import PRETRAINED
+    from mobilestylegan.io.checkpoint import NotAStudentError
+    from mobilestylegan.io.load import load_any_student
+    from mobilestylegan.io.pretrained import PRETRAINED
     from teacher.formats.common import CheckpointError
 
     spec = str(source)
@@ -294,7 +294,7 @@ class _Job:
     """One export into a temporary directory: build, convert, check, write the manifest."""
 
     def __init__(self, G, fmt, tmp: Path, precision, w_input, noise, batch, psi, end_to_end, opset, source_info, bar):
-        from export.lean import LeanGenerator, LeanMapping, LeanSynthesis
+        from mobilestylegan.student.lean import LeanGenerator, LeanMapping, LeanSynthesis
 
         self.G = G.float().cpu().eval()
         self.fmt, self.tmp, self.precision, self.w_input, self.noise = fmt, tmp, precision, w_input, noise
@@ -400,7 +400,7 @@ class _Job:
     @torch.no_grad()
     def reference_w(self, seeds) -> torch.Tensor:
         """The PyTorch student's w for seeds (baked psi applied), ``[N, w_dim]``."""
-        from mobilestylegan.sampling import seeded_z
+        from mobilestylegan.student.sampling import seeded_z
         from teacher.mapping import truncate
 
         m = self.G.mapping
@@ -409,7 +409,7 @@ class _Job:
     def parity_inputs(self) -> dict[str, list[torch.Tensor]]:
         """Inputs for each graph: seeded z; w (or W+ mixing two seeds' ws); random noise maps."""
         seeds = list(PARITY_SEEDS)
-        from mobilestylegan.sampling import seeded_z
+        from mobilestylegan.student.sampling import seeded_z
 
         z = seeded_z(seeds, self.G.z_dim)
         w = self.reference_w(seeds)
@@ -563,7 +563,7 @@ class _Job:
                                    "inputs": "seeded z -> PyTorch mapping (baked psi) -> w; const noise maps"}
 
     def calibration_inputs(self) -> list[dict[str, np.ndarray]]:
-        from mobilestylegan.sampling import seeded_z
+        from mobilestylegan.student.sampling import seeded_z
 
         b = self.batch or 1
         seeds = list(CALIBRATION_SEEDS)

@@ -55,7 +55,7 @@ def calibration_inputs(G, seeds: Iterable[int] = range(10_000, 10_064), input_na
 
     Args:
         G: A generator with ``mapping`` and ``z_dim`` (student or teacher).
-        seeds: Latent seeds (:func:`mobilestylegan.sampling.seeded_z`); keep them apart from evaluation seeds.
+        seeds: Latent seeds (:func:`mobilestylegan.student.sampling.seeded_z`); keep them apart from evaluation seeds.
         input_name: The synthesis graph's w input name.
         truncation_psi: Truncation applied by the mapping (None: none).
         num_ws: Repeat w to ``[1, num_ws, w_dim]`` for a W+ graph (None: ``[1, w_dim]``).
@@ -65,7 +65,7 @@ def calibration_inputs(G, seeds: Iterable[int] = range(10_000, 10_064), input_na
     """
     import torch
 
-    from mobilestylegan.sampling import seeded_z
+    from mobilestylegan.student.sampling import seeded_z
 
     seeds = list(seeds)
     with torch.no_grad():

@@ -11,7 +11,7 @@ and numpy; the inference engine is imported lazily)::
 
     python -m export.runtime exported/ --seeds 0-3 --out faces/
 
-Seeds give the same latents as the toolkit (``mobilestylegan.sampling.seeded_z``, i.e. ``torch.randn``
+Seeds give the same latents as the toolkit (``mobilestylegan.student.sampling.seeded_z``, i.e. ``torch.randn``
 with a generator seeded per image): :func:`seeded_z` reproduces PyTorch's CPU normal sampler
 (MT19937 + its 16-wide Box-Muller) in numpy, to float rounding (~2e-7).
 

@@ -44,9 +44,9 @@ def tiny_checkpoint(res: int = 32, with_d: bool = True, seed: int = 0) -> Checkp
 def tiny_teacher_student_pair(d):
     """A 64-px teacher saved as ``d/teacher.pt`` and a randomised 64-px student sharing its mapping, saved as
     ``d/student.pt``. Returns the teacher and the mapping (for more students)."""
-    from mobilestylegan.checkpoint import save_student
-    from mobilestylegan.generator import StudentGenerator
-    from mobilestylegan.synthesis import StudentConfig
+    from mobilestylegan.io.checkpoint import save_student
+    from mobilestylegan.student.generator import StudentGenerator
+    from mobilestylegan.student.synthesis import StudentConfig
 
     gcfg = teacher.GeneratorConfig(z_dim=32, w_dim=32, img_resolution=64, mapping_layers=2,
                                    channels={4: 16, 8: 16, 16: 16, 32: 8, 64: 8})

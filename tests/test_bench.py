@@ -12,11 +12,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from export import bench
-from mobilestylegan.checkpoint import save_student
-from mobilestylegan.complexity import count_params
-from mobilestylegan.formats import load_any_student
-from mobilestylegan.generator import StudentGenerator
-from mobilestylegan.synthesis import StudentConfig
+from mobilestylegan.io.checkpoint import save_student
+from mobilestylegan.student.complexity import count_params
+from mobilestylegan.io.load import load_any_student
+from mobilestylegan.student.generator import StudentGenerator
+from mobilestylegan.student.synthesis import StudentConfig
 from teacher import load_generator
 from teacher.mapping import MappingNetwork
 from tests.helpers import randomize

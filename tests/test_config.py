@@ -35,8 +35,8 @@ def fake_stylegan2_ffhq(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_and_builds(group, option, tmp_path, monkeypatch, no_weight_files):
-    from mobilestylegan import training
-    from mobilestylegan.training import ConfigError
+    from mobilestylegan.distill import run as training
+    from mobilestylegan.distill.run import ConfigError
 
     if group == "experiment":  # every experiment also runs a fast_dev_run step in test_training.py
         _, cfg = compose_cfg([f"experiment={option}"])
@@ -83,7 +83,7 @@ def test_every_option_composes_and_builds(group, option, tmp_path, monkeypatch, 
             _, cfg = compose_cfg([*TINY, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"])
         trainer, callbacks = training.build_trainer(cfg, tmp_path, 2)
         if option == "ddp":
-            from mobilestylegan.ddp import NetworkDDPStrategy
+            from mobilestylegan.distill.ddp import NetworkDDPStrategy
 
             assert isinstance(trainer.strategy, NetworkDDPStrategy) and trainer.world_size == 2
             assert trainer.precision == "bf16-mixed"

@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 
 import teacher
-from mobilestylegan.data import (NO_MIXING, STREAM_POOL, STREAM_TRIPLE, CachedTripleSource, Triple, TripleSource,
+from mobilestylegan.distill.triples import (NO_MIXING, STREAM_POOL, STREAM_TRIPLE, CachedTripleSource, Triple, TripleSource,
                                  sample_generator, shard, student_ws_resolution, teacher_ws_resolution,
                                  ws_resolutions)
 from teacher.numerics import assert_parity
-from mobilestylegan.generator import StudentGenerator
-from mobilestylegan.synthesis import MobileSynthesisNetwork, StudentConfig
-from mobilestylegan.wavelets import dwt
+from mobilestylegan.student.generator import StudentGenerator
+from mobilestylegan.student.synthesis import MobileSynthesisNetwork, StudentConfig
+from mobilestylegan.student.wavelets import dwt
 from teacher.mapping import MappingNetwork
 from teacher.synthesis import SynthesisNetwork
 from tests.helpers import randomize
@@ -301,7 +301,7 @@ def test_cached_source_mean_image_is_the_pool_mean(G):
 
 def test_openvino_cache_renderer_matches_torch():
     """The OpenVINO stand-in for the teacher's synthesis (f32) renders the same cache as PyTorch."""
-    from mobilestylegan.ov_render import OpenVINOSynthesis
+    from mobilestylegan.distill.render import OpenVINOSynthesis
 
     T = _tiny_teacher_for_ov()
     src = TripleSource(T, StudentConfig(img_resolution=32, w_dim=16, channels=(16, 16, 8)), style_mixing_prob=0.5)
@@ -318,8 +318,8 @@ def test_openvino_cache_renderer_matches_torch():
 def test_openvino_cache_renderer_student_teacher_lean_graph():
     """A MobileStyleGAN teacher renders through its lean export graph (W+ and noise as inputs), box-downsampled
     to the student's resolution inside the graph: the same cache as PyTorch."""
-    from mobilestylegan.ov_render import OpenVINOSynthesis
-    from mobilestylegan.generator import StudentGenerator
+    from mobilestylegan.distill.render import OpenVINOSynthesis
+    from mobilestylegan.student.generator import StudentGenerator
     from teacher.mapping import MappingNetwork
 
     torch.manual_seed(0)

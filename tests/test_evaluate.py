@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from mobilestylegan import evaluate as E
-from mobilestylegan import inception as inc
-from mobilestylegan import metrics as M
-from mobilestylegan import vgg as vgg_mod
-from mobilestylegan.images import save_png, to_uint8
+from mobilestylegan.metrics import evaluate as E
+from mobilestylegan.nets import inception as inc
+from mobilestylegan.metrics import measures as M
+from mobilestylegan.nets import vgg as vgg_mod
+from mobilestylegan.io.images import save_png, to_uint8
 from tests.helpers import tiny_teacher_student_pair
 
 pytestmark = pytest.mark.usefixtures("one_thread", "no_weight_files")

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from export.cli import main as cli_main
+from mobilestylegan.cli.export import main as cli_main
 from export.exporter import PARITY_SEEDS, ExportError, export
 from export.manifest import BATCH_AXIS, read_manifest
 from export.runtime import load_runtime
-from mobilestylegan.checkpoint import save_student
-from mobilestylegan.generator import StudentGenerator
-from mobilestylegan.sampling import seeded_z
-from mobilestylegan.synthesis import StudentConfig
+from mobilestylegan.io.checkpoint import save_student
+from mobilestylegan.student.generator import StudentGenerator
+from mobilestylegan.student.sampling import seeded_z
+from mobilestylegan.student.synthesis import StudentConfig
 from teacher.mapping import MappingNetwork
 from teacher.numerics import F32_EPS, PARITY_RULE, PARITY_ULPS, assert_parity, parity_tolerance
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import teacher
-from teacher.convert import main as convert_main
+from mobilestylegan.cli.convert import main as convert_main
 from teacher.formats import CheckpointError, read_checkpoint, rosinality
 from teacher.numerics import assert_parity
 from tests.helpers import tiny_checkpoint

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mobilestylegan.checkpoint import save_student
-from mobilestylegan.generate import main
-from mobilestylegan.generator import StudentGenerator
-from mobilestylegan.synthesis import StudentConfig
+from mobilestylegan.io.checkpoint import save_student
+from mobilestylegan.cli.generate import main
+from mobilestylegan.student.generator import StudentGenerator
+from mobilestylegan.student.synthesis import StudentConfig
 from tests.helpers import tiny_teacher_student_pair
 
 

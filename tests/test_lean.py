@@ -1,14 +1,14 @@
-"""The lean inference graphs (export/lean.py) compute exactly what the student computes."""
+"""The lean inference graphs (mobilestylegan/student/lean.py) compute exactly what the student computes."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from export.lean import LeanGenerator, LeanMapping, LeanSynthesis, band_interleave
-from mobilestylegan.generator import StudentGenerator
-from mobilestylegan.synthesis import MobileSynthesisNetwork, StudentConfig
-from mobilestylegan.wavelets import idwt
+from mobilestylegan.student.lean import LeanGenerator, LeanMapping, LeanSynthesis, band_interleave
+from mobilestylegan.student.generator import StudentGenerator
+from mobilestylegan.student.synthesis import MobileSynthesisNetwork, StudentConfig
+from mobilestylegan.student.wavelets import idwt
 from teacher.mapping import MappingNetwork
 from teacher.numerics import assert_parity
 

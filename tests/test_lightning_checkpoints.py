@@ -27,12 +27,12 @@ import pytest
 import torch
 
 import teacher
-from mobilestylegan.formats import load_any_student
+from mobilestylegan.io.load import load_any_student
 from teacher.formats.common import CheckpointError
 from teacher.numerics import assert_parity
 from tests.test_format_msg_split import tiny_config, tiny_native_state, write_split
-from mobilestylegan.generator import StudentGenerator
-from mobilestylegan.synthesis import StudentConfig
+from mobilestylegan.student.generator import StudentGenerator
+from mobilestylegan.student.synthesis import StudentConfig
 from teacher.mapping import MappingNetwork
 from tests.helpers import randomize
 
@@ -205,7 +205,7 @@ def test_a_pickled_call_in_a_training_checkpoint_is_refused(originals, tmp_path,
 
 
 def test_compare_cli_reads_student_and_teacher_from_one_checkpoint(originals, tmp_path, capsys):
-    from mobilestylegan.generate import main
+    from mobilestylegan.cli.generate import main
 
     _, _, _, sd = originals
     path = tmp_path / "last.ckpt"
@@ -255,8 +255,8 @@ def test_own_training_checkpoints_load_everywhere(own_run, tmp_path):
     assert {"hyper_parameters", "MixedPrecision", "hparams_name"} <= set(G.info["ignored"])
 
     from export.exporter import export
-    from mobilestylegan import evaluate as E
-    from mobilestylegan.generate import main as generate
+    from mobilestylegan.metrics import evaluate as E
+    from mobilestylegan.cli.generate import main as generate
 
     assert generate([str(rich), "--seeds", "0", "--outdir", str(tmp_path / "g"), "--no-grid"]) == 0
     assert (tmp_path / "g" / "seed0000.png").is_file()

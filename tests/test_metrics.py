@@ -11,11 +11,11 @@ import pytest
 import scipy.linalg
 import torch
 
-from mobilestylegan import inception as inc
-from mobilestylegan import metrics as M
-from mobilestylegan import vgg as vgg_mod
-from mobilestylegan.inception import FIDInceptionV3, InceptionWeightsNotFoundError, load_inception, preprocess
-from mobilestylegan.vgg import VGG16Full, load_vgg16_full
+from mobilestylegan.nets import inception as inc
+from mobilestylegan.metrics import measures as M
+from mobilestylegan.nets import vgg as vgg_mod
+from mobilestylegan.nets.inception import FIDInceptionV3, InceptionWeightsNotFoundError, load_inception, preprocess
+from mobilestylegan.nets.vgg import VGG16Full, load_vgg16_full
 from teacher.formats.common import CheckpointError
 from teacher.numerics import assert_parity
 from tests.test_vgg import fake_state, save

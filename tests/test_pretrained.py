@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from mobilestylegan import pretrained
-from mobilestylegan.checkpoint import load_student, save_student
-from mobilestylegan.images import make_grid, save_png
-from mobilestylegan.synthesis import MobileSynthesisNetwork, StudentConfig
+from mobilestylegan.io import pretrained
+from mobilestylegan.io.checkpoint import load_student, save_student
+from mobilestylegan.io.images import make_grid, save_png
+from mobilestylegan.student.synthesis import MobileSynthesisNetwork, StudentConfig
 from teacher.formats import openvino_ir
 from teacher.formats.common import CheckpointError
 from teacher.numerics import assert_parity, max_abs_diff, parity_tolerance

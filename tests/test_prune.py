@@ -1,4 +1,4 @@
-"""Channel-pruned initialisation of a student from a MobileStyleGAN teacher (mobilestylegan/prune.py)."""
+"""Channel-pruned initialisation of a student from a MobileStyleGAN teacher (mobilestylegan/distill/prune.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import teacher
-from mobilestylegan.generator import teacher_noise_for_student
-from mobilestylegan.prune import PruneError, prune_teacher, wavelet_group_channels
-from mobilestylegan.synthesis import MobileSynthesisNetwork, StudentConfig
-from mobilestylegan.wavelets import idwt
+from mobilestylegan.student.generator import teacher_noise_for_student
+from mobilestylegan.distill.prune import PruneError, prune_teacher, wavelet_group_channels
+from mobilestylegan.student.synthesis import MobileSynthesisNetwork, StudentConfig
+from mobilestylegan.student.wavelets import idwt
 from teacher.numerics import assert_parity
 from tests.helpers import randomize, tiny_g_config
 

@@ -14,8 +14,8 @@ import pytest
 
 from export.exporter import export
 from export.runtime import seeded_z as np_seeded_z
-from mobilestylegan.checkpoint import save_student
-from mobilestylegan.sampling import seeded_z
+from mobilestylegan.io.checkpoint import save_student
+from mobilestylegan.student.sampling import seeded_z
 from teacher.numerics import assert_parity
 from tests.test_export import export_student, torch_images
 

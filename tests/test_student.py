@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mobilestylegan.checkpoint import load_student, save_student
-from mobilestylegan.generator import StudentGenerator, teacher_noise_for_student
-from mobilestylegan.synthesis import MobileSynthesisNetwork, StudentConfig
-from mobilestylegan.wavelets import dwt, idwt
+from mobilestylegan.io.checkpoint import load_student, save_student
+from mobilestylegan.student.generator import StudentGenerator, teacher_noise_for_student
+from mobilestylegan.student.synthesis import MobileSynthesisNetwork, StudentConfig
+from mobilestylegan.student.wavelets import dwt, idwt
 from teacher import Generator, GeneratorConfig
 from teacher.formats.common import CheckpointError
 from teacher.mapping import MappingNetwork

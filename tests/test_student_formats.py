@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from mobilestylegan.formats import load_any_student
+from mobilestylegan.io.load import load_any_student
 from teacher.formats.common import CheckpointError
 from tests.test_student import tiny_student
 

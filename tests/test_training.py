@@ -113,7 +113,7 @@ def test_tiny_learns_and_writes_artefacts(tmp_path):
     assert not any("teacher" in k or "vgg" in k for k in keys)
     assert "distill" in ck and len(ck["optimizer_states"]) == 1
     assert (tmp_path / "val" / "latest.png").is_file() and Path(summary["student"]).is_file()
-    from mobilestylegan.checkpoint import load_student
+    from mobilestylegan.io.checkpoint import load_student
 
     G = load_student(summary["student"])
     assert G.img_resolution == 32
@@ -140,7 +140,7 @@ def test_exact_resume(tmp_path):
 
 
 def test_bad_configuration_stops_early(tmp_path):
-    from mobilestylegan.training import ConfigError
+    from mobilestylegan.distill.run import ConfigError
 
     with pytest.raises(ConfigError, match="teacher.source"):
         run_tiny(tmp_path, "teacher.source=/nonexistent/stylegan2-ffhq-config-f.pkl")
@@ -220,13 +220,13 @@ def test_wandb_logger_runs_offline_without_a_key(tmp_path, monkeypatch):
     ["loss.pixel=0", "loss.perceptual=0", "loss.gan=0.1"],   # GAN only
 ], ids=["paper", "pixel", "perceptual", "gan"])
 def test_every_trainable_parameter_gets_a_gradient_in_its_step(losses, tmp_path):
-    """What data-parallel training without an unused-parameter search relies on (mobilestylegan/ddp.py):
+    """What data-parallel training without an unused-parameter search relies on (mobilestylegan/distill/ddp.py):
     in the student step every trainable student parameter has a gradient and the discriminator none; in
     the discriminator step every discriminator parameter has one. Checked at every optimizer step of a
     2-iteration run, R1 step included."""
     import lightning as L
 
-    from mobilestylegan import training
+    from mobilestylegan.distill import run as training
 
     _, cfg = compose_cfg(["experiment=tiny", *losses, "trainer.steps=2", "trainer.val_every=2",
                           "trainer.checkpoint_every=2", "data.val_size=2", "data.baseline_samples=2", "logger=csv"])
@@ -262,8 +262,8 @@ def test_every_trainable_parameter_gets_a_gradient_in_its_step(losses, tmp_path)
 def test_cache_fills_on_the_training_device_when_fit_starts(tmp_path):
     """Building a run renders nothing (the teacher is still on the CPU then); the pool is rendered where the
     module trains when fit starts, and kept on the CPU."""
-    from mobilestylegan import training
-    from mobilestylegan.data import CachedTripleSource
+    from mobilestylegan.distill import run as training
+    from mobilestylegan.distill.triples import CachedTripleSource
 
     _, cfg = compose_cfg(["experiment=tiny", "data.cache_size=8", "trainer.fast_dev_run=true", "data.val_size=2",
                           "data.baseline_samples=2"])
@@ -287,8 +287,8 @@ def test_cache_fills_on_the_training_device_when_fit_starts(tmp_path):
 
 def test_too_few_validation_latents_or_pool_triples_for_the_processes(tmp_path):
     """Checked when fit starts, as the process count is known only then: one clear line each."""
-    from mobilestylegan import training
-    from mobilestylegan.training import ConfigError
+    from mobilestylegan.distill import run as training
+    from mobilestylegan.distill.run import ConfigError
 
     _, cfg = compose_cfg(["experiment=tiny", "data.val_size=1", "data.cache_size=6", "data.batch_size=4"])
     module, _ = training.build_module(cfg, tmp_path)

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mobilestylegan import vgg as vgg_mod
-from mobilestylegan.vgg import VGG16Features, VGGWeightsNotFoundError, default_vgg16_path, load_vgg16
+from mobilestylegan.nets import vgg as vgg_mod
+from mobilestylegan.nets.vgg import VGG16Features, VGGWeightsNotFoundError, default_vgg16_path, load_vgg16
 from teacher.formats.common import CheckpointError
 from teacher.numerics import assert_parity
 

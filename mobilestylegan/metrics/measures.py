@@ -1,6 +1,6 @@
 """Evaluation maths on features and images: FID, KID, precision/recall, PPL filtering, PSNR, and the
 perceptual (LPIPS or unit-normalised VGG16) distance. Everything here is a pure function of its inputs;
-:mod:`mobilestylegan.evaluate` renders images, extracts features and states the conventions.
+:mod:`mobilestylegan.metrics.evaluate` renders images, extracts features and states the conventions.
 
 Definitions (features ``x`` ``[n, d]`` of one set, ``y`` ``[m, d]`` of the other):
 
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mobilestylegan.vgg import FULL_FEATURE_CHANNELS, VGG16Full
+from mobilestylegan.nets.vgg import FULL_FEATURE_CHANNELS, VGG16Full
 from teacher.formats.common import CheckpointError, check_state_dict
 
 __all__ = [

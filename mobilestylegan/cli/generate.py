@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from export.runtime import parse_seeds as runtime_parse_seeds
-from mobilestylegan.checkpoint import NotAStudentError
-from mobilestylegan.images import make_grid, save_png, to_uint8
-from mobilestylegan.sampling import seeded_z
+from mobilestylegan.io.images import make_grid, save_png, to_uint8
+from mobilestylegan.student.sampling import seeded_z
+from mobilestylegan.errors import UsageError
+from mobilestylegan.io.load import load_generator_any
 from teacher.formats.common import CheckpointError
 
 EXAMPLES = """examples:
@@ -30,32 +31,12 @@ any teacher checkpoint the loaders read (rosinality .pt, NVIDIA/TF .pkl, native)
 """
 
 
-class UsageError(Exception):
-    """Bad command-line input: printed as one line, exit code 2."""
-
-
 def parse_seeds(text: str) -> list[int]:
     """``"0-3,7,10-11"`` -> [0, 1, 2, 3, 7, 10, 11] (the torch-free parser of ``export.runtime``)."""
     try:
         return runtime_parse_seeds(text)
     except ValueError as err:
         raise UsageError(str(err)) from None
-
-
-def load_generator_any(source: str, device: str) -> torch.nn.Module:
-    """A student (pretrained name, native student, Lightning ckpt) or, failing that, a teacher."""
-    from mobilestylegan.formats import load_any_student
-    from mobilestylegan.pretrained import PRETRAINED
-
-    if source not in PRETRAINED and not Path(source).exists():
-        raise UsageError(f"{source} is neither a file nor a pretrained name (known: {', '.join(sorted(PRETRAINED))})")
-    try:
-        return load_any_student(source, device=device)
-    except NotAStudentError:
-        pass  # a readable file without a student: perhaps a teacher
-    import teacher
-
-    return teacher.load_generator(source, device=device)
 
 
 def _check_outdir(outdir: Path) -> None:
@@ -120,7 +101,7 @@ def interpolate(G, seed_a, seed_b, steps, psi, noise_mode, batch, device, outdir
 @torch.no_grad()
 def compare(student, teacher_G, seeds, psi, batch, device, outdir: Path) -> tuple[Path, dict]:
     """teacher | student | |difference| rows for the same w and the same (random, seeded) noise."""
-    from mobilestylegan.generator import StudentGenerator, teacher_noise_for_student
+    from mobilestylegan.student.generator import StudentGenerator, teacher_noise_for_student
 
     if not isinstance(student, StudentGenerator):
         raise UsageError("--compare needs a student SOURCE (the teacher is given with --compare)")

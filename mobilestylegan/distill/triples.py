@@ -4,7 +4,7 @@ No dataset and no worker processes: :meth:`TripleSource.sample` draws latents an
 teacher on the training device inside the training step and returns a :class:`Triple`. Any teacher
 that follows the generator contract works (``mapping.embed``, ``mapping.w_avg``,
 ``synthesis(ws, noise=...)``, ``synthesis.make_noise``): a StyleGAN2 :class:`teacher.Generator`
-or a :class:`~mobilestylegan.generator.StudentGenerator` such as the published ``ffhq-1024``.
+or a :class:`~mobilestylegan.student.generator.StudentGenerator` such as the published ``ffhq-1024``.
 
 Style mixing is defined by *resolution*, so the teacher and the student (whose W+ vectors have
 different lengths) mix the same way: every W+ entry whose layer resolution (see
@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from mobilestylegan.generator import teacher_noise_for_student
-from mobilestylegan.synthesis import MobileSynthesisNetwork, StudentConfig
-from mobilestylegan.wavelets import dwt
+from mobilestylegan.student.generator import teacher_noise_for_student
+from mobilestylegan.student.synthesis import MobileSynthesisNetwork, StudentConfig
+from mobilestylegan.student.wavelets import dwt
 from teacher.mapping import truncate
 from teacher.synthesis import SynthesisNetwork
 
@@ -80,7 +80,7 @@ def teacher_ws_resolution(i: int) -> int:
 def student_ws_resolution(i: int) -> int:
     """Layer resolution of MobileStyleGAN W+ index ``i``: 4 for i = 0, else ``8 * 2**((i - 1) // 3)``.
 
-    Routing (``mobilestylegan/synthesis.py``): ws[0] is the 4x4 conv; ws[1] the 4x4 head *and*
+    Routing (``mobilestylegan/student/synthesis.py``): ws[0] is the 4x4 conv; ws[1] the 4x4 head *and*
     block 0's up-sampler/conv1 (counted at 8, like the teacher's shared ws[1]); block i (resolution
     8 * 2**i) uses ws[3i+1] (up-sampler + conv1), ws[3i+2] (conv2) and ws[3i+3] (its head). The last
     index is unused and gets 2 * (the last feature resolution) (23 ws at 1024: 4, 8, 8, 8, 16, ...,
@@ -448,7 +448,7 @@ class CachedTripleSource:
         progress: Show a progress bar while rendering.
         storage_dtype: dtype of the stored images (float16 or float32).
         renderer: Stand-in for the teacher's synthesis network while filling (``(ws, noise) -> img``,
-            e.g. :class:`mobilestylegan.ov_render.OpenVINOSynthesis`); None renders with the teacher.
+            e.g. :class:`mobilestylegan.distill.render.OpenVINOSynthesis`); None renders with the teacher.
     """
 
     def __init__(self, source: TripleSource, size: int, seed: int, chunk: int = 8, progress: bool = True,

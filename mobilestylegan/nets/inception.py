@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from teacher.formats.common import check_state_dict
-from mobilestylegan.vgg import default_weights_path, read_published_weights
+from mobilestylegan.nets.vgg import default_weights_path, read_published_weights
 
 __all__ = [
     "FIDInceptionV3", "INCEPTION_ENV", "INCEPTION_FILENAME", "INCEPTION_SHA256_PREFIX", "INCEPTION_URL",

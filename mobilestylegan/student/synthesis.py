@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from mobilestylegan.block import MobileSynthesisBlock
-from mobilestylegan.layers import StyledConv, WaveletHead
+from mobilestylegan.student.block import MobileSynthesisBlock
+from mobilestylegan.student.layers import StyledConv, WaveletHead
 from teacher.layers import NOISE_MODES
 
 

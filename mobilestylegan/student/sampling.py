@@ -1,21 +1,10 @@
-"""Seeded latents and the bundled tiny teacher's location."""
+"""Seeded latents: the same seed gives the same z in every tool of the toolkit."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import torch
-
-import teacher
-from mobilestylegan.schema import EMBEDDED_TEACHER
-
-
-def resolve_source(spec: str) -> str:
-    """``embedded:tiny64`` -> the bundled tiny teacher's path; anything else unchanged."""
-    if spec == EMBEDDED_TEACHER:
-        return str(Path(teacher.__file__).parent / "assets" / "rosinality_tiny64.pt")
-    return spec
 
 
 def seeded_z(seeds: Sequence[int], z_dim: int) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Rendering a teacher's synthesis network with OpenVINO (CPU), to fill a triple cache faster.
 
 A MobileStyleGAN teacher (e.g. the published ``ffhq-1024`` student) is compiled in its lean export
-form (:class:`export.lean.LeanSynthesis`: folded demodulation, merged affines, IDWT as band mix +
+form (:class:`mobilestylegan.student.lean.LeanSynthesis`: folded demodulation, merged affines, IDWT as band mix +
 DepthToSpace) with W+ and noise as inputs; any other synthesis network is traced with autograd enabled
 (its export-friendly formulation). Shapes are static for one batch size (batches of other sizes are
 padded). With ``out_resolution`` the image is box-downsampled inside the graph (the cache stores the
@@ -67,11 +67,11 @@ class OpenVINOSynthesis:
 class _Wrapper(torch.nn.Module):
     def __init__(self, synthesis: torch.nn.Module, out_resolution: int | None) -> None:
         super().__init__()
-        from mobilestylegan.synthesis import MobileSynthesisNetwork
+        from mobilestylegan.student.synthesis import MobileSynthesisNetwork
 
         self.lean = isinstance(synthesis, MobileSynthesisNetwork)
         if self.lean:
-            from export.lean import LeanSynthesis
+            from mobilestylegan.student.lean import LeanSynthesis
 
             synthesis = LeanSynthesis(synthesis, w_input="wplus", noise="input")
         self.synthesis = synthesis

@@ -31,11 +31,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from mobilestylegan import metrics as M
-from mobilestylegan.generate import UsageError, load_generator_any
-from mobilestylegan.inception import InceptionWeightsNotFoundError, load_inception, preprocess
-from mobilestylegan.sampling import seeded_z
-from mobilestylegan.vgg import VGGWeightsNotFoundError, load_vgg16_full
+from mobilestylegan.metrics import measures as M
+from mobilestylegan.errors import UsageError
+from mobilestylegan.io.load import load_generator_any
+from mobilestylegan.nets.inception import InceptionWeightsNotFoundError, load_inception, preprocess
+from mobilestylegan.student.sampling import seeded_z
+from mobilestylegan.nets.vgg import VGGWeightsNotFoundError, load_vgg16_full
 from teacher.formats.common import CheckpointError
 from teacher.formats.native import atomic_write, sha256_file
 
@@ -56,7 +57,7 @@ STATS_FORMAT, STATS_VERSION = "mobilestylegan-stats", 1
 STANDARD_SIZES = {"inception_size": 299, "pr_size": 224, "lpips_size": 256}
 # Independent random streams per sample: z uses seed + i itself (seeded_z).
 _NOISE_STREAM, _PPL_STREAM = 1 << 32, 2 << 32
-FID_IMPL = ("mobilestylegan.metrics: float64, covariance ddof 1, tr sqrt(S1 S2) from the eigendecomposition of "
+FID_IMPL = ("mobilestylegan.metrics.measures: float64, covariance ddof 1, tr sqrt(S1 S2) from the eigendecomposition of "
             "S1^1/2 S2 S1^1/2 (or, with n <= 2048 features on both sides, the exact low-rank SVD route)")
 
 
@@ -214,7 +215,7 @@ class Evaluator:
     @torch.no_grad()
     def render_pair(self, A, B, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Same z, same w (B's mapping, one w broadcast to each network's num_ws), same noise maps."""
-        from mobilestylegan.generator import StudentGenerator, teacher_noise_for_student
+        from mobilestylegan.student.generator import StudentGenerator, teacher_noise_for_student
 
         w = B.mapping(seeded_z(seeds, B.z_dim).to(self.a.device), truncation_psi=self.a.trunc)[:, 0]
         shapes_a, shapes_b = A.synthesis.noise_shapes, B.synthesis.noise_shapes
@@ -399,13 +400,13 @@ def evaluate(ev: Evaluator, gen: Source, ref: Source | None, metrics: list[str])
     if "kid" in metrics:
         x, y = fg["inception"], fr["inception"]
         mean, std, s = M.kid(x.features, y.features, a.kid_subsets, a.kid_subset_size, seed=a.seed)
-        yield ev.line("kid", mean, gen, ref, std=std, implementation=f"mobilestylegan.metrics.kid: unbiased MMD^2, "
+        yield ev.line("kid", mean, gen, ref, std=std, implementation=f"mobilestylegan.metrics.measures.kid: unbiased MMD^2, "
                       f"kernel (x.y/d+1)^3, {a.kid_subsets} subsets of {s}", **_sizes(x.n, y.n), resize=a.resize,
                       convention=x.convention)
     if "pr" in metrics:
         x, y = fg["vgg"], fr["vgg"]
         p, r = M.precision_recall(x.features, y.features, k=3, device=a.device)
-        impl = "mobilestylegan.metrics.precision_recall: k-NN (k=3) manifolds, Kynkaanniemi et al. 2019"
+        impl = "mobilestylegan.metrics.measures.precision_recall: k-NN (k=3) manifolds, Kynkaanniemi et al. 2019"
         for name, value in (("precision", p), ("recall", r)):
             yield ev.line(name, value, gen, ref, implementation=impl, **_sizes(x.n, y.n), resize=a.resize,
                           convention=x.convention)
@@ -462,7 +463,7 @@ def ppl(ev: Evaluator, gen: Source) -> tuple[float, dict]:
 
 
 def complexity(ev: Evaluator, gen: Source) -> Iterator[dict]:
-    from mobilestylegan.complexity import count_macs, count_params
+    from mobilestylegan.student.complexity import count_macs, count_params
 
     G = gen.G
     ws = G.mapping(seeded_z([ev.a.seed], G.z_dim).to(ev.a.device), truncation_psi=ev.a.trunc)

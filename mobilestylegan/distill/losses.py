@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mobilestylegan.vgg import VGG16Features
+from mobilestylegan.nets.vgg import VGG16Features
 
 __all__ = [
     "DiffAugment", "PerceptualLoss", "d_logistic_loss", "g_nonsaturating_loss", "lazy_r1_loss", "pixel_loss",
@@ -97,7 +97,7 @@ class PerceptualLoss(nn.Module):
     module's ``state_dict`` (``vgg.features.*``).
 
     Args:
-        vgg: Frozen feature extractor from :func:`mobilestylegan.vgg.load_vgg16`.
+        vgg: Frozen feature extractor from :func:`mobilestylegan.nets.vgg.load_vgg16`.
         size: Side of the VGG input (paper: 256).
     """
 

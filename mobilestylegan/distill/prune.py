@@ -13,7 +13,7 @@ the student's resolution and keeps, per resolution, the student's number of chan
   the column norms of its final head). The largest groups are kept, in their original order.
 - Every styled conv keeps its demodulation: on the kept inputs it renormalises each output row, so
   the pruned layers start at the teacher's activation scale. A fused teacher (demodulation folded, no
-  ``style_inv``) is unfused first (:func:`mobilestylegan.pretrained.unfuse_state`, needs scipy).
+  ``style_inv``) is unfused first (:func:`mobilestylegan.io.pretrained.unfuse_state`, needs scipy).
 - Heads: a teacher head in wavelet layout at a kept resolution is pruned like its conv (unfused
   teachers with auxiliary heads, or an unfused teacher's last head); every other student head starts
   at random (the published ``ffhq-1024`` student has no auxiliary heads). Noise strengths and the
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from mobilestylegan.synthesis import MobileSynthesisNetwork, StudentConfig
+from mobilestylegan.student.synthesis import MobileSynthesisNetwork, StudentConfig
 
 __all__ = ["PruneError", "prune_teacher", "wavelet_group_channels"]
 
@@ -72,7 +72,7 @@ def _unfused_state(teacher: MobileSynthesisNetwork) -> dict[str, torch.Tensor]:
     state = {k: v.detach().clone() for k, v in teacher.state_dict().items()}
     if not teacher.fused:
         return state
-    from mobilestylegan.pretrained import unfuse_state
+    from mobilestylegan.io.pretrained import unfuse_state
     from teacher.formats.common import CheckpointError
 
     try:

@@ -11,8 +11,6 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-EMBEDDED_TEACHER = "embedded:tiny64"
-
 
 class ConfigError(ValueError):
     """The configuration cannot work; the message names the key and the fix."""
@@ -41,7 +39,7 @@ class StudentSchema:
         trainable_demod: Learn the demodulation vectors.
         init: Start from this student (pretrained name or checkpoint), e.g. to fine-tune ffhq-1024.
         init_from_teacher: Start from the teacher's own layers, channel-pruned to this student's widths
-            and cut at its resolution (MobileStyleGAN teachers only; ``mobilestylegan/prune.py``).
+            and cut at its resolution (MobileStyleGAN teachers only; ``mobilestylegan/distill/prune.py``).
     """
 
     img_resolution: int = 1024

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from mobilestylegan.generator import StudentGenerator
-from mobilestylegan.synthesis import StudentConfig
+from mobilestylegan.student.generator import StudentGenerator
+from mobilestylegan.student.synthesis import StudentConfig
 from teacher.formats.common import CheckpointError, check_state_dict
 from teacher.formats.native import atomic_write
 from teacher.mapping import MappingNetwork

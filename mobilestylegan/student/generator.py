@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mobilestylegan.synthesis import MobileSynthesisNetwork, StudentConfig
+from mobilestylegan.student.synthesis import MobileSynthesisNetwork, StudentConfig
 from teacher.mapping import MappingNetwork
 
 

@@ -9,7 +9,7 @@ seeded by ``(data_seed, t, i)`` (``data.sample_generator``). An interrupted run 
 the same losses as an uninterrupted one, and a run is the same whatever the number of processes: with
 P processes of ``batch_size`` B each, every iteration uses the global batch of P * B samples and
 process r renders and trains on samples r * B .. (r + 1) * B - 1 of it; gradients, losses and
-validation metrics are averaged over all P * B (see ``mobilestylegan/ddp.py`` for the wrappers). The
+validation metrics are averaged over all P * B (see ``mobilestylegan/distill/ddp.py`` for the wrappers). The
 one batch-dependent part is the discriminator's minibatch-stddev layer, whose groups form within each
 process's batch (``loss.mbstd_group_size``).
 """
@@ -29,19 +29,19 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from mobilestylegan.data import (STREAM_AUG_FAKE, STREAM_AUG_REAL, STREAM_AUG_STUDENT, CachedTripleSource,
+from mobilestylegan.distill.triples import (STREAM_AUG_FAKE, STREAM_AUG_REAL, STREAM_AUG_STUDENT, CachedTripleSource,
                                  TripleSource, sample_generator, shard)
-from mobilestylegan.generator import StudentGenerator
-from mobilestylegan.images import make_grid, save_png
-from mobilestylegan.losses import (DiffAugment, PerceptualLoss, d_logistic_loss, g_nonsaturating_loss, lazy_r1_loss,
+from mobilestylegan.student.generator import StudentGenerator
+from mobilestylegan.io.images import make_grid, save_png
+from mobilestylegan.distill.losses import (DiffAugment, PerceptualLoss, d_logistic_loss, g_nonsaturating_loss, lazy_r1_loss,
                                    pixel_loss, r1_penalty)
-from mobilestylegan.schema import ConfigError
+from mobilestylegan.distill.schema import ConfigError
 from teacher.discriminator import Discriminator
 
 
 @dataclass
 class LossWeights:
-    """Args: see ``mobilestylegan.schema.LossSchema``."""
+    """Args: see ``mobilestylegan.distill.schema.LossSchema``."""
 
     pixel: float = 1.0
     perceptual: float = 1.0
@@ -402,7 +402,7 @@ class DistillationModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The training data needs no saved state (it is a function of data_seed and the iteration); the
         # global RNG states are saved so that anything else drawing from them resumes exactly too.
-        from mobilestylegan.checkpoint import mapping_config
+        from mobilestylegan.io.checkpoint import mapping_config
 
         checkpoint["distill"] = {
             "student_config": self.student.cfg.to_dict(),  # so the file alone rebuilds the student

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mobilestylegan.layers import IDWTUpsample, StyledConv, WaveletHead
+from mobilestylegan.student.layers import IDWTUpsample, StyledConv, WaveletHead
 
 
 class MobileSynthesisBlock(nn.Module):

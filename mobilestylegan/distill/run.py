@@ -22,12 +22,13 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 import teacher
-from mobilestylegan.checkpoint import save_student
-from mobilestylegan.data import CachedTripleSource, TripleSource
-from mobilestylegan.distill import DistillationModule, LossWeights
-from mobilestylegan.schema import ConfigError
-from mobilestylegan.generator import StudentGenerator
-from mobilestylegan.synthesis import StudentConfig
+from mobilestylegan.errors import UnknownSourceError
+from mobilestylegan.io.checkpoint import save_student
+from mobilestylegan.distill.triples import CachedTripleSource, TripleSource
+from mobilestylegan.distill.module import DistillationModule, LossWeights
+from mobilestylegan.distill.schema import ConfigError
+from mobilestylegan.student.generator import StudentGenerator
+from mobilestylegan.student.synthesis import StudentConfig
 from teacher.formats.common import CheckpointError
 from teacher.formats.native import atomic_write
 
@@ -47,13 +48,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def load_teacher(source: str, device: str = "cpu") -> torch.nn.Module:
-    from mobilestylegan.generate import UsageError, load_generator_any
-    from mobilestylegan.sampling import resolve_source
+    from mobilestylegan.io.load import load_generator_any, resolve_source
 
     resolved = resolve_source(source)
     try:
         return load_generator_any(resolved, device)
-    except UsageError as err:
+    except UnknownSourceError as err:
         hint = f"; {STYLEGAN2_FFHQ_HINT}" if "stylegan2" in source.lower() else ""
         raise ConfigError(f"teacher.source: {err}{hint}") from None
 
@@ -64,7 +64,7 @@ def build_student(cfg: DictConfig, teacher_G: torch.nn.Module) -> StudentGenerat
         if s.init_from_teacher:
             raise ConfigError("student.init and student.init_from_teacher both say where the student starts: "
                               "set one of them")
-        from mobilestylegan.formats import load_any_student
+        from mobilestylegan.io.load import load_any_student
 
         G = load_any_student(s.init)
         if G.synthesis.fused or G.synthesis.to_img1 is None:
@@ -86,7 +86,7 @@ def build_student(cfg: DictConfig, teacher_G: torch.nn.Module) -> StudentGenerat
     mapping.load_state_dict(m.state_dict())
     G = StudentGenerator(scfg, mapping)
     if s.init_from_teacher:
-        from mobilestylegan.prune import PruneError, prune_teacher
+        from mobilestylegan.distill.prune import PruneError, prune_teacher
 
         try:
             G.synthesis.load_state_dict(prune_teacher(teacher_G.synthesis, scfg).state_dict())
@@ -158,8 +158,8 @@ def build_module(cfg: DictConfig, out_dir: Path) -> tuple[DistillationModule, di
         chunk = cfg.data.render_batch or 8
         render_with = None  # torch: the teacher itself, on the training device (the GPU when training on one)
         if renderer != "torch":
-            from mobilestylegan.ov_render import OpenVINOSynthesis
-            from mobilestylegan.synthesis import MobileSynthesisNetwork
+            from mobilestylegan.distill.render import OpenVINOSynthesis
+            from mobilestylegan.student.synthesis import MobileSynthesisNetwork
 
             # A MobileStyleGAN teacher compiles as its lean export graph, whose bf16 kernels are fastest at
             # batch 1 on a CPU.
@@ -171,14 +171,14 @@ def build_module(cfg: DictConfig, out_dir: Path) -> tuple[DistillationModule, di
                                     progress=cfg.trainer.progress_bar, renderer=render_with)
     perceptual = augment = None
     if cfg.loss.perceptual > 0:
-        from mobilestylegan.losses import PerceptualLoss
-        from mobilestylegan.vgg import load_vgg16
+        from mobilestylegan.distill.losses import PerceptualLoss
+        from mobilestylegan.nets.vgg import load_vgg16
 
         vgg = load_vgg16(cfg.loss.vgg_weights, allow_random_weights=cfg.loss.allow_random_vgg)
         perceptual = PerceptualLoss(vgg, size=cfg.loss.perceptual_size)
     D = build_discriminator(cfg, student)
     if D is not None:
-        from mobilestylegan.losses import DiffAugment
+        from mobilestylegan.distill.losses import DiffAugment
 
         if cfg.loss.mbstd_group_size is not None:
             if cfg.loss.mbstd_group_size < 1:
@@ -203,11 +203,11 @@ def build_module(cfg: DictConfig, out_dir: Path) -> tuple[DistillationModule, di
 
 
 def build_strategy(tc: DictConfig) -> Any:
-    """``ddp`` is :class:`~mobilestylegan.ddp.NetworkDDPStrategy` (each trained network wrapped on its own);
+    """``ddp`` is :class:`~mobilestylegan.distill.ddp.NetworkDDPStrategy` (each trained network wrapped on its own);
     any other name goes to Lightning as it is (e.g. ``ddp_find_unused_parameters_true``: one wrapper
     around the whole module, with an unused-parameter search after every forward)."""
     if tc.strategy == "ddp":
-        from mobilestylegan.ddp import NetworkDDPStrategy
+        from mobilestylegan.distill.ddp import NetworkDDPStrategy
 
         return NetworkDDPStrategy()
     return tc.strategy

@@ -37,7 +37,7 @@ VGG16_URL = f"https://download.pytorch.org/models/{VGG16_FILENAME}"
 VGG16_SHA256_PREFIX = "397923af"
 VGG16_ENV = "MOBILESTYLEGAN_VGG16"
 VGG16_CONFIG_KEY = "loss.vgg_weights"
-_CACHE_ENV = "MOBILESTYLEGAN_CACHE"  # shared with mobilestylegan.pretrained
+_CACHE_ENV = "MOBILESTYLEGAN_CACHE"  # shared with mobilestylegan.io.pretrained
 
 
 def _conv_stack(layout: tuple[int | str, ...]) -> nn.Sequential:

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mobilestylegan.synthesis import MobileSynthesisNetwork
-from mobilestylegan.wavelets import HAAR
+from mobilestylegan.student.synthesis import MobileSynthesisNetwork
+from mobilestylegan.student.wavelets import HAAR
 from teacher.mapping import MappingNetwork
 
 W_INPUTS = ("w", "wplus")

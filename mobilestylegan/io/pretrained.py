@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from mobilestylegan.checkpoint import load_student, save_student
-from mobilestylegan.generator import StudentGenerator
-from mobilestylegan.synthesis import MobileSynthesisNetwork, StudentConfig
+from mobilestylegan.io.checkpoint import load_student, save_student
+from mobilestylegan.student.generator import StudentGenerator
+from mobilestylegan.student.synthesis import MobileSynthesisNetwork, StudentConfig
 from teacher.formats import openvino_ir
 from teacher.formats.native import sha256_file
 from teacher.formats.common import CheckpointError, check_state_dict
@@ -588,7 +588,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="mobilestylegan-import",
         description="Convert a published MobileStyleGAN student (OpenVINO IR) into a native student checkpoint "
-                    "(.pt, readable with mobilestylegan.checkpoint.load_student). Nothing is downloaded.",
+                    "(.pt, readable with mobilestylegan.io.checkpoint.load_student). Nothing is downloaded.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", nargs="?", help=f"published model: {', '.join(sorted(PRETRAINED))}")
     p.add_argument("output", nargs="?", type=Path, help="output file (*.pt)")

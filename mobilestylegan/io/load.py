@@ -29,15 +29,18 @@ from pathlib import Path
 
 import torch
 
-from mobilestylegan.checkpoint import (NotAStudentError, is_student_dict, student_from_dict,
+import teacher
+from mobilestylegan.errors import UnknownSourceError
+from mobilestylegan.io.checkpoint import (NotAStudentError, is_student_dict, student_from_dict,
                                        student_from_training_checkpoint)
-from mobilestylegan.generator import StudentGenerator
-from mobilestylegan.synthesis import StudentConfig
+from mobilestylegan.student.generator import StudentGenerator
+from mobilestylegan.student.synthesis import StudentConfig
 from teacher.formats import load_torch_container
 from teacher.formats.common import CheckpointError, check_state_dict
 from teacher.mapping import MappingNetwork
 
 NOISE_SEED = 0
+EMBEDDED_TEACHER = "embedded:tiny64"  # the tiny teacher bundled in the package (tests, smoke runs)
 _HAAR_TAP = 1 / math.sqrt(2)
 
 
@@ -46,7 +49,7 @@ def load_any_student(source: str | Path, device: str | torch.device = "cpu") -> 
 
     Returns an eval-mode generator with gradients off.
     """
-    from mobilestylegan.pretrained import PRETRAINED, load_pretrained
+    from mobilestylegan.io.pretrained import PRETRAINED, load_pretrained
 
     if str(source) in PRETRAINED:
         return load_pretrained(str(source), device=device)
@@ -147,3 +150,23 @@ def _mapping(state: dict[str, torch.Tensor], w_dim: int, what: str) -> MappingNe
     check_state_dict(f"mapping network in {what}", ms, {k: tuple(v.shape) for k, v in m.state_dict().items()})
     m.load_state_dict(ms, strict=True)
     return m
+
+
+def resolve_source(spec: str) -> str:
+    """``embedded:tiny64`` -> the bundled tiny teacher's path; anything else unchanged."""
+    if spec == EMBEDDED_TEACHER:
+        return str(Path(teacher.__file__).parent / "assets" / "rosinality_tiny64.pt")
+    return spec
+
+
+def load_generator_any(source: str, device: str) -> torch.nn.Module:
+    """A student (pretrained name, native student, Lightning ckpt) or, failing that, a teacher."""
+    from mobilestylegan.io.pretrained import PRETRAINED
+
+    if source not in PRETRAINED and not Path(source).exists():
+        raise UnknownSourceError(f"{source} is neither a file nor a pretrained name (known: {', '.join(sorted(PRETRAINED))})")
+    try:
+        return load_any_student(source, device=device)
+    except NotAStudentError:
+        pass  # a readable file without a student: perhaps a teacher
+    return teacher.load_generator(source, device=device)

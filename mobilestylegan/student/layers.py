@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mobilestylegan.modconv import ModulatedConv2d, ModulatedDWConv2d, _affine
-from mobilestylegan.wavelets import haar_synthesis_rows, idwt
+from mobilestylegan.student.modconv import ModulatedConv2d, ModulatedDWConv2d, _affine
+from mobilestylegan.student.wavelets import haar_synthesis_rows, idwt
 
 WAVELET_CHANNELS = 12  # Haar bands of RGB: 3 LL + 3 colours x 3 high bands
 

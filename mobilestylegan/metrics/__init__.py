@@ -1,0 +1,1 @@
+"""Evaluation: one function per metric behind a registry, and the evaluator that feeds them."""
