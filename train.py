@@ -26,10 +26,11 @@ def train(cfg: DictConfig, out_dir: str | Path) -> tuple[dict[str, Any], dict[st
 def main(cfg: DictConfig) -> None:
     from mobilestylegan.distill.run import ConfigError
     from teacher.formats.common import CheckpointError
+    from teacher.fs import OutputPathError
 
     try:
         summary, objects = train(cfg, HydraConfig.get().runtime.output_dir)
-    except (ConfigError, CheckpointError, FloatingPointError) as err:
+    except (ConfigError, CheckpointError, OutputPathError, FloatingPointError) as err:
         print(f"train.py: error: {err}", file=sys.stderr)
         sys.exit(2)
     if not objects["trainer"].is_global_zero:  # under DDP every process gets here; one report is enough

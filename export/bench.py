@@ -64,12 +64,6 @@ class BenchError(Exception):
 
 # ------------------------------------------------------------------------------------------------ helpers
 
-def psnr_db(a: np.ndarray, ref: np.ndarray) -> float:
-    """PSNR of images in [-1, 1] (both clipped to it), peak-to-peak 2: ``10 log10(4 / MSE)``."""
-    mse = float(np.mean((np.clip(a, -1, 1).astype(np.float64) - np.clip(ref, -1, 1)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(4.0 / mse)
-
-
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -242,12 +236,8 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     ws = np.load(spec["ws"]) if spec.get("ws") else np.zeros((1, 1, spec["w_dim"]), np.float32)
     w0 = np.ascontiguousarray(ws[0])
     out: dict[str, Any] = {}
-    if spec.get("ref"):
-        ref = np.load(spec["ref"], mmap_mode="r")
-        imgs = np.concatenate([run(np.ascontiguousarray(w)) for w in ws])
-        out["psnr_db"] = _finite(psnr_db(imgs, ref))
-        out["min_image_psnr_db"] = _finite(min(psnr_db(imgs[i:i + 1], ref[i:i + 1]) for i in range(len(ws))))
-        out["max_abs_diff"] = float(np.abs(imgs - ref).max())
+    if spec.get("images"):  # rendered for the quality check, which the driver makes (this process stays torch-free)
+        np.save(spec["images"], np.concatenate([run(np.ascontiguousarray(w)) for w in ws]))
     for _ in range(spec["warmup"]):
         run(w0)
     times = []
@@ -267,9 +257,12 @@ def _finite(x: float) -> float | None:
 # ------------------------------------------------------------------------------------------------ driver
 
 def _run_worker(spec: dict[str, Any], work: Path, allocator: str) -> dict[str, Any]:
+    from teacher.numerics import pooled_psnr_db
+
     spec_path = work / f"spec_{spec['label'].replace(' ', '_').replace('/', '_')}.json"
     result_path = spec_path.with_suffix(".result.json")
-    spec = dict(spec, result=str(result_path))
+    images_path = spec_path.with_suffix(".images.npy")
+    spec = dict(spec, result=str(result_path), images=str(images_path) if spec.get("ref") else None)
     spec_path.write_text(json.dumps(spec))
     env = dict(os.environ)
     if spec["runtime"] in TORCH_RUNTIMES and allocator == "mmap-threshold":
@@ -281,6 +274,12 @@ def _run_worker(spec: dict[str, Any], work: Path, allocator: str) -> dict[str, A
         tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
         return {"error": f"worker failed (exit {proc.returncode}): {' | '.join(tail)}"}
     result = json.loads(result_path.read_text())
+    if spec["images"]:
+        imgs, ref = np.load(images_path), np.load(spec["ref"], mmap_mode="r")
+        images_path.unlink()
+        result["psnr_db"] = _finite(pooled_psnr_db(imgs, ref))
+        result["min_image_psnr_db"] = _finite(min(pooled_psnr_db(imgs[i:i + 1], ref[i:i + 1]) for i in range(len(imgs))))
+        result["max_abs_diff"] = float(np.abs(imgs - ref).max())
     result["env"] = {"GLIBC_TUNABLES": env.get("GLIBC_TUNABLES", "(unset)")}
     return result
 
@@ -470,6 +469,8 @@ def _published_files() -> Path | None:
 def compare_published(args: argparse.Namespace, artifacts: dict[str, Any], ws_path: Path, ref_path: Path | None
                       ) -> dict[str, Any]:
     """Alternating runs, in this process, of the published IR and our exported synthesis (OpenVINO only)."""
+    from teacher.numerics import pooled_psnr_db
+
     published = _published_files()
     if published is None:
         raise BenchError("--compare-published needs the random-face package: pip install --no-deps random-face==2021.7.21.1")
@@ -504,7 +505,7 @@ def compare_published(args: argparse.Namespace, artifacts: dict[str, Any], ws_pa
         entry["ratio_to_published_f32"] = statistics.median(times[k]) / base
         entry["max_abs_diff_vs_published_f32"] = float(np.abs(outs[k] - outs["published f32"]).max())
         if ref is not None:
-            entry["psnr_db"] = _finite(psnr_db(outs[k], ref))
+            entry["psnr_db"] = _finite(pooled_psnr_db(outs[k], ref))
             entry["passes_40db"] = entry["psnr_db"] is None or entry["psnr_db"] >= QUALITY_GATE_DB
         if args.profile:
             entry["profile"] = profile_summary(runners[k][1][1])

@@ -41,7 +41,6 @@ Precisions:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -55,8 +54,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from export.manifest import FORMAT, MANIFEST_VERSION, io_spec, write_manifest
-from teacher.numerics import PARITY_RULE, max_abs_diff, parity_tolerance
+from export.manifest import FORMAT, MANIFEST_NAME, MANIFEST_VERSION, io_spec
+from teacher.fs import atomic_write, current_umask, sha256_file
+from teacher.numerics import PARITY_RULE, max_abs_diff, parity_tolerance, pooled_psnr_db
 
 FORMATS = ("onnx", "openvino")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -134,10 +134,10 @@ def export(source: Any, fmt: str, out_dir: str | os.PathLike, precision: str = "
         raise
 
 
-def psnr_db(a: np.ndarray, ref: np.ndarray) -> float:
-    """PSNR of images in [-1, 1] (both clipped to it), peak-to-peak 2: ``10 log10(4 / MSE)``."""
-    mse = float(np.mean((np.clip(a, -1, 1).astype(np.float64) - np.clip(ref, -1, 1)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(4.0 / mse)
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
+    """Write ``manifest.json`` into ``directory``, atomically (strict JSON: no NaN or inf)."""
+    text = json.dumps(manifest, indent=1, allow_nan=False) + "\n"
+    return atomic_write(Path(directory) / MANIFEST_NAME, lambda tmp: Path(tmp).write_text(text))
 
 
 # ------------------------------------------------------------------------------------------------ checks
@@ -202,15 +202,9 @@ def _move_into_place(tmp: Path, out: Path) -> None:
         else:
             out.rmdir()
     os.replace(tmp, out)
-    os.chmod(out, 0o777 & ~_umask())
+    os.chmod(out, 0o777 & ~current_umask())
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _load_student(source: Any):
@@ -236,7 +230,7 @@ def _load_student(source: Any):
         raise ExportError(str(err)) from None
     info = {"spec": spec, "info": _jsonable(getattr(G, "info", {}))}
     if spec not in PRETRAINED:
-        info["sha256"] = _sha256(Path(spec))
+        info["sha256"] = sha256_file(spec)
     return G, info
 
 
@@ -254,11 +248,6 @@ def _refuse_teacher(path: Path) -> None:
                           f"student; distil it first (python train.py experiment=... teacher.source={path}) and "
                           "export the student checkpoint") from None
     raise ExportError(f"{path} holds no student (a {ck.source_format} file without a generator)") from None
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _jsonable(obj: Any) -> Any:
@@ -506,8 +495,8 @@ class _Job:
         got = rt.render(seeds)
         with torch.no_grad():
             ref = self.G.synthesis(self.reference_w(seeds), noise_mode="none" if self.noise == "none" else "const").numpy()
-        per_image = [psnr_db(got[i:i + 1], ref[i:i + 1]) for i in range(len(seeds))]
-        overall = psnr_db(got, ref)
+        per_image = [pooled_psnr_db(got[i:i + 1], ref[i:i + 1]) for i in range(len(seeds))]
+        overall = pooled_psnr_db(got, ref)
         gate = QUALITY_GATE_DB.get(self.precision)
         measured = {n: (g._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
                         if g.backend == "openvino" else "f32 (onnxruntime)") for n, g in rt.graphs.items()}

@@ -1,7 +1,7 @@
 """``manifest.json``: what an export directory holds and how to run it.
 
 Standard library only (no numpy, no torch), so the standalone runtime can read it. The exporter
-writes it, :mod:`export.runtime` reads it. Layout (``MANIFEST_VERSION`` 1)::
+writes it (:func:`export.exporter.write_manifest`), :mod:`export.runtime` reads it. Layout (``MANIFEST_VERSION`` 1)::
 
     {"format": "mobilestylegan-export", "manifest_version": 1, "toolkit_version": "0.1.0",
      "artefact_format": "onnx" | "openvino", "onnx_opset": 17 (ONNX only), "precision": "fp32" | "fp16" | "int8",
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,24 +32,6 @@ GRAPHS = ("mapping", "synthesis", "generator")
 
 class ManifestError(ValueError):
     """An export directory without a readable, consistent manifest."""
-
-
-def write_manifest(directory: str | os.PathLike, manifest: dict[str, Any]) -> Path:
-    """Write ``manifest.json`` into ``directory`` (atomically: temp file + rename)."""
-    path = Path(directory) / MANIFEST_NAME
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(manifest, fh, indent=1, allow_nan=False)
-            fh.write("\n")
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0600; a manifest is as readable as the graphs
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:

@@ -108,7 +108,6 @@ def quantize_int8(ov_model, calibration_inputs: Sequence[dict[str, np.ndarray]],
         ValueError: Unknown plan, empty calibration set or no conv to quantise.
     """
     import nncf
-    import openvino as ov
 
     if plan not in PLANS:
         raise ValueError(f"plan must be one of {PLANS}, got {plan!r}")

@@ -1,4 +1,4 @@
-"""The toolkit's one rule for comparing two float32 computations of the same values.
+"""The toolkit's one rule for comparing two float32 computations of the same values, and its one PSNR.
 
 Two correct float32 computations of a network's output (another runtime, another kernel, another
 summation order or batch size, fused vs unfused layers, or one of them in float64) differ by rounding
@@ -60,10 +60,40 @@ def assert_parity(actual: Array, reference: Array, what: str = "values") -> floa
     return diff
 
 
+PSNR_CAP_DB = 100.0  # what identical images report where a finite number is needed (metrics, logs)
+
+
+def psnr_db(a: Array, ref: Array, cap_db: float | None = PSNR_CAP_DB) -> torch.Tensor:
+    """Per-image PSNR in dB, ``[N]`` float64, of images ``[N, C, H, W]`` in [-1, 1] (torch or numpy).
+
+    Both are clamped to [-1, 1] first; ``10 log10(4 / MSE)`` (peak-to-peak 2: the same number as peak 1 on
+    [0, 1]), the MSE in float64 (float32 on MPS, which has no float64). ``cap_db`` bounds the result: the MSE is
+    floored at ``4 * 10**(-cap_db / 10)``, so identical images give ``cap_db``; ``None`` leaves them at inf.
+    """
+    x = _tensor(a)
+    y = _tensor(ref).to(x.device)
+    mse = (x.clamp(-1, 1) - y.clamp(-1, 1)).square().flatten(1).mean(1)
+    if cap_db is not None:
+        mse = mse.clamp_min(4 * 10 ** (-cap_db / 10))
+    return 10 * torch.log10(4 / mse)
+
+
+def pooled_psnr_db(a: Array, ref: Array, cap_db: float | None = None) -> float:
+    """One PSNR over a whole set of images (the MSE over all their pixels), uncapped by default: the figure the
+    export and benchmark quality gates state."""
+    return float(psnr_db(_tensor(a).reshape(1, -1), _tensor(ref).reshape(1, -1), cap_db)[0])
+
+
+def _tensor(x: Array) -> torch.Tensor:
+    t = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    return t.to(torch.float32 if t.device.type == "mps" else torch.float64)
+
+
 def _numpy(x: Array) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().double().numpy()
     return np.asarray(x, dtype=np.float64)
 
 
-__all__ = ["F32_EPS", "F64_EPS", "PARITY_RULE", "PARITY_ULPS", "assert_parity", "max_abs_diff", "parity_tolerance"]
+__all__ = ["F32_EPS", "F64_EPS", "PARITY_RULE", "PARITY_ULPS", "PSNR_CAP_DB", "assert_parity", "max_abs_diff",
+           "parity_tolerance", "pooled_psnr_db", "psnr_db"]

@@ -11,6 +11,7 @@ import torch
 import teacher
 from mobilestylegan.cli.convert import main as convert_main
 from teacher.formats import CheckpointError, read_checkpoint, rosinality
+from teacher.fs import OutputPathError
 from teacher.numerics import assert_parity
 from tests.helpers import tiny_checkpoint
 
@@ -61,7 +62,7 @@ def test_save_refuses_inconsistent_state_and_leaves_nothing(tmp_path):
     ck.g_state.pop("mapping.w_avg")
     with pytest.raises(CheckpointError, match="mapping.w_avg"):
         teacher.save_checkpoint(tmp_path / "x.pt", ck)
-    with pytest.raises(CheckpointError, match="does not exist"):
+    with pytest.raises(OutputPathError, match="does not exist"):
         teacher.save_checkpoint(tmp_path / "missing_dir" / "x.pt", tiny_checkpoint(16, with_d=False))
     assert list(tmp_path.iterdir()) == []
 

@@ -17,7 +17,7 @@ from mobilestylegan.nets import vgg as vgg_mod
 from mobilestylegan.nets.inception import FIDInceptionV3, InceptionWeightsNotFoundError, load_inception, preprocess
 from mobilestylegan.nets.vgg import VGG16Full, load_vgg16_full
 from teacher.formats.common import CheckpointError
-from teacher.numerics import assert_parity
+from teacher.numerics import assert_parity, psnr_db
 from tests.test_vgg import fake_state, save
 
 pytestmark = pytest.mark.usefixtures("one_thread", "no_weight_files")
@@ -156,7 +156,7 @@ def test_ppl_filter_and_psnr():
     a = torch.zeros(2, 3, 4, 4)
     b = a.clone()
     b[1] += 0.2  # 0.1 on [0, 1]: MSE 0.01 -> 20 dB
-    assert M.psnr(a, b).tolist() == pytest.approx([100.0, 20.0], abs=1e-4)
+    assert psnr_db(a, b).tolist() == pytest.approx([100.0, 20.0], abs=1e-4)
 
 
 # ------------------------------------------------------------------------------------------ inception

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from teacher import ops
+from teacher import fs, ops
 from teacher.ops import cuda
 from teacher.ops.cuda import _bias_act, _driver, _nvrtc, _runtime, _upfirdn2d
 from teacher.ops.cuda._errors import CudaBuildError, CudaDriverError
@@ -107,7 +107,7 @@ def test_select_arch():
 
 
 def test_disk_cache_is_keyed_and_reused(nvrtc, tmp_path, monkeypatch):
-    monkeypatch.setenv(_runtime.ENV_CACHE, str(tmp_path))
+    monkeypatch.setenv(fs.CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(_runtime._state, "nvrtc", nvrtc)
     first = _runtime.compile_cached("bias_act.cu", "compute_80")
     files = list((tmp_path / "kernels").iterdir())
@@ -530,7 +530,7 @@ def fake_driver(emulator_lib, nvrtc, kernel_cache, monkeypatch) -> ctypes.CDLL:
     monkeypatch.setattr(_runtime, "_prepare_device", lambda device: (9, 0))  # "an H100"
     monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
     monkeypatch.setattr(_runtime, "current_stream", lambda device: 0x5678)
-    monkeypatch.setenv(_runtime.ENV_CACHE, str(kernel_cache))
+    monkeypatch.setenv(fs.CACHE_ENV, str(kernel_cache))
     real_get_kernel, cuda0 = _runtime.get_kernel, torch.device("cuda", 0)  # CPU tensors stand in for cuda:0 ones
     monkeypatch.setattr(_runtime, "get_kernel", lambda op, name, dev: real_get_kernel(op, name, cuda0))
     emulator_lib.fake_reset_context()  # like a fresh thread: no context current

@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 import torch
 
+from mobilestylegan.cli import import_pretrained
 from mobilestylegan.io import pretrained
 from mobilestylegan.io.checkpoint import load_student, save_student
 from mobilestylegan.io.images import make_grid, save_png
+from mobilestylegan.student.unfuse import unfuse_state
 from mobilestylegan.student.synthesis import MobileSynthesisNetwork, StudentConfig
 from teacher.formats import openvino_ir
 from teacher.formats.common import CheckpointError
@@ -214,31 +216,31 @@ def test_missing_package(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(openvino_ir, "random_face_files", missing)
     with pytest.raises(CheckpointError, match=re.escape(INSTALL)):
         pretrained.load_pretrained("ffhq-1024", cache_dir=tmp_path)
-    assert pretrained.main(["ffhq-1024", str(tmp_path / "out.pt")]) == 1
+    assert import_pretrained.main(["ffhq-1024", str(tmp_path / "out.pt")]) == 1
     assert INSTALL in capsys.readouterr().err
 
 
 def test_unknown_name(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="unknown pretrained model 'ffhq-256'; known: ffhq-1024"):
         pretrained.load_pretrained("ffhq-256", cache_dir=tmp_path)
-    assert pretrained.main(["ffhq-256", str(tmp_path / "out.pt")]) == 2
+    assert import_pretrained.main(["ffhq-256", str(tmp_path / "out.pt")]) == 2
     assert "known: ffhq-1024" in capsys.readouterr().err
 
 
 def test_cli(tmp_path, capsys, monkeypatch, G):
     with pytest.raises(SystemExit) as exc:
-        pretrained.main(["--help"])
+        import_pretrained.main(["--help"])
     assert exc.value.code == 0
     assert "mobilestylegan-import ffhq-1024 ffhq1024_student.pt" in capsys.readouterr().out
-    assert pretrained.main(["--list"]) == 0 and "ffhq-1024" in capsys.readouterr().out
-    assert pretrained.main(["ffhq-1024", str(tmp_path / "out.safetensors")]) == 2
+    assert import_pretrained.main(["--list"]) == 0 and "ffhq-1024" in capsys.readouterr().out
+    assert import_pretrained.main(["ffhq-1024", str(tmp_path / "out.safetensors")]) == 2
 
-    monkeypatch.setattr(pretrained, "import_published_ir", lambda *a, **k: copy.deepcopy(G))
+    monkeypatch.setattr(import_pretrained, "import_published_ir", lambda *a, **k: copy.deepcopy(G))
     out = tmp_path / "out.pt"
-    assert pretrained.main(["ffhq-1024", str(out)]) == 0
+    assert import_pretrained.main(["ffhq-1024", str(out)]) == 0
     assert "wrote" in capsys.readouterr().out and load_student(out).synthesis.fused
-    assert pretrained.main(["ffhq-1024", str(out)]) == 2  # exists, no --force
-    assert pretrained.main(["ffhq-1024", str(out), "--force"]) == 0
+    assert import_pretrained.main(["ffhq-1024", str(out)]) == 2  # exists, no --force
+    assert import_pretrained.main(["ffhq-1024", str(out), "--force"]) == 0
 
 
 def test_rejects_other_graphs(ir_files):
@@ -275,7 +277,7 @@ def test_rejects_tampered_graph(ir_files, monkeypatch, tamper):
             t.replace_source_output(clamp.output(0))
     else:
         ops[name].output(0).replace(new.output(0))
-    monkeypatch.setattr(openvino_ir, "_read_model", lambda path: model)
+    monkeypatch.setattr(openvino_ir, "read_model", lambda path: model)
     with pytest.raises(CheckpointError, match=message):
         pretrained.import_published_ir(ir_files["synthesis_xml"], ir_files["mapping_xml"])
 
@@ -294,7 +296,7 @@ def test_unfuse_recovers_a_demodulation_vector():
         conv.conv.fuse()
     state = dict(fused.state_dict())
     recovered = MobileSynthesisNetwork(cfg).eval()
-    fit = pretrained.unfuse_state(state, recovered, "tiny student")
+    fit = unfuse_state(state, recovered, "tiny student")
     recovered.load_state_dict(state, strict=True)
     assert max(fit.values()) < 1e-5
     ws = torch.randn([2, cfg.w_dim])

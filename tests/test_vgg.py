@@ -139,7 +139,7 @@ def test_none_without_flag_reads_the_default_path(fake_file, tmp_path, monkeypat
     monkeypatch.setenv("MOBILESTYLEGAN_VGG16", str(path))
     monkeypatch.setattr(vgg_mod, "VGG16_SHA256_PREFIX", digest[:8])
     assert not load_vgg16(None).random_weights
-    assert load_vgg16(None, allow_random_weights=True).random_weights  # the flag wins for path=None
+    assert not load_vgg16(None, allow_random_weights=True).random_weights  # a file at the default location wins
 
 
 def test_random_weights_and_feature_shapes():

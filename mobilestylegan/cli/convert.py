@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from teacher.formats import CheckpointError, read_checkpoint
     from teacher.formats.native import save
+    from teacher.fs import OutputPathError
 
     if args.output.suffix not in (".pt", ".safetensors"):
         print(f"error: output {args.output} must end in .pt or .safetensors", file=sys.stderr)
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         if ckpt.g_config is None and ckpt.d_config is None:
             raise CheckpointError(f"{args.input} has no {args.only if args.only != 'all' else 'network'} to convert")
         save(args.output, ckpt)
-    except CheckpointError as err:
+    except (CheckpointError, OutputPathError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     parts = []

@@ -19,6 +19,8 @@ from mobilestylegan.student.sampling import seeded_z
 from mobilestylegan.errors import UsageError
 from mobilestylegan.io.load import load_generator_any
 from teacher.formats.common import CheckpointError
+from teacher.fs import OutputPathError
+from teacher.numerics import psnr_db
 
 EXAMPLES = """examples:
   mobilestylegan-generate ffhq-1024 --seeds 0-7 --trunc 0.7 --outdir out/       # 8 faces + grid.png
@@ -123,8 +125,7 @@ def compare(student, teacher_G, seeds, psi, batch, device, outdir: Path) -> tupl
         if t_img.shape[-1] != s_img.shape[-1]:
             t_img = F.interpolate(t_img, size=s_img.shape[-2:], mode="area")
         diff = (t_img - s_img).abs()
-        mse = (t_img.clamp(-1, 1) - s_img.clamp(-1, 1)).square().mean(dim=[1, 2, 3])
-        psnrs += (10 * torch.log10(4 / mse.clamp_min(1e-12))).tolist()  # peak-to-peak range of [-1, 1] is 2
+        psnrs += psnr_db(s_img, t_img).tolist()
         for t, s, d in zip(t_img, s_img, diff):
             rows += [t, s, d * 2 - 1]  # |diff| shown on [0, 1] -> [-1, 1]
     grid = make_grid(torch.stack(rows).cpu(), cols=3)
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         written = run(args)
-    except (UsageError, CheckpointError) as err:
+    except (UsageError, CheckpointError, OutputPathError) as err:
         print(f"mobilestylegan-generate: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {len(written)} file(s) to {args.outdir}" + (f": {written[-1].name}" if written else ""))

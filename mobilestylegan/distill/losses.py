@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mobilestylegan.nets.resize import resize_square
 from mobilestylegan.nets.vgg import VGG16Features
 
 __all__ = [
@@ -74,16 +75,6 @@ def pixel_loss(pred_wavelets: list[torch.Tensor], target_wavelets: list[torch.Te
 
 # ------------------------------------------------------------------------------------------ perceptual
 
-def _resize(img: torch.Tensor, size: int) -> torch.Tensor:
-    """Area (box average) when shrinking, bilinear (half-pixel centres) when enlarging."""
-    h, w = img.shape[-2:]
-    if (h, w) == (size, size):
-        return img
-    if h >= size and w >= size:
-        return F.interpolate(img, size=(size, size), mode="area")
-    return F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False)
-
-
 class PerceptualLoss(nn.Module):
     """Mean over the four VGG16 layers (relu1_2, relu2_2, relu3_3, relu4_3) of the per-layer L1 distance::
 
@@ -120,9 +111,9 @@ class PerceptualLoss(nn.Module):
             raise ValueError(f"PerceptualLoss: shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
         if reduction not in ("mean", "none"):
             raise ValueError(f"PerceptualLoss: reduction must be 'mean' or 'none', got {reduction!r}")
-        pred_feats = self.vgg(_resize(pred, self.size))
+        pred_feats = self.vgg(resize_square(pred, self.size))
         with torch.no_grad():
-            target_feats = self.vgg(_resize(target, self.size))
+            target_feats = self.vgg(resize_square(target, self.size))
         if reduction == "none":
             return torch.stack([(p - t).abs().flatten(1).mean(1) for p, t in zip(pred_feats, target_feats)]).mean(0)
         per_layer = [F.l1_loss(p, t) for p, t in zip(pred_feats, target_feats)]

@@ -37,6 +37,7 @@ from mobilestylegan.distill.losses import (DiffAugment, PerceptualLoss, d_logist
                                    pixel_loss, r1_penalty)
 from mobilestylegan.distill.schema import ConfigError
 from teacher.discriminator import Discriminator
+from teacher.numerics import psnr_db
 
 
 @dataclass
@@ -57,12 +58,6 @@ class _Frozen:
 
     def __init__(self, **items: Any) -> None:
         self.__dict__.update(items)
-
-
-def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB for images on [-1, 1] (peak-to-peak 2), both clamped to that range."""
-    mse = (pred.clamp(-1, 1) - target.clamp(-1, 1)).square().mean(dim=[1, 2, 3])
-    return 10 * torch.log10(4.0 / mse.clamp_min(1e-10))
 
 
 class DistillationModule(L.LightningModule):
@@ -352,12 +347,12 @@ class DistillationModule(L.LightningModule):
                 dist.all_reduce(count)
             self._mean_image = (total / count).float().to(target)
         names = ["val/psnr", "val/l1"] + (["val/vgg_dist"] if self.frozen.perceptual is not None else [])
-        per_image = [psnr(pred, target), (pred - target).abs().flatten(1).mean(1)]
+        per_image = [psnr_db(pred, target), (pred - target).abs().flatten(1).mean(1)]
         if self.frozen.perceptual is not None:
             per_image.append(self.frozen.perceptual(pred, target, reduction="none"))
         if self.baseline_psnr is None:
-            per_image.append(psnr(self._mean_image.expand_as(target), target))
-        sums = torch.stack(per_image).double().sum(1)
+            per_image.append(psnr_db(self._mean_image.expand_as(target), target))
+        sums = torch.stack([v.double() for v in per_image]).sum(1)
         if world > 1:
             dist.all_reduce(sums)
         means = (sums / self.val_size).tolist()

@@ -72,7 +72,7 @@ def _unfused_state(teacher: MobileSynthesisNetwork) -> dict[str, torch.Tensor]:
     state = {k: v.detach().clone() for k, v in teacher.state_dict().items()}
     if not teacher.fused:
         return state
-    from mobilestylegan.io.pretrained import unfuse_state
+    from mobilestylegan.student.unfuse import unfuse_state
     from teacher.formats.common import CheckpointError
 
     try:

@@ -30,7 +30,7 @@ from mobilestylegan.distill.schema import ConfigError
 from mobilestylegan.student.generator import StudentGenerator
 from mobilestylegan.student.synthesis import StudentConfig
 from teacher.formats.common import CheckpointError
-from teacher.formats.native import atomic_write
+from teacher.fs import atomic_write
 
 STYLEGAN2_FFHQ_HINT = ("the official StyleGAN2 FFHQ config-f pickle is stylegan2-ffhq-config-f.pkl from NVIDIA's "
                        "StyleGAN2 release (any format the loaders read works: TF .pkl, ada-pytorch .pkl, "

@@ -91,7 +91,8 @@ class LossSchema:
         pixel_l1 / pixel_l2: Weights of L1 and L2 inside the pixel loss.
         perceptual_size: VGG input size.
         vgg_weights: torchvision's ``vgg16-397923af.pth``; None = ``$MOBILESTYLEGAN_VGG16`` or the cache path.
-        allow_random_vgg: Random VGG weights (tests only: perceptual numbers are then meaningless).
+        allow_random_vgg: Seeded random VGG weights when ``vgg_weights`` is unset and no file is at the default location
+            (tests only: perceptual numbers are then meaningless).
         r1_gamma / r1_interval: Lazy R1 regularisation of the discriminator.
         augment_p: Probability of each differentiable augmentation before the discriminator.
         mbstd_group_size: Minibatch-stddev group size of the discriminator (None = its own: 4 for a fresh

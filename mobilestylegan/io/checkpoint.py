@@ -17,7 +17,7 @@ import torch
 from mobilestylegan.student.generator import StudentGenerator
 from mobilestylegan.student.synthesis import StudentConfig
 from teacher.formats.common import CheckpointError, check_state_dict
-from teacher.formats.native import atomic_write
+from teacher.fs import atomic_write
 from teacher.mapping import MappingNetwork
 
 FORMAT = "mobilestylegan-student"

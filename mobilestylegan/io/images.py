@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from teacher.formats.native import atomic_write
+from teacher.fs import atomic_write
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,8 @@ from mobilestylegan.nets.inception import InceptionWeightsNotFoundError, load_in
 from mobilestylegan.student.sampling import seeded_z
 from mobilestylegan.nets.vgg import VGGWeightsNotFoundError, load_vgg16_full
 from teacher.formats.common import CheckpointError
-from teacher.formats.native import atomic_write, sha256_file
+from teacher.numerics import psnr_db
+from teacher.fs import OutputPathError, atomic_write, cache_root, sha256_file
 
 EXAMPLES = """examples:
   mobilestylegan-eval --gen student.pt --ref ffhq1024/ --metrics fid,kid,pr --num 50000
@@ -130,8 +130,8 @@ def load_stats(path: Path) -> dict[str, Any]:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("MOBILESTYLEGAN_CACHE") or Path.home() / ".cache" / "mobilestylegan"
-    return Path(root).expanduser() / "stats"
+    """Where feature statistics of generators and folders are cached."""
+    return cache_root() / "stats"
 
 
 # ------------------------------------------------------------------------------------------- evaluator
@@ -381,7 +381,7 @@ def evaluate(ev: Evaluator, gen: Source, ref: Source | None, metrics: list[str])
                 size = min(img_g.shape[-1], img_r.shape[-1])  # compare at the smaller resolution (area)
                 g = F.interpolate(img_g, size=(size, size), mode="area") if img_g.shape[-1] != size else img_g
                 r = F.interpolate(img_r, size=(size, size), mode="area") if img_r.shape[-1] != size else img_r
-                fidelity["psnr"] += M.psnr(g, r).tolist()
+                fidelity["psnr"] += psnr_db(g, r).tolist()
                 fidelity["l1"] += ((g.clamp(-1, 1) - r.clamp(-1, 1)).abs() / 2).flatten(1).mean(1).tolist()
                 with torch.no_grad():
                     fidelity["perceptual"] += ev.perceptual()(g, r).tolist()
@@ -580,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         lines = run(args)
-    except (UsageError, CheckpointError, InceptionWeightsNotFoundError, VGGWeightsNotFoundError,
+    except (UsageError, CheckpointError, OutputPathError, InceptionWeightsNotFoundError, VGGWeightsNotFoundError,
             FileNotFoundError) as err:
         print(f"mobilestylegan-eval: error: {err}", file=sys.stderr)
         return 2

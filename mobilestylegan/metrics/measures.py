@@ -25,16 +25,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from mobilestylegan.nets.resize import resize_square
 from mobilestylegan.nets.vgg import FULL_FEATURE_CHANNELS, VGG16Full
 from teacher.formats.common import CheckpointError, check_state_dict
 
 __all__ = [
     "LPIPS_ENV", "PerceptualDistance", "feature_stats", "fid_from_features", "find_lpips_weights",
     "frechet_distance", "kid",
-    "load_lpips_heads", "ppl_filtered_mean", "precision_recall", "psnr", "trace_sqrt_product",
+    "load_lpips_heads", "ppl_filtered_mean", "precision_recall", "trace_sqrt_product",
 ]
 
 LPIPS_ENV = "MOBILESTYLEGAN_LPIPS"
@@ -178,14 +178,6 @@ def ppl_filtered_mean(dist: np.ndarray) -> float:
     return float(d[(d >= lo) & (d <= hi)].mean())
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB of images ``[N, 3, H, W]`` in [-1, 1], measured on [0, 1] (peak 1), clamped
-    first. The MSE is floored at 1e-10, so identical images give 100 dB (not inf)."""
-    x, y = (a.float().clamp(-1, 1) + 1) / 2, (b.float().clamp(-1, 1) + 1) / 2
-    mse = (x - y).square().flatten(1).mean(1).clamp_min(1e-10)
-    return 10 * torch.log10(1 / mse)
-
-
 # ----------------------------------------------------------------------------------------- perceptual
 
 def find_lpips_weights(path: str | os.PathLike | None = None) -> Path | None:
@@ -219,15 +211,6 @@ def load_lpips_heads(path: str | os.PathLike) -> list[torch.Tensor]:
     return [state[f"lin{i}.model.1.weight"].flatten().float() for i in range(len(FULL_FEATURE_CHANNELS))]
 
 
-def _resize(img: torch.Tensor, size: int) -> torch.Tensor:
-    """Area (box) when shrinking, bilinear (half-pixel centres) when enlarging."""
-    if img.shape[-1] == size and img.shape[-2] == size:
-        return img
-    if min(img.shape[-2:]) >= size:
-        return F.interpolate(img, size=(size, size), mode="area")
-    return F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False)
-
-
 class PerceptualDistance(nn.Module):
     """Per-pair distance of images ``[N, 3, H, W]`` in [-1, 1], both resized to ``size`` first::
 
@@ -256,7 +239,7 @@ class PerceptualDistance(nn.Module):
         if a.shape != b.shape:
             raise ValueError(f"PerceptualDistance: shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
         n = a.shape[0]
-        feats = self.vgg.relu_features(_resize(torch.cat([a, b]), self.size))
+        feats = self.vgg.relu_features(resize_square(torch.cat([a, b]), self.size))
         total = a.new_zeros(n)
         for i, f in enumerate(feats):
             u = f / (f.square().sum(1, keepdim=True).sqrt() + 1e-10)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from teacher.formats.common import check_state_dict
-from mobilestylegan.nets.vgg import default_weights_path, read_published_weights
+from mobilestylegan.nets.weights import default_weights_path, locate, read_published_weights
 
 __all__ = [
     "FIDInceptionV3", "INCEPTION_ENV", "INCEPTION_FILENAME", "INCEPTION_SHA256_PREFIX", "INCEPTION_URL",
@@ -279,13 +279,12 @@ def load_inception(path: str | os.PathLike | None, allow_random_weights: bool = 
         CheckpointError: Wrong checksum, or missing / unexpected / mis-shaped keys.
     """
     model = FIDInceptionV3()
-    explicit = path is not None
-    path = Path(path).expanduser() if explicit else default_inception_path()
+    path = locate(path, default_inception_path(), allow_random_weights)
+    if path is None:
+        _random_init(model, seed)
+        model.random_weights = True
+        return model.eval().requires_grad_(False), f"random-seed{seed}"
     if not path.is_file():
-        if allow_random_weights and not explicit:
-            _random_init(model, seed)
-            model.random_weights = True
-            return model.eval().requires_grad_(False), f"random-seed{seed}"
         raise InceptionWeightsNotFoundError(f"Inception weights not found at {path}: {how_to_get(path)}")
     state, digest = read_published_weights(path, f"pytorch-fid's {INCEPTION_FILENAME}", INCEPTION_SHA256_PREFIX,
                                            INCEPTION_URL)

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from teacher.formats.native import sha256_file
-from teacher.formats.common import CheckpointError, check_state_dict
+from mobilestylegan.nets.weights import default_weights_path, locate, read_published_weights
+from teacher.formats.common import check_state_dict
 
 __all__ = [
     "FEATURE_CHANNELS", "FEATURE_LAYERS", "FEATURE_NAMES", "FULL_FEATURE_CHANNELS", "FULL_FEATURE_LAYERS",
@@ -37,7 +37,6 @@ VGG16_URL = f"https://download.pytorch.org/models/{VGG16_FILENAME}"
 VGG16_SHA256_PREFIX = "397923af"
 VGG16_ENV = "MOBILESTYLEGAN_VGG16"
 VGG16_CONFIG_KEY = "loss.vgg_weights"
-_CACHE_ENV = "MOBILESTYLEGAN_CACHE"  # shared with mobilestylegan.io.pretrained
 
 
 def _conv_stack(layout: tuple[int | str, ...]) -> nn.Sequential:
@@ -95,18 +94,9 @@ class VGG16Features(nn.Module):
         return tuple(outs)  # type: ignore[return-value]
 
 
-def default_weights_path(env: str, filename: str) -> Path:
-    """``$env``, else ``$MOBILESTYLEGAN_CACHE/weights/<filename>``, else
-    ``~/.cache/mobilestylegan/weights/<filename>`` (whether or not the file exists)."""
-    explicit = os.environ.get(env)
-    if explicit:
-        return Path(explicit).expanduser()
-    root = os.environ.get(_CACHE_ENV) or Path.home() / ".cache" / "mobilestylegan"
-    return Path(root).expanduser() / "weights" / filename
-
-
 def default_vgg16_path() -> Path:
-    """Where the VGG16 weights are looked for: :func:`default_weights_path` of ``$MOBILESTYLEGAN_VGG16`` and
+    """Where the VGG16 weights are looked for: :func:`~mobilestylegan.nets.weights.default_weights_path` of
+    ``$MOBILESTYLEGAN_VGG16`` and
     ``vgg16-397923af.pth``."""
     return default_weights_path(VGG16_ENV, VGG16_FILENAME)
 
@@ -134,11 +124,12 @@ def load_vgg16(path: str | os.PathLike | None, allow_random_weights: bool = Fals
         path: torchvision's ``vgg16-397923af.pth`` (a plain state dict with ``features.*`` and
             ``classifier.*``). Only ``features.0`` .. ``features.21`` are used; conv5 (``features.24/26/28``)
             and ``classifier.*`` are ignored on purpose. The file's sha256 must start with ``397923af``
-            (torchvision's check), then every kept key and shape must match. None: random weights if
-            ``allow_random_weights``, else the default location :func:`default_vgg16_path` (which must exist).
-        allow_random_weights: With ``path=None``, return seeded random weights (tests only: perceptual
-            numbers are then meaningless) and set ``.random_weights = True``. A given ``path`` is always
-            loaded, and one that does not exist is an error (no silent fallback to random weights).
+            (torchvision's check), then every kept key and shape must match. None: the default location
+            :func:`default_vgg16_path`.
+        allow_random_weights: With ``path=None`` and no file at the default location, return seeded random
+            weights (tests only: perceptual numbers are then meaningless) and set ``.random_weights = True``
+            (:func:`~mobilestylegan.nets.weights.locate`). A given ``path`` is always loaded, and one that does
+            not exist is an error (no silent fallback to random weights).
 
     Raises:
         VGGWeightsNotFoundError: The file (given, or the default for ``path=None``) does not exist; the
@@ -146,14 +137,11 @@ def load_vgg16(path: str | os.PathLike | None, allow_random_weights: bool = Fals
         CheckpointError: Wrong hash, or missing / mis-shaped / unexpected ``features`` keys.
     """
     model = VGG16Features()
-    if path is None and allow_random_weights:
+    path = locate(path, default_vgg16_path(), allow_random_weights)
+    if path is None:
         _random_init(model)
         model.random_weights = True
         return model.eval().requires_grad_(False)
-    if path is None:
-        path = default_vgg16_path()
-
-    path = Path(path).expanduser()
     state, _ = _read_torchvision_file(path)
     # Keep features.0 .. features.22 (relu4_3 and before); conv5 and the classifier are not used.
     kept = {}
@@ -177,19 +165,6 @@ _FULL_LAYOUT: tuple[int | str, ...] = _LAYOUT + ("M", 512, 512, 512, "M")
 # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3: the five layers LPIPS reads.
 FULL_FEATURE_LAYERS = (3, 8, 15, 22, 29)
 FULL_FEATURE_CHANNELS = (64, 128, 256, 512, 512)
-
-
-def read_published_weights(path: Path, what: str, sha256_prefix: str, url: str) -> tuple[dict[str, torch.Tensor], str]:
-    """sha256-prefix and type checks of an existing published weights file (``what``, e.g. "torchvision's
-    vgg16-397923af.pth"); returns (state dict, sha256). Tensors only (``weights_only``)."""
-    digest = sha256_file(path)
-    if not digest.startswith(sha256_prefix):
-        raise CheckpointError(f"{path} is not {what}: its sha256 is {digest}, expected one starting with "
-                              f"{sha256_prefix} (re-download it from {url})")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} holds a {type(state).__name__}, expected a state dict")
-    return state, digest
 
 
 def _read_torchvision_file(path: Path) -> tuple[dict[str, torch.Tensor], str]:
@@ -262,9 +237,9 @@ def load_vgg16_full(path: str | os.PathLike | None, allow_random_weights: bool =
     Args:
         path: torchvision's ``vgg16-397923af.pth`` (sha256 prefix ``397923af``). Every ``features.*`` key
             is used, plus ``classifier.0`` and ``classifier.3`` when ``classifier``; ``classifier.6`` is
-            skipped. None: :func:`default_vgg16_path`, or seeded random weights when
-            ``allow_random_weights`` and no file is there (tests only; ``.random_weights`` is set).
-        allow_random_weights: See ``path``. A given ``path`` that does not exist is always an error.
+            skipped. None: :func:`default_vgg16_path`.
+        allow_random_weights: With ``path=None`` and no file at the default location, seeded random weights
+            (tests only; ``.random_weights`` is set). A given ``path`` that does not exist is always an error.
         classifier: Also build and load fc1 / fc2.
         seed: Seed of the random weights.
 
@@ -276,9 +251,8 @@ def load_vgg16_full(path: str | os.PathLike | None, allow_random_weights: bool =
         CheckpointError: Wrong checksum, or missing / mis-shaped keys.
     """
     model = VGG16Full(classifier=classifier)
-    explicit = path is not None
-    path = Path(path).expanduser() if explicit else default_vgg16_path()
-    if not path.is_file() and allow_random_weights and not explicit:
+    path = locate(path, default_vgg16_path(), allow_random_weights)
+    if path is None:
         _random_init_full(model, seed)
         model.random_weights = True
         return model.eval().requires_grad_(False), f"random-seed{seed}"

@@ -22,7 +22,6 @@ refused); nothing in a file is executed.
 
 from __future__ import annotations
 
-import argparse
 import os
 import zipfile
 from pathlib import Path

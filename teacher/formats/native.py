@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import torch
 from teacher.config import DiscriminatorConfig, GeneratorConfig
 from teacher.formats.common import Checkpoint, CheckpointError, check_state_dict
 from teacher.formats.layout import discriminator_shapes, generator_shapes
+from teacher.fs import atomic_write
 
 FORMAT = "mobilestylegan-teacher"
 VERSION = 1
@@ -112,32 +112,3 @@ def save(path: str | os.PathLike, ckpt: Checkpoint) -> Path:
            "g_config": g_cfg, "g_state": plain(ckpt.g_state) if g_cfg else None,
            "d_config": d_cfg, "d_state": plain(ckpt.d_state) if d_cfg else None}
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    import hashlib
-
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-def atomic_write(path: Path, write) -> Path:
-    """Call ``write(tmp_path)`` then rename onto ``path``; nothing is left behind on failure."""
-    path = Path(path)
-    if path.is_dir():
-        raise CheckpointError(f"{path} is a directory; give a file name such as {path / 'teacher.pt'}")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise CheckpointError(f"output directory {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK):
-        raise CheckpointError(f"output directory {parent} is not writable")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

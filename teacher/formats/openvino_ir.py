@@ -132,7 +132,7 @@ def read_mapping_ir(
             (MatMul, Add, PRelu 0.2, Multiply sqrt(2)) layers.
     """
     xml_path = Path(xml_path)
-    model = _read_model(xml_path)
+    model = read_model(xml_path)
     what = f"OpenVINO mapping IR {xml_path}"
 
     params, results = model.get_parameters(), model.get_results()
@@ -229,7 +229,7 @@ def read(path: str | Path) -> Checkpoint:
 # Graph walking
 
 
-def _read_model(xml_path: Path):
+def read_model(xml_path: Path):
     import openvino as ov  # heavy; only needed here
 
     bin_path = xml_path.with_suffix(".bin")

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -26,6 +24,7 @@ from typing import Any, Callable
 
 import torch
 
+from teacher.fs import atomic_write
 from teacher.numerics import F32_EPS, F64_EPS, max_abs_diff, parity_tolerance
 
 # (x shape, filter shape, up, down, padding, flip, gain)
@@ -219,9 +218,8 @@ def _write(path: Path | None, found: Verdict) -> None:
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as fh:
-            json.dump({k: v for k, v in asdict(found).items() if k != "cached"}, fh, indent=1)
-        os.replace(fh.name, path)
+        text = json.dumps({k: v for k, v in asdict(found).items() if k != "cached"}, indent=1)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     except OSError:
         pass  # the verdict still holds for this process; the next one tests again
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import os
-import tempfile
 import threading
 import warnings
 from dataclasses import dataclass
@@ -20,13 +18,13 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 
+from teacher.fs import CACHE_ENV, atomic_write, cache_root
 from teacher.ops.cuda._errors import CudaBuildError, CudaDriverError
 
 if TYPE_CHECKING:  # imported lazily at run time: nothing CUDA-related at import
     from teacher.ops.cuda._driver import Dim3, Driver
     from teacher.ops.cuda._nvrtc import Nvrtc
 
-ENV_CACHE = "MOBILESTYLEGAN_CACHE"
 
 # op -> (kernel source file, entry points it defines)
 KERNELS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -93,8 +91,7 @@ def kernel_source(file_name: str) -> str:
 
 def cache_dir() -> Path:
     """``${MOBILESTYLEGAN_CACHE:-~/.cache/mobilestylegan}/kernels``."""
-    root = os.environ.get(ENV_CACHE) or Path("~") / ".cache" / "mobilestylegan"
-    return Path(root).expanduser() / "kernels"
+    return cache_root() / "kernels"
 
 
 def select_arch(capability: tuple[int, int], supported: Sequence[int]) -> str:
@@ -136,11 +133,9 @@ def compile_cached(file_name: str, arch: str) -> bytes:
     image = nvrtc.compile(source, file_name, arch)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as tmp:
-            tmp.write(image)
-        os.replace(tmp.name, path)  # atomic: concurrent builders never see a partial file
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(image))  # concurrent builders never see a partial file
     except OSError as err:
-        warnings.warn(f"could not write the kernel cache {path} ({err}); set ${ENV_CACHE} to a writable folder",
+        warnings.warn(f"could not write the kernel cache {path} ({err}); set ${CACHE_ENV} to a writable folder",
                       RuntimeWarning)
     return image
 
