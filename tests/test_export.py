@@ -280,7 +280,7 @@ def test_refusals_leave_nothing(student, tmp_path, monkeypatch):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ExportError, match="cannot create output directory"):
         export(str(path), "onnx", tmp_path / "afile" / "sub" / "out", progress=False)
-    monkeypatch.setattr("export.exporter.parity_tolerance", lambda *a, **k: -1.0)  # every diff fails: the error path
+    monkeypatch.setattr("export.gates.parity_tolerance", lambda *a, **k: -1.0)  # every diff fails: the error path
     with pytest.raises(ExportError, match="parity check failed .* nothing was written"):
         export(str(path), "onnx", tmp_path / "new" / "deeper", progress=False)
     monkeypatch.undo()

@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Sequence
 
+from export.options import FORMATS, NOISE, PRECISIONS, W_INPUTS
+
 EXAMPLES = """examples:
   mobilestylegan-export ffhq-1024 --format openvino --out exported/ffhq-ov
   mobilestylegan-export ffhq-1024 --format openvino --precision fp16 --out exported/ffhq-ov-fp16
@@ -37,14 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
                                             "parity-checked and quality-gated.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", metavar="SOURCE", help="student checkpoint or pretrained name (ffhq-1024)")
-    p.add_argument("--format", dest="fmt", required=True, choices=["onnx", "openvino"])
+    p.add_argument("--format", dest="fmt", required=True, choices=FORMATS)
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (must be new or empty)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="fp32 (default); fp16 (OpenVINO: fp16 weights, bf16/f16 compute where the CPU has it; "
                         "ONNX: fp16 weights, fp32 compute); int8 (OpenVINO, NNCF)")
-    p.add_argument("--w-input", default="w", choices=["w", "wplus"],
+    p.add_argument("--w-input", default="w", choices=W_INPUTS,
                    help="synthesis input: one w [B, w_dim] (default) or W+ [B, num_ws, w_dim]")
-    p.add_argument("--noise", default="const", choices=["const", "input", "none"],
+    p.add_argument("--noise", default="const", choices=NOISE,
                    help="noise: baked constants (default), graph inputs, or none")
     p.add_argument("--batch", type=_batch, default=1, metavar="N|dynamic", help="batch size (default 1)")
     p.add_argument("--truncation-psi", type=float, default=None, metavar="PSI",

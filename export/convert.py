@@ -1,0 +1,52 @@
+"""PyTorch lean graph -> ONNX (TorchScript-based ``torch.onnx.export``) -> OpenVINO IR when asked for."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from export.job import Job
+
+
+def convert(job: Job, name: str) -> None:
+    """Write graph ``name`` of ``job`` as ONNX (checked by ``onnx.checker``) or as OpenVINO IR."""
+    module = job.graphs[name]
+    in_names, in_shapes, out_names, _ = job.io(name)
+    example = tuple(module.example_inputs(job.batch or 1))
+    onnx_path = job.tmp / (name + ".onnx" if job.fmt == "onnx" else f".{name}.onnx")
+    dynamic = {n: {0: "batch"} for n in in_names + out_names} if job.batch is None else None
+    # Plain torch ops: trace with autograd on so no inference-only in-place branch is recorded.
+    with torch.enable_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, example, str(onnx_path), input_names=in_names, output_names=out_names,
+                          opset_version=job.opset, dynamo=False, do_constant_folding=True, dynamic_axes=dynamic)
+    import onnx
+
+    onnx.checker.check_model(str(onnx_path))
+    if job.fmt == "openvino":
+        # read_model, not convert_model: convert_model's graph fusions merge each baked noise map with the
+        # next bias into one [1, C, r, r] constant, C times the map (1.4x the weights on a tiny student,
+        # several times at 1024). The CPU plugin fuses what it needs at compile time.
+        import openvino as ov
+
+        model = ov.Core().read_model(str(onnx_path))
+        model.set_friendly_name(f"mobilestylegan_{name}")
+        ov.save_model(model, str(job.tmp / f"{name}.xml"), compress_to_fp16=False)
+        del model
+        onnx_path.unlink()
+
+
+def save_ov(model, path: Path, compress_to_fp16: bool) -> None:
+    """Re-save an IR over itself (read_model maps the .bin, so write elsewhere first)."""
+    import openvino as ov
+
+    stage = path.with_name(f".{path.stem}.new.xml")
+    ov.save_model(model, str(stage), compress_to_fp16=compress_to_fp16)
+    del model
+    os.replace(stage.with_suffix(".bin"), path.with_suffix(".bin"))
+    os.replace(stage, path)

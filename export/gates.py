@@ -1,0 +1,109 @@
+"""The three checks every export passes before it is moved into place: parity, size and quality.
+
+Each raises :class:`~export.options.ExportError` on failure (so a failed export writes nothing) and returns the
+manifest entry that states what was measured.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from export.options import ExportError
+from teacher.numerics import PARITY_RULE, max_abs_diff, parity_tolerance, pooled_psnr_db
+
+if TYPE_CHECKING:
+    from export.job import Job
+
+PARITY_SEEDS = (0, 1, 2, 3)
+QUALITY_SEEDS = tuple(range(16))
+QUALITY_GATE_DB = {"fp16": 40.0, "int8": 40.0}
+SIZE_LIMIT = 1.15
+
+
+def parity(job: Job) -> dict[str, Any]:
+    """ONNX Runtime / OpenVINO f32 against the float64 PyTorch student on :data:`PARITY_SEEDS`."""
+    from export.runtime import load_runtime
+
+    backends = ["onnxruntime", "openvino"] if job.fmt == "onnx" else ["openvino"]
+    results: dict[str, Any] = {}
+    inputs = job.parity_inputs()
+    refs = {name: job.reference(name, inputs[name]) for name in job.graphs}
+    tolerances = {name: parity_tolerance(r) for name, r in refs.items()}
+    failures = []
+    for backend in backends:
+        if backend == "openvino" and job.fmt == "onnx":
+            try:
+                import openvino  # noqa: F401
+            except ImportError:
+                results["openvino_f32"] = "not run: openvino is not installed"
+                continue
+        rt = load_runtime(job.tmp, backend=backend, precision_hint="f32" if backend == "openvino" else None)
+        key = "openvino_f32" if backend == "openvino" else backend
+        results[key] = {}
+        for name, graph in rt.graphs.items():
+            arrays = [t.numpy() for t in inputs[name]]
+            got = rt._batched(graph.run, arrays)
+            diff = max_abs_diff(got, refs[name])
+            results[key][name] = diff
+            if not diff <= tolerances[name]:
+                failures.append(f"{key} {name} max |diff| {diff:.3g} > {tolerances[name]:.3g}")
+        del rt
+    if failures:
+        raise ExportError(f"parity check failed on seeds {list(PARITY_SEEDS)}: " + "; ".join(failures)
+                          + "; nothing was written")
+    return {"run": True, "seeds": list(PARITY_SEEDS), "metric": "max abs difference",
+            "tolerance": tolerances, "tolerance_rule": PARITY_RULE,
+            "reference": "PyTorch student in float64, same inputs; W+ graphs get two seeds' ws mixed, noise "
+                         "inputs get random maps", "max_abs_diff": results, "passed": True}
+
+
+def size_gate(job: Job, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The file holding the synthesis weights (``.onnx``, or the IR's ``.bin``; the ``.xml`` is a fixed-size
+    text description of the ops, reported but not gated) against its fp32 parameter bytes."""
+    g = manifest["graphs"]["synthesis"]
+    gated = g["files"][0] if job.fmt == "onnx" else g["files"][1]
+    file_bytes = (job.tmp / gated).stat().st_size
+    total = sum((job.tmp / f).stat().st_size for f in g["files"])
+    param_bytes = int(job.graphs["synthesis"].num_params_bytes())
+    ratio = file_bytes / param_bytes
+    if ratio > SIZE_LIMIT:
+        raise ExportError(f"size gate failed: {gated} weighs {file_bytes} bytes, {ratio:.3f}x the {param_bytes} "
+                          f"fp32 bytes of the graph's parameters and baked noise (limit {SIZE_LIMIT}x)")
+    return {"gated_file": gated, "file_bytes": file_bytes, "fp32_param_bytes": param_bytes,
+            "ratio": round(ratio, 4), "limit": SIZE_LIMIT, "passed": True,
+            "all_synthesis_files_bytes": total, "all_files_ratio": round(total / param_bytes, 4)}
+
+
+def quality(job: Job, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Seeded z -> exported mapping -> exported synthesis (const noise), as the runtime runs it by default."""
+    from export.runtime import load_runtime
+
+    seeds = list(QUALITY_SEEDS)
+    rt = load_runtime(job.tmp)
+    got = rt.render(seeds)
+    with torch.no_grad():
+        ref = job.G.synthesis(job.reference_w(seeds), noise_mode="none" if job.noise == "none" else "const").numpy()
+    per_image = [pooled_psnr_db(got[i:i + 1], ref[i:i + 1]) for i in range(len(seeds))]
+    overall = pooled_psnr_db(got, ref)
+    gate = QUALITY_GATE_DB.get(job.precision)
+    measured = {n: (g._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+                    if g.backend == "openvino" else "f32 (onnxruntime)") for n, g in rt.graphs.items()}
+    del rt
+    result = {"seeds": seeds, "metric": "PSNR dB, images clipped to [-1, 1], peak-to-peak 2",
+              "reference": "fp32 PyTorch student: seeded z -> mapping -> synthesis (const noise)",
+              "psnr_db": finite(overall), "min_image_psnr_db": finite(min(per_image)),
+              "max_abs_diff": float(np.abs(got - ref).max()), "gate_db": gate,
+              "measured_inference_precision": {k: str(v).lower() for k, v in measured.items()},
+              "passed": gate is None or overall >= gate}
+    if not result["passed"]:
+        raise ExportError(f"the {job.precision} variant reaches {overall:.1f} dB PSNR against fp32 PyTorch on "
+                          f"{len(seeds)} seeds, below its {gate:g} dB gate; it is not offered (nothing was written)")
+    return result
+
+
+def finite(x: float) -> float | None:
+    return round(x, 3) if math.isfinite(x) else None
