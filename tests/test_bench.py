@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from export import bench
+from export.bench.common import MMAP_TUNABLE
+from mobilestylegan.cli import bench
 from mobilestylegan.io.checkpoint import save_student
 from mobilestylegan.student.complexity import count_params
 from mobilestylegan.io.load import load_any_student
@@ -81,7 +82,7 @@ def test_json_rows(report, student_path):
             assert r["bytes"] == want[model]["bytes"]
         if model == "student":
             assert r["psnr_db"] is None or r["psnr_db"] > 90  # fp32 runtimes against fp32 PyTorch
-    assert rows[("student", "eager")]["allocator"] == bench.MMAP_TUNABLE
+    assert rows[("student", "eager")]["allocator"] == MMAP_TUNABLE
     assert rows[("student", "openvino-f32")]["inference_precision"] == "f32"
     assert rows[("teacher", "eager")]["macs_paper"] >= rows[("teacher", "eager")]["macs"]
 

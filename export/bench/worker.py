@@ -1,0 +1,58 @@
+"""The worker: one (model, runtime) timed in its own process (``python -m export.bench SPEC.json``).
+
+It stays free of torch for the ONNX Runtime and OpenVINO runtimes; the images it renders for the quality check
+go back to the driver in a file, and the driver computes the PSNR.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.bench.common import OV_HINTS, TORCH_RUNTIMES, latency_stats, progress_bar
+from export.bench.runners import ort_runner, ov_runner, ov_torch_runner, torch_runner
+
+
+def worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Time one (model, runtime) in this process; ``spec`` comes from :func:`export.bench.driver.run_bench`."""
+    threads, runtime = spec["threads"], spec["runtime"]
+    extra: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    if runtime in TORCH_RUNTIMES:
+        run, extra = torch_runner(spec, threads)
+    elif spec.get("path") is None:
+        run, extra = ov_torch_runner(spec, threads)
+    elif runtime == "onnxruntime":
+        run = ort_runner(spec["path"], threads)
+    else:
+        run, (compiled, _) = ov_runner(spec["path"], OV_HINTS[runtime], threads)
+        extra["inference_precision"] = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+    extra["load_s"] = time.perf_counter() - t0
+    ws = np.load(spec["ws"]) if spec.get("ws") else np.zeros((1, 1, spec["w_dim"]), np.float32)
+    w0 = np.ascontiguousarray(ws[0])
+    out: dict[str, Any] = {}
+    if spec.get("images"):  # rendered for the quality check, which the driver makes (this process stays torch-free)
+        np.save(spec["images"], np.concatenate([run(np.ascontiguousarray(w)) for w in ws]))
+    for _ in range(spec["warmup"]):
+        run(w0)
+    times = []
+    for _ in progress_bar(range(spec["runs"]), spec.get("progress", False), desc=f"  {spec['label']}", leave=False):
+        t = time.perf_counter()
+        run(w0)
+        times.append(time.perf_counter() - t)
+    out.update(latency_stats(times))
+    out.update(extra)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m export.bench SPEC.json``: run :func:`worker` on the spec, write its result where the spec says."""
+    argv = sys.argv[1:] if argv is None else argv
+    spec = json.loads(Path(argv[-1]).read_text())
+    Path(spec["result"]).write_text(json.dumps(worker(spec)))
+    return 0
