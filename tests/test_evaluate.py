@@ -9,7 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from mobilestylegan.metrics import evaluate as E
+from mobilestylegan.cli import evaluate as E
+from mobilestylegan.io.load import load_generator_any
+from mobilestylegan.metrics.evaluator import EvalOptions, Evaluator
+from mobilestylegan.metrics.registry import ppl
+from mobilestylegan.metrics.sources import Source, load_stats, save_stats
 from mobilestylegan.nets import inception as inc
 from mobilestylegan.metrics import measures as M
 from mobilestylegan.nets import vgg as vgg_mod
@@ -62,7 +66,7 @@ def test_generator_vs_folder_writes_self_describing_jsonl(models, tmp_path, caps
     assert 0 <= prec["value"] <= 1 and 0 <= rec["value"] <= 1
     assert ppl["value"] > 0 and "eps=0.0001" in ppl["implementation"] and "3/8" in ppl["crop"]
     assert "vgg-unit" in ppl["distance"]
-    student = E.load_generator_any(str(models / "student.pt"), "cpu")
+    student = load_generator_any(str(models / "student.pt"), "cpu")
     assert params["value"] == sum(p.numel() for p in student.synthesis.parameters())
     assert macs["value"] > 1e5 and macs["macs_paper"] >= macs["value"]
     table = capsys.readouterr().out
@@ -98,7 +102,7 @@ def test_reference_statistics_are_cached_by_content(models, tmp_path, monkeypatc
     def no_reading(self, src):
         raise AssertionError("the reference folder was read again instead of the cache")
 
-    monkeypatch.setattr(E.Evaluator, "_folder_batches", no_reading)
+    monkeypatch.setattr(Evaluator, "_folder_batches", no_reading)
     assert E.main(argv) == 0
     second = read_lines(tmp_path / "a.jsonl")[len(first):]
     assert [(d["metric"], d["value"], d.get("std")) for d in second] == \
@@ -115,7 +119,7 @@ def test_statistics_file_round_trip(models, tmp_path, capsys):
     common = ["--gen", str(models / "student.pt"), "--metrics", "fid,kid,pr", "--num", "12", *FAST]
     assert E.main([*common, "--ref", str(models / "real"), "--save-ref-stats", str(stats),
                    "--out", str(tmp_path / "a.jsonl")]) == 0
-    loaded = E.load_stats(stats)
+    loaded = load_stats(stats)
     assert loaded["header"]["format"] == "mobilestylegan-stats" and loaded["header"]["num"] == 24
     assert loaded["features"].shape == (24, 2048) and loaded["vgg_features"].shape == (24, 4096)
     mu, sigma = M.feature_stats(loaded["features"])
@@ -126,7 +130,7 @@ def test_statistics_file_round_trip(models, tmp_path, capsys):
     assert b[0]["ref_hash"].startswith("sha256:") and b[0]["ref_hash"] != a[0]["ref_hash"]
     # Mean/covariance-only files refuse KID (FID from them: test_fid_from_moments_only_file); another
     # convention is refused.
-    E.save_stats(tmp_path / "moments.npz", loaded["header"], loaded["mu"], loaded["sigma"], None, None)
+    save_stats(tmp_path / "moments.npz", loaded["header"], loaded["mu"], loaded["sigma"], None, None)
     capsys.readouterr()
     assert E.main([*common, "--ref", str(tmp_path / "moments.npz")]) == 2
     assert "holds only mean/covariance" in capsys.readouterr().err
@@ -141,8 +145,8 @@ def test_fid_from_moments_only_file(models, tmp_path):
     common = ["--gen", str(models / "student.pt"), "--metrics", "fid", "--num", "12", *FAST]
     assert E.main([*common, "--ref", str(models / "real"), "--save-ref-stats", str(stats),
                    "--out", str(tmp_path / "a.jsonl")]) == 0
-    loaded = E.load_stats(stats)
-    E.save_stats(tmp_path / "moments.npz", loaded["header"], loaded["mu"], loaded["sigma"], None, None)
+    loaded = load_stats(stats)
+    save_stats(tmp_path / "moments.npz", loaded["header"], loaded["mu"], loaded["sigma"], None, None)
     assert E.main([*common, "--ref", str(tmp_path / "moments.npz"), "--out", str(tmp_path / "b.jsonl")]) == 0
     a, b = read_lines(tmp_path / "a.jsonl")[0], read_lines(tmp_path / "b.jsonl")[0]
     assert b["num_ref"] == 24 and b["value"] == pytest.approx(a["value"], rel=1e-6)
@@ -174,11 +178,11 @@ class ConstantGenerator(nn.Module):
 
 def test_ppl_is_zero_for_a_generator_that_ignores_its_input(models):
     args = E.build_parser().parse_args(["--gen", "x", "--metrics", "ppl", "--num", "8", *FAST])
-    ev = E.Evaluator(args, ["ppl"])
-    value, info = E.ppl(ev, E.Source("const", "generator", "none", G=ConstantGenerator()))
+    ev = Evaluator(EvalOptions.from_namespace(args), ["ppl"])
+    value, info = ppl(ev, Source("const", "generator", "none", G=ConstantGenerator()))
     assert value == 0.0 and info["distance"].startswith("vgg-unit")
-    G = E.load_generator_any(str(models / "teacher.pt"), "cpu")
-    assert E.ppl(ev, E.Source("teacher", "generator", "none", G=G))[0] > 0
+    G = load_generator_any(str(models / "teacher.pt"), "cpu")
+    assert ppl(ev, Source("teacher", "generator", "none", G=G))[0] > 0
 
 
 @pytest.mark.parametrize("argv,match", [

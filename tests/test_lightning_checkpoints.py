@@ -255,7 +255,7 @@ def test_own_training_checkpoints_load_everywhere(own_run, tmp_path):
     assert {"hyper_parameters", "MixedPrecision", "hparams_name"} <= set(G.info["ignored"])
 
     from export.exporter import export
-    from mobilestylegan.metrics import evaluate as E
+    from mobilestylegan.cli import evaluate as E
     from mobilestylegan.cli.generate import main as generate
 
     assert generate([str(rich), "--seeds", "0", "--outdir", str(tmp_path / "g"), "--no-grid"]) == 0
