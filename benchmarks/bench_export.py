@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from export.bench import main
+from mobilestylegan.cli.bench import main
 
 if __name__ == "__main__":
     sys.exit(main())

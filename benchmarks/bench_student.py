@@ -24,7 +24,7 @@ import torch
 
 
 import teacher
-from export.bench import cpu_name
+from export.bench.common import cpu_name
 from mobilestylegan.student.complexity import count_macs, count_params
 from mobilestylegan.student.synthesis import MobileSynthesisNetwork, StudentConfig
 
@@ -51,7 +51,8 @@ def latency(res: int, repeats: int) -> dict[str, list[float]]:
     S = MobileSynthesisNetwork(StudentConfig.for_resolution(res)).eval().requires_grad_(False)
     F = copy.deepcopy(S).fuse()
     t_ws, s_ws = torch.randn(1, T.num_ws, 512), torch.randn(1, S.num_ws, 512)
-    models = {"teacher": lambda: T.synthesis(t_ws), "student": lambda: S(s_ws), "student fused": lambda: F(s_ws)}
+    models = {"teacher": lambda: T.synthesis(t_ws), "student": lambda: S(s_ws, inference=True),
+              "student fused": lambda: F(s_ws, inference=True)}
     times: dict[str, list[float]] = {k: [] for k in models}
     with torch.inference_mode():
         for fn in models.values():

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from export.bench import cpu_name
+from export.bench.common import cpu_name
 
 aten = torch.ops.aten
 

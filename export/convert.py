@@ -20,8 +20,7 @@ def convert(job: Job, name: str) -> None:
     example = tuple(module.example_inputs(job.batch or 1))
     onnx_path = job.tmp / (name + ".onnx" if job.fmt == "onnx" else f".{name}.onnx")
     dynamic = {n: {0: "batch"} for n in in_names + out_names} if job.batch is None else None
-    # Plain torch ops: trace with autograd on so no inference-only in-place branch is recorded.
-    with torch.enable_grad(), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, example, str(onnx_path), input_names=in_names, output_names=out_names,
                           opset_version=job.opset, dynamo=False, do_constant_folding=True, dynamic_axes=dynamic)

@@ -86,7 +86,8 @@ def quality(job: Job, manifest: dict[str, Any]) -> dict[str, Any]:
     rt = load_runtime(job.tmp)
     got = rt.render(seeds)
     with torch.no_grad():
-        ref = job.G.synthesis(job.reference_w(seeds), noise_mode="none" if job.noise == "none" else "const").numpy()
+        ref = job.G.synthesis(job.reference_w(seeds), noise_mode="none" if job.noise == "none" else "const",
+                              inference=True).numpy()
     per_image = [pooled_psnr_db(got[i:i + 1], ref[i:i + 1]) for i in range(len(seeds))]
     overall = pooled_psnr_db(got, ref)
     gate = QUALITY_GATE_DB.get(job.precision)

@@ -149,10 +149,10 @@ class Job:
             return truncate(G.mapping.embed(inputs[0]), G.mapping.w_avg, psi).numpy()
         if name == "synthesis":
             if self.noise == "input":
-                return G.synthesis(inputs[0], noise=list(inputs[1:])).numpy()
-            return G.synthesis(inputs[0], noise_mode=self.noise).numpy()
+                return G.synthesis(inputs[0], noise=list(inputs[1:]), inference=True).numpy()
+            return G.synthesis(inputs[0], noise_mode=self.noise, inference=True).numpy()
         w = truncate(G.mapping.embed(inputs[0]), G.mapping.w_avg, psi)
-        return G.synthesis(w, noise_mode=self.noise).numpy()
+        return G.synthesis(w, noise_mode=self.noise, inference=True).numpy()
 
     # -- manifest ---------------------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:

@@ -89,7 +89,7 @@ class SynthesisNetwork(nn.Module):
         return [l.make_noise(batch, noise_mode, device=device, generator=generator) for l in self.noise_layers()]
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const", noise: list[torch.Tensor | None] | None = None,
-                fused_modconv: bool = True, return_noise: bool = False
+                fused_modconv: bool = True, return_noise: bool = False, inference: bool = False
                 ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor | None]]:
         """Render ``ws``.
 
@@ -99,6 +99,8 @@ class SynthesisNetwork(nn.Module):
             noise: Explicit per-layer maps ``[N or 1, 1, r, r]`` (see ``noise_shapes``); overrides noise_mode.
             fused_modconv: Grouped-conv modulation (True) or activation modulation (False); same result.
             return_noise: Also return the noise maps that were used (to feed a student the same noise).
+            inference: The caller needs no gradients. Accepted so that every generator renders through one call
+                signature; this network computes the same either way.
         """
         if ws.ndim == 2:
             ws = ws[:, None].expand(-1, self.num_ws, -1)

@@ -173,7 +173,7 @@ class ConstantGenerator(nn.Module):
         super().__init__()
         self.image = nn.Parameter(torch.rand(1, 3, 32, 32) * 2 - 1)
         self.mapping = lambda z, truncation_psi=1.0: z[:, None].expand(-1, self.num_ws, -1) * 3
-        self.synthesis = lambda ws, noise=None: self.image.expand(ws.shape[0], -1, -1, -1)
+        self.synthesis = lambda ws, noise=None, inference=False: self.image.expand(ws.shape[0], -1, -1, -1)
 
 
 def test_ppl_is_zero_for_a_generator_that_ignores_its_input(models):

@@ -83,7 +83,7 @@ def test_resolutions(res):
     cfg = StudentConfig.for_resolution(res, width=1 / 16)
     net = MobileSynthesisNetwork(cfg).eval()
     with torch.no_grad():
-        img, wav = net(torch.randn(2, cfg.w_dim), return_wavelets=True)
+        img, wav = net(torch.randn(2, cfg.w_dim), return_wavelets=True, inference=True)
     assert img.shape == (2, 3, res, res)
     assert [w.shape[-1] for w in wav] == cfg.feature_resolutions and all(w.shape[1] == 12 for w in wav)
     assert_parity(idwt(wav[-1]), img, "idwt of the last head (autograd path) vs the image (in-place path)")
@@ -233,7 +233,11 @@ def test_inference_fast_path_equals_autograd_path():
     ws = G.mapping(torch.randn(2, G.z_dim))
     noise = G.synthesis.make_noise(2, "random")
     with torch.no_grad():
-        fast = G.synthesis(ws, noise=noise)
+        fast = G.synthesis(ws, noise=noise, inference=True)
+        plain = G.synthesis(ws, noise=noise)  # no_grad alone never selects the in-place kernels
     slow = G.synthesis(ws, noise=noise)  # parameters require grad: the out-of-place path
     assert slow.requires_grad
     assert_parity(fast, slow.detach(), "in-place inference path vs autograd path")
+    torch.testing.assert_close(plain, slow.detach(), rtol=0, atol=0)  # the same kernels: exact
+    with pytest.raises(RuntimeError, match="torch.no_grad"):
+        G.synthesis(ws, noise=noise, inference=True)  # with autograd on it would corrupt the graph: refused

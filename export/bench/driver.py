@@ -82,7 +82,8 @@ def _student_reference(G, seeds: Sequence[int], work: Path) -> tuple[Path, Path]
     with torch.no_grad():
         w = G.mapping(seeded_z(seeds, G.z_dim))
         w = w[:, 0] if w.ndim == 3 else w
-        imgs = np.concatenate([G.synthesis(w[i:i + 1], noise_mode="const").numpy() for i in range(len(seeds))])
+        imgs = np.concatenate([G.synthesis(w[i:i + 1], noise_mode="const", inference=True).numpy()
+                               for i in range(len(seeds))])
     ws_path, ref_path = work / "quality_ws.npy", work / "quality_ref.npy"
     np.save(ws_path, w.numpy()[:, None].astype(np.float32))  # [N, 1, w_dim]: one batch-1 input each
     np.save(ref_path, imgs.astype(np.float32))
@@ -97,7 +98,7 @@ def student_sizes(G) -> dict[str, Any]:
     syn = G.synthesis
     w = torch.zeros(1, G.w_dim)
     with torch.no_grad():
-        macs = count_macs(lambda: syn(w, noise_mode="const"))
+        macs = count_macs(lambda: syn(w, noise_mode="const", inference=True))
     return {"params": count_params(syn), "mapping_params": count_params(G.mapping),
             "macs": macs["macs"], "flops": 2 * macs["macs"],
             "fp32_bytes": 4 * (count_params(syn) + sum(b.numel() for b in syn.buffers()))}

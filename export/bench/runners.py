@@ -106,7 +106,7 @@ def ov_torch_runner(spec: dict[str, Any], threads: int) -> tuple[Callable[[np.nd
 
     module = torch_module(spec)
     t0 = time.perf_counter()
-    with torch.enable_grad(), warnings.catch_warnings():  # the export-friendly (traceable) formulation
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         w = torch.zeros(1, spec["w_dim"])
         traced = torch.jit.trace(module, (w,), check_trace=False)

@@ -54,7 +54,7 @@ def _check_outdir(outdir: Path) -> None:
 def _render_ws(G: torch.nn.Module, ws: torch.Tensor, noise_mode: str, batch: int, desc: str) -> torch.Tensor:
     out = []
     for i in tqdm(range(0, len(ws), batch), desc=desc, unit="batch", leave=False, disable=len(ws) <= batch):
-        out.append(G.synthesis(ws[i:i + batch], noise_mode=noise_mode).float().cpu())
+        out.append(G.synthesis(ws[i:i + batch], noise_mode=noise_mode, inference=True).float().cpu())
     return torch.cat(out)
 
 
@@ -119,9 +119,9 @@ def compare(student, teacher_G, seeds, psi, batch, device, outdir: Path) -> tupl
         w_t = teacher_G.mapping(z, truncation_psi=psi)  # the teacher's mapping and truncation centre
         gen = torch.Generator(device=device).manual_seed(int(seeds[i]))
         t_img, t_noise = teacher_G.synthesis(w_t, noise=teacher_G.synthesis.make_noise(len(z), "random", generator=gen),
-                                             return_noise=True)
+                                             return_noise=True, inference=True)
         s_noise = teacher_noise_for_student(t_noise, student.synthesis)
-        s_img = student.synthesis(w_t[:, :1].expand(-1, student.num_ws, -1), noise=s_noise)
+        s_img = student.synthesis(w_t[:, :1].expand(-1, student.num_ws, -1), noise=s_noise, inference=True)
         if t_img.shape[-1] != s_img.shape[-1]:
             t_img = F.interpolate(t_img, size=s_img.shape[-2:], mode="area")
         diff = (t_img - s_img).abs()

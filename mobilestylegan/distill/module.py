@@ -335,7 +335,7 @@ class DistillationModule(L.LightningModule):
         G = self.student_ema if self.student_ema is not None else self.student
         was_training = G.training
         G.eval()
-        pred = torch.cat([G.synthesis(val.ws[i:i + 8], noise=[n[i:i + 8] for n in val.noise])
+        pred = torch.cat([G.synthesis(val.ws[i:i + 8], noise=[n[i:i + 8] for n in val.noise], inference=True)
                           for i in range(0, len(val), 8)])
         G.train(was_training)
         target = val.images[-1]

@@ -42,7 +42,7 @@ class OpenVINOSynthesis:
         wrapper = _Wrapper(synthesis, out_resolution).eval()
         ws = torch.zeros(batch_size, synthesis.num_ws, synthesis.w_dim)
         noise = [torch.zeros(batch_size, *s) for s in synthesis.noise_shapes]
-        with torch.enable_grad(), warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about shape checks turned into constants
             traced = torch.jit.trace(wrapper, (ws, *noise), check_trace=False)
             model = ov.convert_model(traced, input=[tuple(ws.shape)] + [tuple(n.shape) for n in noise])

@@ -18,6 +18,7 @@ augmentation) depends neither on how many processes share the global batch nor o
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 from typing import Callable, Iterator, Sequence
 
@@ -343,7 +344,8 @@ class TripleSource:
         ``[N, 3, R, R]``, in chunks of ``render_batch`` (each chunk's full-size image is dropped at once).
         ``synthesis`` stands in for the teacher's synthesis network (e.g. ``ov_render.OpenVINOSynthesis``)."""
         step = self.render_batch or ws.shape[0]
-        synthesis = synthesis or self.teacher.synthesis
+        if synthesis is None:  # the teacher itself: no gradients are needed here
+            synthesis = functools.partial(self.teacher.synthesis, inference=True)
         out = []
         for i in range(0, ws.shape[0], step):
             img = synthesis(ws[i:i + step], noise=[m[i:i + step] for m in noise])

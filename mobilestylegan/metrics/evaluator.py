@@ -141,7 +141,7 @@ class Evaluator:
     @torch.no_grad()
     def render(self, G, seeds: list[int]) -> torch.Tensor:
         ws = G.mapping(seeded_z(seeds, G.z_dim).to(self.a.device), truncation_psi=self.a.trunc)
-        return G.synthesis(ws, noise=self._noise(G, seeds)).float()
+        return G.synthesis(ws, noise=self._noise(G, seeds), inference=True).float()
 
     @torch.no_grad()
     def render_pair(self, A, B, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,8 +163,8 @@ class Evaluator:
                 raise ValueError(f"noise layers {len(shapes_a)} vs {len(shapes_b)} do not correspond")
         except ValueError as err:
             raise UsageError(f"cannot give both generators the same noise: {err}") from None
-        img_a = A.synthesis(w[:, None].expand(-1, A.num_ws, -1), noise=noise_a).float()
-        img_b = B.synthesis(w[:, None].expand(-1, B.num_ws, -1), noise=noise_b).float()
+        img_a = A.synthesis(w[:, None].expand(-1, A.num_ws, -1), noise=noise_a, inference=True).float()
+        img_b = B.synthesis(w[:, None].expand(-1, B.num_ws, -1), noise=noise_b, inference=True).float()
         return img_a, img_b
 
     def _seed_batches(self, desc: str) -> Iterator[list[int]]:

@@ -146,7 +146,7 @@ def ppl(ev: Evaluator, gen: Source) -> tuple[float, dict]:
         t = t.to(a.device).view(-1, 1, 1)
         noise = ev._noise(G, seeds)
         noise2 = None if noise is None else [None if n is None else torch.cat([n, n]) for n in noise]
-        img = G.synthesis(torch.cat([w0.lerp(w1, t), w0.lerp(w1, t + eps)]), noise=noise2).float()
+        img = G.synthesis(torch.cat([w0.lerp(w1, t), w0.lerp(w1, t + eps)]), noise=noise2, inference=True).float()
         if a.ppl_crop:
             img = _crop(img)
         img0, img1 = img.chunk(2)

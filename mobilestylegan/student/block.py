@@ -32,9 +32,10 @@ class MobileSynthesisBlock(nn.Module):
         self.to_img = WaveletHead(out_channels, w_dim)
 
     def forward(self, x: torch.Tensor, ws: torch.Tensor, noise: list[torch.Tensor | None],
-                head: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """ws ``[N, 3, w_dim]``, noise: two maps (or None). ``head=False`` skips the head."""
-        x = self.up(x, ws[:, 0])
-        x = self.conv1(x, ws[:, 0], noise[0])
-        x = self.conv2(x, ws[:, 1], noise[1])
+                head: bool = True, inference: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """ws ``[N, 3, w_dim]``, noise: two maps (or None). ``head=False`` skips the head. ``inference``: gradients
+        are off and ``x`` may be overwritten (the in-place kernels)."""
+        x = self.up(x, ws[:, 0], inference=inference)
+        x = self.conv1(x, ws[:, 0], noise[0], inference=inference)
+        x = self.conv2(x, ws[:, 1], noise[1], inference=inference)
         return x, (self.to_img(x, ws[:, 2]) if head else None)

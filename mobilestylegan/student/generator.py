@@ -39,9 +39,11 @@ class StudentGenerator(nn.Module):
         return self
 
     def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
-                noise_mode: str = "const", noise: list[torch.Tensor | None] | None = None) -> torch.Tensor:
+                noise_mode: str = "const", noise: list[torch.Tensor | None] | None = None,
+                inference: bool = False) -> torch.Tensor:
+        """z ``[N, z_dim]`` -> image ``[N, 3, R, R]``; ``inference`` as in :meth:`MobileSynthesisNetwork.forward`."""
         ws = self.mapping(z, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
-        return self.synthesis(ws, noise_mode=noise_mode, noise=noise)
+        return self.synthesis(ws, noise_mode=noise_mode, noise=noise, inference=inference)
 
     def fuse(self) -> "StudentGenerator":
         """Inference form (see :meth:`MobileSynthesisNetwork.fuse`). Returns self."""

@@ -45,11 +45,14 @@ class StyledConv(nn.Module):
         self.resolution = resolution
         self.register_buffer("noise_const", torch.randn(1, 1, resolution, resolution))
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        x = self.conv(x, w, self.bias.reshape(-1))  # the bias rides in the conv: one pass fewer
-        if torch.is_grad_enabled():
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None,
+                inference: bool = False) -> torch.Tensor:
+        """x ``[N, I, H, W]``, w ``[N, w_dim]``, noise ``[N or 1, 1, H, W]`` or None -> ``[N, O, H, W]``.
+        ``inference``: gradients are off; the noise and the activation then run in place."""
+        x = self.conv(x, w, self.bias.reshape(-1), inference=inference)  # the bias rides in the conv: one pass fewer
+        if not inference:
             return F.leaky_relu(self.noise(x, noise), 0.2)
-        # Inference: the same arithmetic in place, without allocating more feature maps.
+        # The same arithmetic in place, without allocating more feature maps.
         if noise is not None:
             x.add_(noise * self.noise.weight)
         return F.leaky_relu_(x, 0.2)
@@ -69,9 +72,11 @@ class IDWTUpsample(nn.Module):
             raise ValueError(f"IDWT up-sampling needs a multiple of 4 channels, got {in_channels}")
         self.modulation = _affine(w_dim, in_channels)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # [N, C, h, w] -> [N, C/4, 2h, 2w]
+    def forward(self, x: torch.Tensor, w: torch.Tensor, inference: bool = False) -> torch.Tensor:
+        """``[N, C, h, w] -> [N, C/4, 2h, 2w]``. ``inference``: gradients are off and ``x`` is a temporary the
+        caller no longer needs: it is scaled in place."""
         u = self.modulation(w)[:, :, None, None]
-        return idwt(x * u if torch.is_grad_enabled() else x.mul_(u))  # inference: x is a temporary
+        return idwt(x.mul_(u) if inference else x * u, inference=inference)
 
 
 class WaveletHead(nn.Module):

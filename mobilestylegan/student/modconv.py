@@ -81,8 +81,10 @@ class ModulatedConv2d(_StyleIndependentDemodulation):
         d = (self.scale * self.style_inv * self.weight[None]).square().sum(dim=[2, 3, 4]) + 1e-8
         return d.rsqrt()[:, :, None, None]
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        """x ``[N, I, H, W]``, w ``[N, w_dim]`` -> ``[N, O, H, W]`` (plus ``bias`` ``[O]``, if given)."""
+    def forward(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
+                inference: bool = False) -> torch.Tensor:
+        """x ``[N, I, H, W]``, w ``[N, w_dim]`` -> ``[N, O, H, W]`` (plus ``bias`` ``[O]``, if given).
+        ``inference`` is accepted for a common signature: the computation is the same either way."""
         x = x * (self.scale * self.modulation(w))[:, :, None, None]
         return F.conv2d(x, self._demodulated(self.weight), bias, padding=self.padding)
 
@@ -113,11 +115,13 @@ class ModulatedDWConv2d(_StyleIndependentDemodulation):
         d = (self.scale * self.style_inv * w[None]).square().sum(dim=[2, 3, 4]) + 1e-8
         return d.rsqrt()[:, :, None, None]
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        """x ``[N, I, H, W]``, w ``[N, w_dim]`` -> ``[N, O, H, W]`` (plus ``bias`` ``[O]``, if given)."""
+    def forward(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
+                inference: bool = False) -> torch.Tensor:
+        """x ``[N, I, H, W]``, w ``[N, w_dim]`` -> ``[N, O, H, W]`` (plus ``bias`` ``[O]``, if given).
+        ``inference``: gradients are off; the modulation then goes into per-sample filters."""
         n, c, h, wd = x.shape
         s = self.scale * self.modulation(w)  # [N, I]
-        if torch.is_grad_enabled():
+        if not inference:
             # Training (and tracing for export): modulate the activations, one shared depthwise conv
             # (~20% faster than per-sample filters under autograd on CPU).
             x = F.conv2d(x * s[:, :, None, None], self.weight_dw, padding=self.padding, groups=c)

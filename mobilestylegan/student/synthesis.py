@@ -152,7 +152,8 @@ class MobileSynthesisNetwork(nn.Module):
         return out
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const", noise: list[torch.Tensor | None] | None = None,
-                return_wavelets: bool = False) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+                return_wavelets: bool = False, inference: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """Render ``ws``.
 
         Args:
@@ -161,7 +162,13 @@ class MobileSynthesisNetwork(nn.Module):
             noise: Explicit maps ``[N or 1, 1, r, r]`` per layer (``noise_shapes``), e.g. the teacher's.
             return_wavelets: Also return every head's wavelets (``[N, 12, r, r]`` for r = 4..R/2,
                 coarse to fine; training only, needs ``aux_heads``). The last one is the image's.
+            inference: The caller needs no gradients (run it under ``torch.no_grad()`` or
+                ``torch.inference_mode()``): in-place kernels that allocate fewer feature maps and run faster on a
+                CPU, the same image to float rounding. Off by default, so training and tracing never take it.
         """
+        if inference and torch.is_grad_enabled():
+            raise RuntimeError("inference=True runs in-place kernels without autograd: call it under torch.no_grad() "
+                               "or torch.inference_mode()")
         if ws.ndim == 2:
             ws = ws[:, None].expand(-1, self.num_ws, -1)
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
@@ -174,12 +181,13 @@ class MobileSynthesisNetwork(nn.Module):
         elif len(noise) != len(convs):
             raise ValueError(f"expected {len(convs)} noise maps, got {len(noise)}")
         x = self.input.input.expand(ws.shape[0], -1, -1, -1)
-        x = self.conv1(x, ws[:, 0], noise[0])
+        x = self.conv1(x, ws[:, 0], noise[0], inference=inference)
         wavelets = [self.to_img1(x, ws[:, 1])] if return_wavelets else []
         last = len(self.layers) - 1
         for i, block in enumerate(self.layers):
             want_head = return_wavelets or i == last
-            x, head = block(x, ws[:, 3 * i + 1:3 * i + 4], noise[1 + 2 * i:3 + 2 * i], head=want_head)
+            x, head = block(x, ws[:, 3 * i + 1:3 * i + 4], noise[1 + 2 * i:3 + 2 * i], head=want_head,
+                            inference=inference)
             if return_wavelets:
                 wavelets.append(head)
         img = self.layers[-1].to_img.to_image(head)
