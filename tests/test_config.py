@@ -4,6 +4,7 @@ or a weights file is needed. New options are picked up from ``conf/`` automatica
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,52 @@ def test_every_option_composes_and_builds(group, option, tmp_path, monkeypatch, 
         assert opt_d.defaults["betas"] == tuple(cfg.optim.discriminator.betas)
     if group == "data":
         assert module.batch_size == cfg.data.batch_size and module.val_size == cfg.data.val_size
+
+
+# Nested groups: what a run builds from a _target_ node (schedule, discriminator, cache renderer).
+NESTED = {f"{d.parent.name}/{d.name}": sorted(p.stem for p in d.glob("*.yaml"))
+          for d in sorted((REPO / "conf").glob("*/*")) if d.is_dir()}
+
+
+def test_the_nested_groups_are_the_documented_ones():
+    assert NESTED == {"optim/schedule": ["constant", "cosine"], "teacher/discriminator": ["auto", "file", "random"]}
+
+
+def test_schedules_from_config():
+    from mobilestylegan.distill import run as training
+
+    _, cfg = compose_cfg([*TINY, "trainer.steps=11"])
+    module, _ = training.build_module(cfg, Path("."))
+    assert [module.schedule(i) for i in (0, 5, 10)] == [1.0, 1.0, 1.0]
+    _, cfg = compose_cfg([*TINY, "trainer.steps=11", "optim/schedule=cosine", "optim.schedule.warmup_steps=2",
+                          "optim.schedule.min_lr_ratio=0.1"])
+    module, _ = training.build_module(cfg, Path("."))
+    f = [module.schedule(i) for i in range(12)]
+    assert f[:2] == [0.5, 1.0] and f[2] == 1.0  # linear warm-up, then the peak
+    assert f[11] == pytest.approx(0.1, abs=1e-12) and f[10] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(
+        math.pi * 8 / 9)), abs=1e-12)
+    assert all(a >= b for a, b in zip(f[2:], f[3:]))  # non-increasing after the warm-up
+
+
+def test_discriminator_options_and_clear_errors(tmp_path):
+    from mobilestylegan.distill import run as training
+    from mobilestylegan.distill.run import ConfigError
+
+    d_file = fake_stylegan2_ffhq(tmp_path)  # a 32-px D: the tiny student's resolution
+    _, cfg = compose_cfg([*TINY, "teacher/discriminator=file", f"teacher.discriminator.path={d_file}"])
+    _, objects = training.build_module(cfg, tmp_path)
+    from teacher.formats import read_checkpoint
+
+    want = read_checkpoint(d_file).d_state
+    got = objects["discriminator"].state_dict()
+    assert all(torch.equal(got[k], v) for k, v in want.items()) and objects["discriminator"].training
+    _, cfg = compose_cfg([*TINY, "teacher/discriminator=file", "teacher.discriminator.path=/nonexistent/D.pkl"])
+    with pytest.raises((ConfigError, Exception), match="nonexistent"):
+        training.build_module(cfg, tmp_path)
+    # The pre-_target_ string keys are refused when the config is composed, not hours later.
+    for old in ("optim.lr_schedule=cosine", "logger.kind=wandb"):
+        with pytest.raises(Exception, match="lr_schedule|kind"):
+            compose_cfg([*TINY, old])
+    _, cfg = compose_cfg([*TINY, "data.cache_size=4", "data.cache_renderer=openvino-bf16"])
+    with pytest.raises(ConfigError, match="data.cache_renderer must be a config node with _target_"):
+        training.build_module(cfg, tmp_path)

@@ -16,7 +16,6 @@ process's batch (``loss.mbstd_group_size``).
 from __future__ import annotations
 
 import copy
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -35,22 +34,27 @@ from mobilestylegan.student.generator import StudentGenerator
 from mobilestylegan.io.images import make_grid, save_png
 from mobilestylegan.distill.losses import (DiffAugment, PerceptualLoss, d_logistic_loss, g_nonsaturating_loss, lazy_r1_loss,
                                    pixel_loss, r1_penalty)
-from mobilestylegan.distill.schema import ConfigError
+from mobilestylegan.distill.schema import ConfigError, DataSchema, LossSchema
 from teacher.discriminator import Discriminator
 from teacher.numerics import psnr_db
 
 
-@dataclass
-class LossWeights:
-    """Args: see ``mobilestylegan.distill.schema.LossSchema``."""
+@dataclass(frozen=True)
+class Optimization:
+    """How the networks are optimised.
 
-    pixel: float = 1.0
-    perceptual: float = 1.0
-    gan: float = 0.1
-    pixel_l1: float = 1.0
-    pixel_l2: float = 1.0
-    r1_gamma: float = 10.0
-    r1_interval: int = 16
+    Args:
+        student / discriminator: Optimizer factories (``params -> Optimizer``; the config's ``_partial_`` nodes).
+        schedule: Iteration -> factor of the student's peak learning rate (:mod:`mobilestylegan.distill.schedule`).
+        ema_beta: Student EMA decay (0 = validate the raw student).
+        grad_clip: Student gradient-norm clip, or None.
+    """
+
+    student: Callable
+    discriminator: Callable | None
+    schedule: Callable[[int], float]
+    ema_beta: float = 0.999
+    grad_clip: float | None = None
 
 
 class _Frozen:
@@ -68,53 +72,43 @@ class DistillationModule(L.LightningModule):
         source: Triple source wrapping the frozen teacher (live, or a pool filled on the training device at
             the start of fit).
         discriminator: StyleGAN2 discriminator at the student's resolution, or None (no GAN loss).
-        student_optimizer / discriminator_optimizer: Optimizer factories (``params -> Optimizer``).
-        weights: Loss weights and R1 settings.
+        loss: Loss weights and R1 settings (``loss`` of the config).
+        data: Batch size and validation set (``data`` of the config): ``batch_size`` triples per iteration and
+            process (the global batch is this times the process count); ``val_size`` / ``val_seed``, the fixed
+            validation set (split across processes, metrics over all of it); ``baseline_samples``, teacher
+            samples in the mean image of the trivial baseline (``source.image_sum``, seeded ``val_seed + 1``).
+        optim: Optimizers, learning-rate schedule, EMA and gradient clipping.
         perceptual: Perceptual loss (VGG16), or None when its weight is 0.
         augment: Differentiable augmentation before the discriminator, or None.
-        batch_size: Triples per iteration and process (the global batch is this times the process count).
-        val_size / val_seed: The fixed validation set (split across processes, metrics over all of it).
-        baseline_samples: Teacher samples in the mean image of the trivial baseline (``source.image_sum``,
-            seeded ``val_seed + 1``, so independent of the validation set).
         data_seed: Seed of the training triples and augmentations.
-        ema_beta: Student EMA decay (0 = validate the raw student).
-        grad_clip: Student gradient-norm clip, or None.
-        lr_schedule / warmup_steps / total_steps / min_lr_ratio: Student learning-rate schedule.
         out_dir: Where validation grids are written (``val/``).
     """
 
     def __init__(self, student: StudentGenerator, source: TripleSource | CachedTripleSource,
-                 discriminator: Discriminator | None, student_optimizer: Callable,
-                 discriminator_optimizer: Callable | None, weights: LossWeights,
-                 perceptual: PerceptualLoss | None = None, augment: DiffAugment | None = None, batch_size: int = 8,
-                 val_size: int = 16, val_seed: int = 1234, baseline_samples: int = 256, data_seed: int = 0,
-                 ema_beta: float = 0.999, grad_clip: float | None = None, lr_schedule: str = "constant",
-                 warmup_steps: int = 0, total_steps: int = 1, min_lr_ratio: float = 0.05,
+                 discriminator: Discriminator | None, loss: LossSchema, data: DataSchema, optim: Optimization,
+                 perceptual: PerceptualLoss | None = None, augment: DiffAugment | None = None, data_seed: int = 0,
                  out_dir: str | Path = ".") -> None:
         super().__init__()
-        if lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
         self.automatic_optimization = False
         self.student = student
+        weights = loss
         if weights.pixel <= 0:
             # Without the pixel loss nothing reads the auxiliary heads: frozen, so that every trainable
             # parameter gets a gradient in every student step (what DDP without an unused-parameter
             # search needs) and none is left untouched by the optimizer by accident.
             for head in _aux_heads(student.synthesis):
                 head.requires_grad_(False)
-        self.student_ema = copy.deepcopy(student).requires_grad_(False) if ema_beta > 0 else None
+        self.student_ema = copy.deepcopy(student).requires_grad_(False) if optim.ema_beta > 0 else None
         self.discriminator = discriminator if weights.gan > 0 else None
         self.frozen = _Frozen(source=source, perceptual=perceptual if weights.perceptual > 0 else None,
                               augment=augment)
         # What the steps call: the networks themselves, or their DDP wrappers (NetworkDDPStrategy).
         self.nets = _Frozen(student=student.synthesis, discriminator=self.discriminator)
-        self.make_student_opt, self.make_d_opt = student_optimizer, discriminator_optimizer
-        self.w = weights
-        self.batch_size, self.val_size, self.val_seed = batch_size, val_size, val_seed
-        self.baseline_samples = baseline_samples
-        self.ema_beta, self.grad_clip = ema_beta, grad_clip
-        self.lr_schedule, self.warmup_steps, self.total_steps = lr_schedule, warmup_steps, max(total_steps, 1)
-        self.min_lr_ratio = min_lr_ratio
+        self.make_student_opt, self.make_d_opt = optim.student, optim.discriminator
+        self.w = loss
+        self.batch_size, self.val_size, self.val_seed = data.batch_size, data.val_size, data.val_seed
+        self.baseline_samples = data.baseline_samples
+        self.ema_beta, self.grad_clip, self.schedule = optim.ema_beta, optim.grad_clip, optim.schedule
         self.out_dir = Path(out_dir)
         self.data_seed = int(data_seed)
         self.val_history: list[dict[str, float]] = []
@@ -194,14 +188,6 @@ class DistillationModule(L.LightningModule):
             self.rank_digests = [self.data_digest]
 
     # ------------------------------------------------------------------ training
-    def _lr_factor(self, it: int) -> float:
-        if it < self.warmup_steps:
-            return (it + 1) / self.warmup_steps
-        if self.lr_schedule == "constant":
-            return 1.0
-        t = min(1.0, (it - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
-        return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-
     def training_step(self, batch: Any, batch_idx: int) -> None:
         t0 = time.perf_counter()
         opts = self.optimizers()
@@ -209,7 +195,7 @@ class DistillationModule(L.LightningModule):
         it = self.iteration
         for g in opt_g.param_groups:  # "peak_lr" lives in the optimizer state, so it survives a resume
             g.setdefault("peak_lr", g["lr"])
-            g["lr"] = g["peak_lr"] * self._lr_factor(it)
+            g["lr"] = g["peak_lr"] * self.schedule(it)
 
         rank, world = self.rank_world()
         global_batch = self.batch_size * world

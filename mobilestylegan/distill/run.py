@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import time
 import warnings
 from pathlib import Path
@@ -25,7 +24,7 @@ import teacher
 from mobilestylegan.errors import UnknownSourceError
 from mobilestylegan.io.checkpoint import save_student
 from mobilestylegan.distill.triples import CachedTripleSource, TripleSource
-from mobilestylegan.distill.module import DistillationModule, LossWeights
+from mobilestylegan.distill.module import DistillationModule, Optimization
 from mobilestylegan.distill.schema import ConfigError
 from mobilestylegan.student.generator import StudentGenerator
 from mobilestylegan.student.synthesis import StudentConfig
@@ -96,47 +95,31 @@ def build_student(cfg: DictConfig, teacher_G: torch.nn.Module) -> StudentGenerat
 
 
 def build_discriminator(cfg: DictConfig, student: StudentGenerator) -> teacher.Discriminator | None:
+    """The discriminator ``teacher.discriminator`` names (None without a GAN loss)."""
     if cfg.loss.gan <= 0:
         return None
-    res = student.img_resolution
-    choice = cfg.teacher.discriminator
-    if choice not in ("auto", "random"):
-        D = teacher.load_discriminator(choice)
-        if D.img_resolution != res:
-            raise ConfigError(f"teacher.discriminator: {choice} judges {D.img_resolution}px images, the student "
-                              f"renders {res}px")
-        return D.train().requires_grad_(True)
-    if choice == "auto" and cfg.teacher.source not in ("ffhq-1024",) and Path(cfg.teacher.source).is_file():
-        ck = teacher.read_checkpoint(cfg.teacher.source)
-        if ck.d_config is not None and ck.d_config.img_resolution == res:
-            D = teacher.Discriminator(ck.d_config)
-            D.load_state_dict(ck.d_state, strict=True)
-            return D
-    # Fresh D sized like the student: its channels at r are the student's at min(r, R/2).
-    ch = dict(zip(student.cfg.feature_resolutions, student.cfg.channels))
-    channels = {r: ch[min(r, res // 2)] for r in [4 * 2**i for i in range(res.bit_length() - 2)]}
-    return teacher.Discriminator(teacher.DiscriminatorConfig(img_resolution=res, channels=channels))
+    return _instantiate("teacher.discriminator", cfg.teacher.discriminator)(cfg.teacher.source, student)
 
 
 def build_logger(cfg: DictConfig, out_dir: Path):
-    from lightning.pytorch import loggers
+    """The Lightning logger ``logger`` names, writing under ``out_dir``."""
+    return _instantiate("logger", cfg.logger, save_dir=str(out_dir))
 
-    kind = cfg.logger.kind
-    if kind == "csv":
-        return loggers.CSVLogger(save_dir=str(out_dir), name="logs")
-    if kind == "tensorboard":
-        try:
-            return loggers.TensorBoardLogger(save_dir=str(out_dir), name="logs")
-        except ModuleNotFoundError as err:
-            raise ConfigError("logger.kind=tensorboard needs the tensorboard package: pip install tensorboard") from err
-    if kind == "wandb":
-        import importlib.util
 
-        if importlib.util.find_spec("wandb") is None:
-            raise ConfigError('logger.kind=wandb needs wandb: pip install -e ".[wandb]"')
-        offline = not os.environ.get("WANDB_API_KEY")
-        return loggers.WandbLogger(project=cfg.logger.project, save_dir=str(out_dir), offline=offline)
-    raise ConfigError(f"logger.kind must be csv, tensorboard or wandb, got {kind!r}")
+def _instantiate(key: str, node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` with one clear error naming the config key."""
+    from hydra.errors import InstantiationException
+
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        raise ConfigError(f"{key} must be a config node with _target_ (see conf/), got {node!r}")
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        first = str(err).strip().splitlines()[0]
+        raise ConfigError(f"{key}: {first}") from None
 
 
 def build_module(cfg: DictConfig, out_dir: Path) -> tuple[DistillationModule, dict[str, Any]]:
@@ -152,20 +135,17 @@ def build_module(cfg: DictConfig, out_dir: Path) -> tuple[DistillationModule, di
     except ValueError as err:
         raise ConfigError(f"student/teacher: {err}") from None
     if cfg.data.cache_size > 0:
-        renderer = cfg.data.cache_renderer
-        if renderer not in ("torch", "openvino-f32", "openvino-bf16"):
-            raise ConfigError(f"data.cache_renderer must be torch, openvino-f32 or openvino-bf16, got {renderer!r}")
         chunk = cfg.data.render_batch or 8
-        render_with = None  # torch: the teacher itself, on the training device (the GPU when training on one)
-        if renderer != "torch":
-            from mobilestylegan.distill.render import OpenVINOSynthesis
+        render_with = None  # the teacher itself, on the training device (the GPU when training on one)
+        if cfg.data.cache_renderer is not None:
             from mobilestylegan.student.synthesis import MobileSynthesisNetwork
 
-            # A MobileStyleGAN teacher compiles as its lean export graph, whose bf16 kernels are fastest at
-            # batch 1 on a CPU.
-            ov_batch = 1 if isinstance(teacher_G.synthesis, MobileSynthesisNetwork) else chunk
-            render_with = OpenVINOSynthesis(teacher_G.synthesis, batch_size=ov_batch, precision=renderer.split("-")[1],
-                                            threads=cfg.trainer.threads, out_resolution=student.cfg.img_resolution)
+            # A MobileStyleGAN teacher compiles as its lean export graph, whose kernels are fastest at batch 1 on a
+            # CPU.
+            batch = 1 if isinstance(teacher_G.synthesis, MobileSynthesisNetwork) else chunk
+            make = _instantiate("data.cache_renderer", cfg.data.cache_renderer)
+            render_with = make(teacher_G.synthesis, batch_size=batch, threads=cfg.trainer.threads,
+                               out_resolution=student.cfg.img_resolution)
         # Filled when fit starts, on the training device; validation always renders with the PyTorch teacher.
         source = CachedTripleSource(source, size=cfg.data.cache_size, seed=cfg.trainer.seed + 1, chunk=chunk,
                                     progress=cfg.trainer.progress_bar, renderer=render_with)
@@ -186,19 +166,14 @@ def build_module(cfg: DictConfig, out_dir: Path) -> tuple[DistillationModule, di
             D.b4.mbstd_group_size = cfg.loss.mbstd_group_size
 
         augment = DiffAugment(p=cfg.loss.augment_p)
-    weights = LossWeights(pixel=cfg.loss.pixel, perceptual=cfg.loss.perceptual, gan=cfg.loss.gan,
-                          pixel_l1=cfg.loss.pixel_l1, pixel_l2=cfg.loss.pixel_l2, r1_gamma=cfg.loss.r1_gamma,
-                          r1_interval=cfg.loss.r1_interval)
-    module = DistillationModule(
-        student, source, D,
-        student_optimizer=hydra.utils.instantiate(cfg.optim.student),
-        discriminator_optimizer=hydra.utils.instantiate(cfg.optim.discriminator) if D is not None else None,
-        weights=weights, perceptual=perceptual, augment=augment, batch_size=cfg.data.batch_size,
-        val_size=cfg.data.val_size, val_seed=cfg.data.val_seed,
-        baseline_samples=cfg.data.baseline_samples, data_seed=cfg.trainer.seed,
-        ema_beta=cfg.optim.ema_beta, grad_clip=cfg.optim.grad_clip, lr_schedule=cfg.optim.lr_schedule,
-        warmup_steps=cfg.optim.warmup_steps, total_steps=cfg.trainer.steps, min_lr_ratio=cfg.optim.min_lr_ratio,
-        out_dir=out_dir)
+    optim = Optimization(
+        student=hydra.utils.instantiate(cfg.optim.student),
+        discriminator=hydra.utils.instantiate(cfg.optim.discriminator) if D is not None else None,
+        schedule=_instantiate("optim.schedule", cfg.optim.schedule)(total_steps=cfg.trainer.steps),
+        ema_beta=cfg.optim.ema_beta, grad_clip=cfg.optim.grad_clip)
+    module = DistillationModule(student, source, D, loss=OmegaConf.to_object(cfg.loss), data=OmegaConf.to_object(cfg.data),
+                                optim=optim, perceptual=perceptual, augment=augment, data_seed=cfg.trainer.seed,
+                                out_dir=out_dir)
     return module, {"teacher": teacher_G, "student": student, "discriminator": D, "source": source}
 
 

@@ -21,12 +21,14 @@ class TeacherSchema:
     """Args:
         source: Pretrained name (``ffhq-1024``: the published MobileStyleGAN student), any teacher checkpoint
             (rosinality .pt, NVIDIA/TF .pkl, native, ...) or ``embedded:tiny64``.
-        discriminator: Where the discriminator starts: ``auto`` (the teacher file's D when it has one, else
-            random init), ``random``, or a checkpoint path holding a D.
+        discriminator: Where the discriminator starts, a ``_partial_`` factory of
+            :mod:`mobilestylegan.distill.discriminator` (group ``teacher/discriminator``: ``auto``, the teacher
+            file's D when it has one, else a fresh one; ``random``; ``file`` with ``path``).
     """
 
     source: str = "ffhq-1024"
-    discriminator: str = "auto"
+    discriminator: Any = field(default_factory=lambda: {"_target_": "mobilestylegan.distill.discriminator.auto",
+                                                        "_partial_": True})
 
 
 @dataclass
@@ -66,9 +68,10 @@ class DataSchema:
             validation set. With a cache and no style mixing the pool's own mean is used (no extra renders).
         cache_size: 0 = render the teacher on the fly every step; N > 0 = pre-render N triples once and draw
             batches from them (for CPUs, where teacher renders dominate).
-        cache_renderer: What fills the cache: ``torch`` (the teacher as is), ``openvino-f32`` or
-            ``openvino-bf16`` (the teacher's synthesis compiled with OpenVINO for the CPU: ~2x / ~3x faster
-            on 2 cores; bf16 targets differ from f32 by up to ~0.02). Validation always uses ``torch``.
+        cache_renderer: What fills the cache: None (the PyTorch teacher itself) or a ``_partial_`` renderer such
+            as :class:`mobilestylegan.distill.render.OpenVINOSynthesis` with ``precision: f32 | bf16`` (the
+            teacher's synthesis compiled with OpenVINO for the CPU, several times faster there; bf16 targets differ
+            from f32 by up to ~0.02). Validation always renders with the PyTorch teacher.
     """
 
     batch_size: int = 8
@@ -79,7 +82,7 @@ class DataSchema:
     val_seed: int = 1234
     baseline_samples: int = 256
     cache_size: int = 0
-    cache_renderer: str = "torch"
+    cache_renderer: Any = None
 
 
 @dataclass
@@ -128,18 +131,17 @@ class OptimSchema:
         student / discriminator: Optimizer partials (``_partial_: true``), Adam(5e-4, (0.9, 0.999)) by default.
         grad_clip: Clip the student's gradient norm to this (None = off; users needed it at 512 px).
         ema_beta: EMA of the student weights used for validation, samples and export (0 = no EMA).
-        lr_schedule: ``constant`` or ``cosine`` (decay to ``min_lr_ratio`` of the peak over the run).
-        warmup_steps: Linear warm-up steps.
-        min_lr_ratio: Final learning rate of the cosine schedule, relative to the peak.
+        schedule: The student's learning-rate schedule, a ``_partial_`` of :mod:`mobilestylegan.distill.schedule`
+            completed with the run's length (group ``optim/schedule``: ``constant``, ``cosine``; both with
+            ``warmup_steps``, cosine with ``min_lr_ratio``).
     """
 
     student: AdamSchema = field(default_factory=AdamSchema)
     discriminator: AdamSchema = field(default_factory=AdamSchema)
     grad_clip: Optional[float] = None
     ema_beta: float = 0.999
-    lr_schedule: str = "constant"
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.05
+    schedule: Any = field(default_factory=lambda: {"_target_": "mobilestylegan.distill.schedule.Constant",
+                                                   "_partial_": True, "warmup_steps": 0})
 
 
 @dataclass
@@ -175,18 +177,6 @@ class TrainerSchema:
 
 
 @dataclass
-class LoggerSchema:
-    """Args:
-        kind: ``csv`` (default, needs no service), ``tensorboard`` or ``wandb`` (offline unless an API key is
-            configured; never waits for a network).
-        project: Project name (wandb).
-    """
-
-    kind: str = "csv"
-    project: str = "mobilestylegan"
-
-
-@dataclass
 class DistillSchema:
     teacher: TeacherSchema = field(default_factory=TeacherSchema)
     student: StudentSchema = field(default_factory=StudentSchema)
@@ -194,7 +184,8 @@ class DistillSchema:
     loss: LossSchema = field(default_factory=LossSchema)
     optim: OptimSchema = field(default_factory=OptimSchema)
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
-    logger: LoggerSchema = field(default_factory=LoggerSchema)
+    # A Lightning logger built with _target_ (group ``logger``: csv, tensorboard, wandb), given ``save_dir``.
+    logger: Any = None
     name: str = MISSING
 
 
@@ -202,6 +193,5 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="distill_schema", node=DistillSchema)
     for group, node in [("teacher", TeacherSchema), ("student", StudentSchema), ("data", DataSchema),
-                        ("loss", LossSchema), ("optim", OptimSchema), ("trainer", TrainerSchema),
-                        ("logger", LoggerSchema)]:
+                        ("loss", LossSchema), ("optim", OptimSchema), ("trainer", TrainerSchema)]:
         cs.store(group=group, name=f"{group}_schema", node=node)

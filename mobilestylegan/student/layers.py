@@ -100,9 +100,9 @@ class WaveletHead(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # [N, C, h, w] -> [N, 12, h, w]
         return self.conv(x, w) + self.bias
 
-    def to_image(self, out: torch.Tensor) -> torch.Tensor:
-        """This head's output as an RGB image at twice its resolution."""
-        return F.pixel_shuffle(out, 2) if self.phase_order else idwt(out)
+    def to_image(self, out: torch.Tensor, inference: bool = False) -> torch.Tensor:
+        """This head's output as an RGB image at twice its resolution (``inference``: see :func:`idwt`)."""
+        return F.pixel_shuffle(out, 2) if self.phase_order else idwt(out, inference=inference)
 
     @torch.no_grad()
     def fold_inverse_transform(self) -> None:

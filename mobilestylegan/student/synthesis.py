@@ -190,7 +190,7 @@ class MobileSynthesisNetwork(nn.Module):
                             inference=inference)
             if return_wavelets:
                 wavelets.append(head)
-        img = self.layers[-1].to_img.to_image(head)
+        img = self.layers[-1].to_img.to_image(head, inference=inference)
         return (img, wavelets) if return_wavelets else img
 
     @torch.no_grad()
