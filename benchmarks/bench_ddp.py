@@ -16,7 +16,7 @@ options so that drift of a shared machine hits all of them alike; the table give
 of each run's median step time (the first step of a run is not counted); each round starts with the next
 option.
 
-    python benchmarks/bench_ddp.py                      # ~7 minutes on 2 cores
+    python benchmarks/bench_ddp.py                      # several minutes on 2 cores
     python benchmarks/bench_ddp.py --rounds 1 --steps 20 --channels 16,16,16,8
 """
 

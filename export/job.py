@@ -35,7 +35,7 @@ class Job:
         self.fmt, self.tmp, self.precision, self.w_input, self.noise = fmt, tmp, precision, w_input, noise
         self.batch, self.opset, self.source_info, self.bar = batch, opset, source_info, bar
         self.psi = None if psi in (None, 1, 1.0) else float(psi)
-        # Styles folded into per-sample weights (no pass over a feature map for them; ~10% faster in bf16 at
+        # Styles folded into per-sample weights (no pass over a feature map for them: faster in bf16 at
         # 1024 px) need a fixed batch (it becomes conv groups), and INT8 needs constant conv weights to
         # quantise: a dynamic batch axis and int8 multiply the feature maps instead.
         self.modulation = "activations" if batch is None or precision == "int8" else "weights"

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 import teacher
-from mobilestylegan.distill.triples import (NO_MIXING, STREAM_POOL, STREAM_TRIPLE, CachedTripleSource, Triple, TripleSource,
+from mobilestylegan.distill.cache import CachedTripleSource
+from mobilestylegan.distill.triples import (NO_MIXING, STREAM_POOL, STREAM_TRIPLE, Triple, TripleSource,
                                  sample_generator, shard, student_ws_resolution, teacher_ws_resolution,
                                  ws_resolutions)
 from teacher.numerics import assert_parity

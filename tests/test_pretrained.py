@@ -124,7 +124,7 @@ def test_structure(G, ir_files):
 
 
 def test_constants_match_the_ir(G, ir_files):
-    """Spot checks against the IR constants by name (IR_ANATOMY §9), independent of the graph walk."""
+    """Spot checks against the IR constants by name, independent of the graph walk."""
     import openvino as ov
 
     consts = {op.get_friendly_name(): op.get_data() for op in ov.Core().read_model(
@@ -135,14 +135,14 @@ def test_constants_match_the_ir(G, ir_files):
     np.testing.assert_array_equal(sd["layers.3.conv1.conv.weight_permute"].numpy(), consts["Mul_406_copy"])
     np.testing.assert_array_equal(sd["conv1.conv.weight"].numpy().reshape(512, 512, 3, 3), consts["Mul_39_copy"])
     np.testing.assert_array_equal(sd["layers.5.up.modulation.bias"].numpy(), consts["m.layers.5.up.modulation.bias"][0])
-    # Noise: strength * unit map gives back the IR map (friendly names from IR_ANATOMY §9).
+    # Noise: strength * unit map gives back the IR map (the IR's friendly names).
     names = ["1531", "1560", "1572", "1601", "1613", "1642", "1654", "1683", "1695",
              "1724", "1736", "1765", "1777", "1806", "1818"]
     for conv, name in zip(G.synthesis.styled_convs(), names):
         unit = conv.noise_const.double()
         assert abs(float(unit.std(unbiased=False)) - 1) < 1e-5 and float(conv.noise.weight) > 0
         assert_parity(conv.noise.weight.double() * unit, consts[name], f"noise map {name}: strength x unit map")
-    assert 0.2 < float(G.synthesis.layers[4].conv1.noise.weight) < 0.3  # IR_ANATOMY: std 2.5e-1
+    assert 0.2 < float(G.synthesis.layers[4].conv1.noise.weight) < 0.3  # the IR map's std is 2.5e-1
 
 
 def test_sample_image(G, render, tmp_path):

@@ -263,7 +263,7 @@ def test_cache_fills_on_the_training_device_when_fit_starts(tmp_path):
     """Building a run renders nothing (the teacher is still on the CPU then); the pool is rendered where the
     module trains when fit starts, and kept on the CPU."""
     from mobilestylegan.distill import run as training
-    from mobilestylegan.distill.triples import CachedTripleSource
+    from mobilestylegan.distill.cache import CachedTripleSource
 
     _, cfg = compose_cfg(["experiment=tiny", "data.cache_size=8", "trainer.fast_dev_run=true", "data.val_size=2",
                           "data.baseline_samples=2"])

@@ -11,10 +11,10 @@ What is measured (stated again in the outputs):
   in): PyTorch eager and ``torch.compile`` run it directly, ONNX Runtime and OpenVINO run its export
   (:func:`export.exporter.export`; INT8 = that IR quantised by :func:`export.quantize.quantize_int8`).
 - Latency: batch 1, ``--warmup`` untimed runs, then the median and min of ``--runs`` timed runs, each
-  runtime in its own process (``python -m export.bench --worker SPEC``) with ``--threads`` threads
+  runtime in its own process (``python -m export.bench SPEC.json``) with ``--threads`` threads
   (``torch.set_num_threads``, ORT ``intra_op_num_threads``, OpenVINO ``INFERENCE_NUM_THREADS``), so thread
   pools of different runtimes never compete. PyTorch workers run with
-  ``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=2147483647`` (SPEC §5: with glibc's default threshold
+  ``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=2147483647`` (with glibc's default threshold
   eager PyTorch spends most of a 1024-px forward paging in fresh feature maps); set ``--allocator
   default`` to measure without it.
 - Quality: PSNR of each runtime's output against the fp32 PyTorch student on ``--quality-seeds`` seeded

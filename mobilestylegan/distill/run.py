@@ -23,7 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 import teacher
 from mobilestylegan.errors import UnknownSourceError
 from mobilestylegan.io.checkpoint import save_student
-from mobilestylegan.distill.triples import CachedTripleSource, TripleSource
+from mobilestylegan.distill.cache import CachedTripleSource
+from mobilestylegan.distill.triples import TripleSource
 from mobilestylegan.distill.module import DistillationModule, Optimization
 from mobilestylegan.distill.schema import ConfigError
 from mobilestylegan.student.generator import StudentGenerator
@@ -158,7 +159,7 @@ def build_module(cfg: DictConfig, out_dir: Path) -> tuple[DistillationModule, di
         perceptual = PerceptualLoss(vgg, size=cfg.loss.perceptual_size)
     D = build_discriminator(cfg, student)
     if D is not None:
-        from mobilestylegan.distill.losses import DiffAugment
+        from mobilestylegan.distill.augment import DiffAugment
 
         if cfg.loss.mbstd_group_size is not None:
             if cfg.loss.mbstd_group_size < 1:

@@ -193,7 +193,7 @@ class _GraphReader:
 
     def styled_conv(self, x, path: str, conv_module, c_in: int, c_out: int, res: int, w_dim: int,
                     depthwise: bool) -> tuple[Any, dict[str, np.ndarray]]:
-        """modulate -> [depthwise ->] conv -> + noise map -> + bias -> leaky ReLU (IR_ANATOMY §3)."""
+        """modulate -> [depthwise ->] conv -> + noise map -> + bias -> leaky ReLU."""
         k = conv_module.weight_dw.shape[-1] if depthwise else conv_module.weight.shape[-1]
         x, st = self.modulate(x, f"{path}.conv", c_in, w_dim, conv_module.scale)
         out = {f"{path}.conv.modulation.weight": st.weight, f"{path}.conv.modulation.bias": st.bias}
@@ -215,7 +215,7 @@ class _GraphReader:
         return act.output(0), out
 
     def idwt(self, x, c: int) -> Any:
-        """The Haar synthesis of IR_ANATOMY §7, checked op by op and tap by tap: 4C -> C channels at 2x."""
+        """The graph's Haar synthesis, checked op by op and tap by tap: 4C -> C channels at 2x."""
         _, _, h, w = self.shape_of(x)
         split, _ = self.next_op(x, "VariadicSplit")
         if self.int_const(split.input(1).get_source_output()) != [1] or \

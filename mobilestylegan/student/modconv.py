@@ -123,7 +123,7 @@ class ModulatedDWConv2d(_StyleIndependentDemodulation):
         s = self.scale * self.modulation(w)  # [N, I]
         if not inference:
             # Training (and tracing for export): modulate the activations, one shared depthwise conv
-            # (~20% faster than per-sample filters under autograd on CPU).
+            # (faster than per-sample filters under autograd on a CPU).
             x = F.conv2d(x * s[:, :, None, None], self.weight_dw, padding=self.padding, groups=c)
         else:
             # Inference: modulating a depthwise conv's inputs == scaling its per-channel filters, so the

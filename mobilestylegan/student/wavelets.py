@@ -45,7 +45,7 @@ def idwt(x: torch.Tensor, inference: bool = False) -> torch.Tensor:
     By default: the 4x4 band mix as one matrix product, then a pixel shuffle (differentiable, traceable;
     FlopCounterMode counts the mix: 4 MACs per output pixel). ``inference=True`` (gradients must be off): on
     strided views, with s = LL + B2, d = LL - B2, t = B0 + B1, u = B0 - B1, the four phases
-    (s + t, d + u, d - u, s - t) / 2 are written straight into place (about 2x faster on CPU).
+    (s + t, d + u, d - u, s - t) / 2 are written straight into place (faster on a CPU).
     """
     if not inference:
         b = _bands(x)

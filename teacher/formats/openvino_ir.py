@@ -97,6 +97,38 @@ def _random_face_dirs() -> list[Path]:
     return dirs
 
 
+def _read_layers(model, what: str) -> tuple[int, int, list[np.ndarray], list[np.ndarray], tuple[int, ...]]:
+    """Check the mapping graph's interface and walk its layers: ``(z_dim, w_dim, weights, biases, output shape)``
+    with the effective (gain-folded) weight ``[w_dim, in]`` and bias of every layer."""
+
+    params, results = model.get_parameters(), model.get_results()
+    if len(params) != 1 or len(results) != 1:
+        raise CheckpointError(f"{what}: expected one input and one output, got {len(params)} and {len(results)}")
+    in_shape = _static_shape(params[0].get_output_partial_shape(0), what, "input")
+    out_shape = _static_shape(results[0].get_input_partial_shape(0), what, "output")
+    if len(in_shape) != 2:
+        raise CheckpointError(f"{what}: input must be [N, z_dim], got {in_shape}")
+    if len(out_shape) != 2:
+        raise CheckpointError(
+            f"{what}: output shape {out_shape} is not a single w [N, w_dim]; not a mapping network IR")
+
+    matmuls = [op for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"]
+    if not matmuls:
+        raise CheckpointError(f"{what}: no MatMul in the graph; not a mapping network IR")
+    z_dim = in_shape[1]
+    pixelnorm_out = matmuls[0].input(0).get_source_output()
+    _check_pixelnorm(pixelnorm_out, params[0], z_dim, what)
+
+    weights, biases = _walk_layers(matmuls[0], what)
+    if len(weights) != len(matmuls):
+        raise CheckpointError(f"{what}: {len(matmuls)} MatMuls but only {len(weights)} form the layer chain")
+    w_dim = weights[-1].shape[0]
+    if out_shape[1] != w_dim:
+        raise CheckpointError(f"{what}: output width {out_shape[1]} != last layer width {w_dim}")
+
+    return z_dim, w_dim, weights, biases, out_shape
+
+
 def read_mapping_ir(
     xml_path: str | Path,
     *,
@@ -134,32 +166,8 @@ def read_mapping_ir(
     xml_path = Path(xml_path)
     model = read_model(xml_path)
     what = f"OpenVINO mapping IR {xml_path}"
-
-    params, results = model.get_parameters(), model.get_results()
-    if len(params) != 1 or len(results) != 1:
-        raise CheckpointError(f"{what}: expected one input and one output, got {len(params)} and {len(results)}")
-    in_shape = _static_shape(params[0].get_output_partial_shape(0), what, "input")
-    out_shape = _static_shape(results[0].get_input_partial_shape(0), what, "output")
-    if len(in_shape) != 2:
-        raise CheckpointError(f"{what}: input must be [N, z_dim], got {in_shape}")
-    if len(out_shape) != 2:
-        raise CheckpointError(
-            f"{what}: output shape {out_shape} is not a single w [N, w_dim]; not a mapping network IR")
-
-    matmuls = [op for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"]
-    if not matmuls:
-        raise CheckpointError(f"{what}: no MatMul in the graph; not a mapping network IR")
-    z_dim = in_shape[1]
-    pixelnorm_out = matmuls[0].input(0).get_source_output()
-    _check_pixelnorm(pixelnorm_out, params[0], z_dim, what)
-
-    weights, biases = _walk_layers(matmuls[0], what)
-    if len(weights) != len(matmuls):
-        raise CheckpointError(f"{what}: {len(matmuls)} MatMuls but only {len(weights)} form the layer chain")
-    w_dim = weights[-1].shape[0]
-    if out_shape[1] != w_dim:
-        raise CheckpointError(f"{what}: output width {out_shape[1]} != last layer width {w_dim}")
-
+    params = model.get_parameters()
+    z_dim, w_dim, weights, biases, out_shape = _read_layers(model, what)
     state: dict[str, torch.Tensor] = {}
     for i, (w_eff, b_eff) in enumerate(zip(weights, biases)):
         fan_in = w_eff.shape[1]
