@@ -22,7 +22,6 @@ import time
 
 import torch
 
-
 import teacher
 from export.bench.common import cpu_name
 from mobilestylegan.student.complexity import count_macs, count_params

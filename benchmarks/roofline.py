@@ -141,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     import openvino as ov
 
     from export.exporter import export
-    from mobilestylegan.student.lean import LeanSynthesis
     from mobilestylegan.io.pretrained import load_pretrained
+    from mobilestylegan.student.lean import LeanSynthesis
     from teacher.formats import openvino_ir
 
     print(f"$ {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}")

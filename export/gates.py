@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from export.manifest import graph_bytes
 from export.options import ExportError
 from teacher.numerics import PARITY_RULE, max_abs_diff, parity_tolerance, pooled_psnr_db
 
@@ -67,7 +68,7 @@ def size_gate(job: Job, manifest: dict[str, Any]) -> dict[str, Any]:
     g = manifest["graphs"]["synthesis"]
     gated = g["files"][0] if job.fmt == "onnx" else g["files"][1]
     file_bytes = (job.tmp / gated).stat().st_size
-    total = sum((job.tmp / f).stat().st_size for f in g["files"])
+    total = graph_bytes([job.tmp / g["files"][0]])
     param_bytes = int(job.graphs["synthesis"].num_params_bytes())
     ratio = file_bytes / param_bytes
     if ratio > SIZE_LIMIT:

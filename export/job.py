@@ -11,7 +11,7 @@ import torch
 
 from export import gates
 from export.convert import convert
-from export.manifest import FORMAT, MANIFEST_NAME, MANIFEST_VERSION, io_spec
+from export.manifest import FORMAT, MANIFEST_NAME, MANIFEST_VERSION, graph_bytes, io_spec
 from export.options import NOISE_CONST_FILE
 from export.variants import make_variant
 from teacher.fs import atomic_write
@@ -93,7 +93,7 @@ class Job:
         manifest["size_gate"] = gates.size_gate(self, manifest)
         for name in self.graphs:
             g = manifest["graphs"][name]
-            g["bytes"] = sum((self.tmp / f).stat().st_size for f in g["files"])
+            g["bytes"] = graph_bytes([self.tmp / g["files"][0]])
 
         self.bar.stage(f"quality ({len(gates.QUALITY_SEEDS)} seeds)")
         t0 = time.perf_counter()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "mobilestylegan-export"
@@ -69,3 +69,17 @@ def io_spec(names: list[str], shapes: list[tuple[int, ...]], dynamic: bool, dtyp
     """``[{"name", "shape", "dtype"}]`` with the batch axis symbolic when ``dynamic``."""
     return [{"name": n, "shape": [BATCH_AXIS if (dynamic and i == 0) else int(s) for i, s in enumerate(shape)],
              "dtype": dtype} for n, shape in zip(names, shapes)]
+
+
+def graph_bytes(paths: Sequence[str | os.PathLike]) -> int:
+    """Bytes on disk of the graphs at ``paths``: an IR's ``.xml`` with its ``.bin``, an ``.onnx`` with its external
+    ``.onnx.data`` when there is one."""
+    total = 0
+    for p in map(Path, paths):
+        total += p.stat().st_size
+        if p.suffix == ".xml":
+            total += p.with_suffix(".bin").stat().st_size
+        if p.suffix == ".onnx":
+            data = p.with_name(p.name + ".data")
+            total += data.stat().st_size if data.exists() else 0
+    return total

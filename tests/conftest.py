@@ -65,8 +65,8 @@ def one_thread():
 def no_weight_files(tmp_path, monkeypatch):
     """Caches and default weight locations (Inception, VGG16, LPIPS) in an empty per-test folder: random
     weights in the tests, whatever files the machine has."""
-    from mobilestylegan.nets.inception import INCEPTION_ENV
     from mobilestylegan.metrics.measures import LPIPS_ENV
+    from mobilestylegan.nets.inception import INCEPTION_ENV
     from mobilestylegan.nets.vgg import VGG16_ENV
 
     monkeypatch.setenv("MOBILESTYLEGAN_CACHE", str(tmp_path / "cache"))

@@ -14,8 +14,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from export.bench.common import MMAP_TUNABLE
 from mobilestylegan.cli import bench
 from mobilestylegan.io.checkpoint import save_student
-from mobilestylegan.student.complexity import count_params
 from mobilestylegan.io.load import load_any_student
+from mobilestylegan.student.complexity import count_params
 from mobilestylegan.student.generator import StudentGenerator
 from mobilestylegan.student.synthesis import StudentConfig
 from teacher import load_generator

@@ -11,14 +11,23 @@ import torch.nn.functional as F
 
 import teacher
 from mobilestylegan.distill.cache import CachedTripleSource
-from mobilestylegan.distill.triples import (NO_MIXING, STREAM_POOL, STREAM_TRIPLE, Triple, TripleSource,
-                                 sample_generator, shard, student_ws_resolution, teacher_ws_resolution,
-                                 ws_resolutions)
-from teacher.numerics import assert_parity
+from mobilestylegan.distill.triples import (
+    NO_MIXING,
+    STREAM_POOL,
+    STREAM_TRIPLE,
+    Triple,
+    TripleSource,
+    sample_generator,
+    shard,
+    student_ws_resolution,
+    teacher_ws_resolution,
+    ws_resolutions,
+)
 from mobilestylegan.student.generator import StudentGenerator
 from mobilestylegan.student.synthesis import MobileSynthesisNetwork, StudentConfig
 from mobilestylegan.student.wavelets import dwt
 from teacher.mapping import MappingNetwork
+from teacher.numerics import assert_parity
 from teacher.synthesis import SynthesisNetwork
 from tests.helpers import randomize
 

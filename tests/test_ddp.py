@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from teacher.numerics import assert_parity
 from tests.conftest import REPO
 from tests.test_training import compose_cfg
-from teacher.numerics import assert_parity
 
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
 # A short run with every loss on (pixel, VGG with random weights, GAN, R1 every 2nd step, augmentation).

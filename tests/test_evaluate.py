@@ -10,14 +10,14 @@ import torch
 from torch import nn
 
 from mobilestylegan.cli import evaluate as E
+from mobilestylegan.io.images import save_png, to_uint8
 from mobilestylegan.io.load import load_generator_any
+from mobilestylegan.metrics import measures as M
 from mobilestylegan.metrics.evaluator import EvalOptions, Evaluator
 from mobilestylegan.metrics.registry import ppl
 from mobilestylegan.metrics.sources import Source, load_stats, save_stats
 from mobilestylegan.nets import inception as inc
-from mobilestylegan.metrics import measures as M
 from mobilestylegan.nets import vgg as vgg_mod
-from mobilestylegan.io.images import save_png, to_uint8
 from tests.helpers import tiny_teacher_student_pair
 
 pytestmark = pytest.mark.usefixtures("one_thread", "no_weight_files")

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from mobilestylegan.cli.export import main as cli_main
 from export.exporter import PARITY_SEEDS, ExportError, export
 from export.manifest import BATCH_AXIS, read_manifest
 from export.runtime import load_runtime
+from mobilestylegan.cli.export import main as cli_main
 from mobilestylegan.io.checkpoint import save_student
 from mobilestylegan.student.generator import StudentGenerator
 from mobilestylegan.student.sampling import seeded_z

@@ -15,8 +15,18 @@ from teacher.config import DiscriminatorConfig, GeneratorConfig
 from teacher.formats import CheckpointError, nvidia, read_checkpoint, tensorflow
 from teacher.formats.layout import discriminator_shapes, generator_shapes
 from teacher.formats.safe_pickle import pickle_globals
-from tests.fake_checkpoints import (Global, Reduce, dump, evil_storage_blob, exec_payload, random_state,
-                                    storage_blob, tensor_over_blob, write_nvidia_pkl, write_tf_pkl)
+from tests.fake_checkpoints import (
+    Global,
+    Reduce,
+    dump,
+    evil_storage_blob,
+    exec_payload,
+    random_state,
+    storage_blob,
+    tensor_over_blob,
+    write_nvidia_pkl,
+    write_tf_pkl,
+)
 
 G_CFG = GeneratorConfig(z_dim=12, w_dim=16, img_resolution=16, channels={4: 16, 8: 16, 16: 8}, mapping_layers=3,
                         conv_clamp=256.0)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mobilestylegan.io.checkpoint import save_student
 from mobilestylegan.cli.generate import main
+from mobilestylegan.io.checkpoint import save_student
 from mobilestylegan.student.generator import StudentGenerator
 from mobilestylegan.student.synthesis import StudentConfig
 from tests.helpers import tiny_teacher_student_pair

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mobilestylegan.student.lean import LeanGenerator, LeanMapping, LeanSynthesis, band_interleave
 from mobilestylegan.student.generator import StudentGenerator
+from mobilestylegan.student.lean import LeanGenerator, LeanMapping, LeanSynthesis, band_interleave
 from mobilestylegan.student.synthesis import MobileSynthesisNetwork, StudentConfig
 from mobilestylegan.student.wavelets import idwt
 from teacher.mapping import MappingNetwork

@@ -28,13 +28,13 @@ import torch
 
 import teacher
 from mobilestylegan.io.load import load_any_student
-from teacher.formats.common import CheckpointError
-from teacher.numerics import assert_parity
-from tests.test_format_msg_split import tiny_config, tiny_native_state, write_split
 from mobilestylegan.student.generator import StudentGenerator
 from mobilestylegan.student.synthesis import StudentConfig
+from teacher.formats.common import CheckpointError
 from teacher.mapping import MappingNetwork
+from teacher.numerics import assert_parity
 from tests.helpers import randomize
+from tests.test_format_msg_split import tiny_config, tiny_native_state, write_split
 
 FAKE_NAMES = ("pytorch_lightning", "evilpkg")
 

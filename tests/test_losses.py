@@ -10,11 +10,16 @@ import torch.nn.functional as F
 
 import teacher
 from mobilestylegan.distill.augment import DiffAugment
-from mobilestylegan.distill.losses import (PerceptualLoss, d_logistic_loss, g_nonsaturating_loss,
-                                   lazy_r1_loss, pixel_loss, r1_penalty)
+from mobilestylegan.distill.losses import (
+    PerceptualLoss,
+    d_logistic_loss,
+    g_nonsaturating_loss,
+    lazy_r1_loss,
+    pixel_loss,
+    r1_penalty,
+)
 from mobilestylegan.nets.vgg import load_vgg16
 from teacher.numerics import assert_parity
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

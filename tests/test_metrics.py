@@ -11,8 +11,8 @@ import pytest
 import scipy.linalg
 import torch
 
-from mobilestylegan.nets import inception as inc
 from mobilestylegan.metrics import measures as M
+from mobilestylegan.nets import inception as inc
 from mobilestylegan.nets import vgg as vgg_mod
 from mobilestylegan.nets.inception import FIDInceptionV3, InceptionWeightsNotFoundError, load_inception, preprocess
 from mobilestylegan.nets.vgg import VGG16Full, load_vgg16_full

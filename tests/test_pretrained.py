@@ -21,8 +21,8 @@ from mobilestylegan.cli import import_pretrained
 from mobilestylegan.io import pretrained
 from mobilestylegan.io.checkpoint import load_student, save_student
 from mobilestylegan.io.images import make_grid, save_png
-from mobilestylegan.student.unfuse import unfuse_state
 from mobilestylegan.student.synthesis import MobileSynthesisNetwork, StudentConfig
+from mobilestylegan.student.unfuse import unfuse_state
 from teacher.formats import openvino_ir
 from teacher.formats.common import CheckpointError
 from teacher.numerics import assert_parity, max_abs_diff, parity_tolerance

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import teacher
-from mobilestylegan.student.generator import teacher_noise_for_student
 from mobilestylegan.distill.prune import PruneError, prune_teacher, wavelet_group_channels
+from mobilestylegan.student.generator import teacher_noise_for_student
 from mobilestylegan.student.synthesis import MobileSynthesisNetwork, StudentConfig
 from mobilestylegan.student.wavelets import idwt
 from teacher.numerics import assert_parity

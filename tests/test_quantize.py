@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from export.exporter import QUALITY_GATE_DB
-from mobilestylegan.student.lean import LeanSynthesis
 from export.quantize import calibration_inputs, fake_quantize_report, quantize_int8
 from mobilestylegan.student.generator import StudentGenerator
+from mobilestylegan.student.lean import LeanSynthesis
 from mobilestylegan.student.sampling import seeded_z
 from mobilestylegan.student.synthesis import StudentConfig
 from teacher.mapping import MappingNetwork

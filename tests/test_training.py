@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
+from PIL import Image
 
 from tests.conftest import REPO
 

@@ -46,19 +46,6 @@ def latency_stats(times_s: Sequence[float]) -> dict[str, Any]:
     return {"median_ms": statistics.median(ms), "min_ms": min(ms), "runs": len(ms), "all_ms": [round(t, 3) for t in ms]}
 
 
-def file_bytes(paths: Sequence[Path]) -> int:
-    total = 0
-    for p in paths:
-        p = Path(p)
-        total += p.stat().st_size
-        if p.suffix == ".xml":
-            total += p.with_suffix(".bin").stat().st_size
-        if p.suffix == ".onnx":
-            data = p.with_name(p.name + ".data")
-            total += data.stat().st_size if data.exists() else 0
-    return total
-
-
 def progress_bar(iterable, enabled: bool, **kw):
     if not enabled:
         return iterable

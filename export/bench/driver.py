@@ -14,10 +14,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from export.bench.common import MMAP_TUNABLE, TORCH_RUNTIMES, file_bytes, finite, machine_info, progress_bar
+from export.bench.common import MMAP_TUNABLE, TORCH_RUNTIMES, finite, machine_info, progress_bar
 from export.bench.published import compare_published, published_files, want_published
 from export.bench.report import markdown
 from export.bench.runners import load_teacher
+from export.manifest import graph_bytes
 from teacher.fs import atomic_write
 
 
@@ -67,7 +68,7 @@ def _student_artifacts(source: str, runtimes: Sequence[str], work: Path, progres
             try:
                 manifest = export(source, key[0], d, precision=key[1], progress=progress, force=True)
                 path = graph_path(d, manifest, "synthesis")
-                done[key] = {"path": str(path), "bytes": file_bytes([path]), "quality": manifest.get("quality")}
+                done[key] = {"path": str(path), "bytes": graph_bytes([path]), "quality": manifest.get("quality")}
             except ExportError as err:  # reported in the table row; anything else is a bug and propagates
                 done[key] = {"error": str(err)}
         out[rt] = done[key]
@@ -190,7 +191,7 @@ def _published_rows(args, sizes, base, ws_path, ref_path, w_dim: int) -> Rows:
                           ref=str(ref_path) if (ref_path and args.source == "ffhq-1024") else None,
                           label=f"published {rt}"))
         rows.append({"model": "published", "runtime": rt, "params": None, "macs": sizes["macs"],
-                     "flops": sizes["flops"], "bytes": file_bytes([published]),
+                     "flops": sizes["flops"], "bytes": graph_bytes([published]),
                      "graph": "random-face SynthesisNetwork.xml (published IR, same weights as ffhq-1024)"})
     return rows, tasks
 

@@ -45,8 +45,8 @@ def torch_module(spec: dict[str, Any]):
     import torch
 
     if spec["model"] == "student":
-        from mobilestylegan.student.lean import LeanSynthesis
         from mobilestylegan.io.load import load_any_student
+        from mobilestylegan.student.lean import LeanSynthesis
 
         G = load_any_student(spec["source"])
         return LeanSynthesis(G.synthesis, w_input="w", noise="const").eval()

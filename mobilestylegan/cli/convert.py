@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from mobilestylegan.cli.common import output_file_problem
+
 EXAMPLES = """examples:
   mobilestylegan-convert stylegan2-ffhq-config-f.pkl ffhq.pt              # TF release pickle
   mobilestylegan-convert network-snapshot-025000.pkl ffhq.safetensors     # NVIDIA ada pickle
@@ -34,11 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     from teacher.formats.native import save
     from teacher.fs import OutputPathError
 
-    if args.output.suffix not in (".pt", ".safetensors"):
-        print(f"error: output {args.output} must end in .pt or .safetensors", file=sys.stderr)
-        return 2
-    if args.output.exists() and not args.force:
-        print(f"error: {args.output} exists; pass --force to overwrite", file=sys.stderr)
+    problem = output_file_problem(args.output, (".pt", ".safetensors"), args.force)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
         ckpt = read_checkpoint(args.input)

@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from export.runtime import parse_seeds as runtime_parse_seeds
-from mobilestylegan.io.images import make_grid, save_png, to_uint8
-from mobilestylegan.student.sampling import seeded_z
 from mobilestylegan.errors import UsageError
+from mobilestylegan.io.images import make_grid, save_png, to_uint8
 from mobilestylegan.io.load import load_generator_any
+from mobilestylegan.student.sampling import seeded_z
 from teacher.formats.common import CheckpointError
 from teacher.fs import OutputPathError
 from teacher.numerics import psnr_db

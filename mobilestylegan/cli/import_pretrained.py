@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mobilestylegan.cli.common import output_file_problem
 from mobilestylegan.io.checkpoint import save_student
 from mobilestylegan.io.pretrained import INSTALL_HINT, PRETRAINED, import_published_ir
 from teacher.formats import openvino_ir
@@ -49,14 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.name not in PRETRAINED:
         print(f"error: unknown model {args.name!r}; known: {', '.join(sorted(PRETRAINED))}", file=sys.stderr)
         return 2
-    if args.output.suffix != ".pt":
-        print(f"error: output {args.output} must end in .pt", file=sys.stderr)
-        return 2
-    if not args.output.resolve().parent.is_dir():
-        print(f"error: output directory {args.output.parent} does not exist; create it first", file=sys.stderr)
-        return 2
-    if args.output.exists() and not args.force:
-        print(f"error: {args.output} exists; pass --force to overwrite", file=sys.stderr)
+    problem = output_file_problem(args.output, (".pt",), args.force)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
         try:

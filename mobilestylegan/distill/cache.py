@@ -8,8 +8,17 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from mobilestylegan.distill.triples import (STREAM_POOL, Index, Styles, Triple, TripleSource, _as_index,
-                                            _check_cpu_generator, sample_generator, shard)
+from mobilestylegan.distill.triples import (
+    STREAM_POOL,
+    Index,
+    Styles,
+    Triple,
+    TripleSource,
+    _as_index,
+    _check_cpu_generator,
+    sample_generator,
+    shard,
+)
 from mobilestylegan.student.synthesis import StudentConfig
 
 

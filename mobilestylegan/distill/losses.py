@@ -7,7 +7,6 @@ GAN 0.1) is the caller's job, with the weights in ``conf/loss``.
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -28,15 +28,27 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from mobilestylegan.distill.cache import CachedTripleSource
-from mobilestylegan.distill.triples import (STREAM_AUG_FAKE, STREAM_AUG_REAL, STREAM_AUG_STUDENT, TripleSource,
-                                            sample_generator, shard)
-from mobilestylegan.student.generator import StudentGenerator
-from mobilestylegan.io.images import make_grid, save_png
 from mobilestylegan.distill.augment import DiffAugment
-from mobilestylegan.distill.losses import (PerceptualLoss, d_logistic_loss, g_nonsaturating_loss, lazy_r1_loss,
-                                   pixel_loss, r1_penalty)
+from mobilestylegan.distill.cache import CachedTripleSource
+from mobilestylegan.distill.losses import (
+    PerceptualLoss,
+    d_logistic_loss,
+    g_nonsaturating_loss,
+    lazy_r1_loss,
+    pixel_loss,
+    r1_penalty,
+)
 from mobilestylegan.distill.schema import ConfigError, DataSchema, LossSchema
+from mobilestylegan.distill.triples import (
+    STREAM_AUG_FAKE,
+    STREAM_AUG_REAL,
+    STREAM_AUG_STUDENT,
+    TripleSource,
+    sample_generator,
+    shard,
+)
+from mobilestylegan.io.images import make_grid, save_png
+from mobilestylegan.student.generator import StudentGenerator
 from teacher.discriminator import Discriminator
 from teacher.numerics import psnr_db
 

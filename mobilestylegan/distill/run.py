@@ -21,12 +21,12 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 import teacher
-from mobilestylegan.errors import UnknownSourceError
-from mobilestylegan.io.checkpoint import save_student
 from mobilestylegan.distill.cache import CachedTripleSource
-from mobilestylegan.distill.triples import TripleSource
 from mobilestylegan.distill.module import DistillationModule, Optimization
 from mobilestylegan.distill.schema import ConfigError
+from mobilestylegan.distill.triples import TripleSource
+from mobilestylegan.errors import UnknownSourceError
+from mobilestylegan.io.checkpoint import save_student
 from mobilestylegan.student.generator import StudentGenerator
 from mobilestylegan.student.synthesis import StudentConfig
 from teacher.formats.common import CheckpointError

@@ -31,8 +31,12 @@ import torch
 
 import teacher
 from mobilestylegan.errors import UnknownSourceError
-from mobilestylegan.io.checkpoint import (NotAStudentError, is_student_dict, student_from_dict,
-                                       student_from_training_checkpoint)
+from mobilestylegan.io.checkpoint import (
+    NotAStudentError,
+    is_student_dict,
+    student_from_dict,
+    student_from_training_checkpoint,
+)
 from mobilestylegan.student.generator import StudentGenerator
 from mobilestylegan.student.synthesis import StudentConfig
 from teacher.formats import load_torch_container

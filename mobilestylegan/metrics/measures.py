@@ -1,6 +1,7 @@
-"""Evaluation maths on features and images: FID, KID, precision/recall, PPL filtering, PSNR, and the
-perceptual (LPIPS or unit-normalised VGG16) distance. Everything here is a pure function of its inputs;
-:mod:`mobilestylegan.metrics.evaluate` renders images, extracts features and states the conventions.
+"""Evaluation maths on features and images: FID, KID, precision/recall, PPL filtering, and the perceptual
+(LPIPS or unit-normalised VGG16) distance (PSNR: :func:`teacher.numerics.psnr_db`). Everything here is a pure
+function of its inputs; :mod:`mobilestylegan.metrics.evaluator` renders images and extracts features,
+:mod:`mobilestylegan.metrics.registry` turns them into metric lines with their conventions.
 
 Definitions (features ``x`` ``[n, d]`` of one set, ``y`` ``[m, d]`` of the other):
 
@@ -169,7 +170,7 @@ def precision_recall(gen: np.ndarray, ref: np.ndarray, k: int = 3, batch: int = 
     return precision, recall
 
 
-# ------------------------------------------------------------------------------------------ PPL, PSNR
+# ------------------------------------------------------------------------------------------ PPL
 
 def ppl_filtered_mean(dist: np.ndarray) -> float:
     """Mean of the distances between the 1st (``lower``) and 99th (``higher``) percentiles, inclusive."""

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from teacher.formats.common import check_state_dict
 from mobilestylegan.nets.weights import default_weights_path, locate, read_published_weights
+from teacher.formats.common import check_state_dict
 
 __all__ = [
     "FIDInceptionV3", "INCEPTION_ENV", "INCEPTION_FILENAME", "INCEPTION_SHA256_PREFIX", "INCEPTION_URL",

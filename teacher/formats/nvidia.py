@@ -35,8 +35,15 @@ import torch
 from teacher.config import DiscriminatorConfig, GeneratorConfig, default_channels
 from teacher.formats.common import Checkpoint, CheckpointError, check_state_dict
 from teacher.formats.layout import discriminator_shapes, generator_shapes
-from teacher.formats.safe_pickle import (CONTAINER_GLOBALS, NUMPY_GLOBALS, TORCH_TENSOR_GLOBALS, contains_marker,
-                                         looks_like_pickle, plain, restricted_load)
+from teacher.formats.safe_pickle import (
+    CONTAINER_GLOBALS,
+    NUMPY_GLOBALS,
+    TORCH_TENSOR_GLOBALS,
+    contains_marker,
+    looks_like_pickle,
+    plain,
+    restricted_load,
+)
 from teacher.ops import setup_filter
 
 SOURCE_FORMAT = "nvidia-pkl"

@@ -41,8 +41,14 @@ import torch
 from teacher.formats.common import Checkpoint, CheckpointError, check_state_dict
 from teacher.formats.layout import discriminator_shapes, generator_shapes
 from teacher.formats.nvidia import cross_check, infer_discriminator_config, infer_generator_config
-from teacher.formats.safe_pickle import CONTAINER_GLOBALS, NUMPY_GLOBALS, contains_marker, looks_like_pickle, \
-    plain, restricted_load
+from teacher.formats.safe_pickle import (
+    CONTAINER_GLOBALS,
+    NUMPY_GLOBALS,
+    contains_marker,
+    looks_like_pickle,
+    plain,
+    restricted_load,
+)
 
 SOURCE_FORMAT = "tensorflow-pkl"
 _MARKER = b"dnnlib.tflib.network"
