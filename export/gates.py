@@ -6,13 +6,12 @@ manifest entry that states what was measured.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from export.manifest import graph_bytes
+from export.manifest import graph_bytes, json_number
 from export.options import ExportError
 from teacher.numerics import PARITY_RULE, max_abs_diff, parity_tolerance, pooled_psnr_db
 
@@ -97,7 +96,7 @@ def quality(job: Job, manifest: dict[str, Any]) -> dict[str, Any]:
     del rt
     result = {"seeds": seeds, "metric": "PSNR dB, images clipped to [-1, 1], peak-to-peak 2",
               "reference": "fp32 PyTorch student: seeded z -> mapping -> synthesis (const noise)",
-              "psnr_db": finite(overall), "min_image_psnr_db": finite(min(per_image)),
+              "psnr_db": json_number(overall, 3), "min_image_psnr_db": json_number(min(per_image), 3),
               "max_abs_diff": float(np.abs(got - ref).max()), "gate_db": gate,
               "measured_inference_precision": {k: str(v).lower() for k, v in measured.items()},
               "passed": gate is None or overall >= gate}
@@ -105,7 +104,3 @@ def quality(job: Job, manifest: dict[str, Any]) -> dict[str, Any]:
         raise ExportError(f"the {job.precision} variant reaches {overall:.1f} dB PSNR against fp32 PyTorch on "
                           f"{len(seeds)} seeds, below its {gate:g} dB gate; it is not offered (nothing was written)")
     return result
-
-
-def finite(x: float) -> float | None:
-    return round(x, 3) if math.isfinite(x) else None

@@ -19,6 +19,7 @@ Shapes hold ints, with the string ``"batch"`` for a dynamic batch axis.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -83,3 +84,11 @@ def graph_bytes(paths: Sequence[str | os.PathLike]) -> int:
             data = p.with_name(p.name + ".data")
             total += data.stat().st_size if data.exists() else 0
     return total
+
+
+def json_number(x: float, digits: int | None = None) -> float | None:
+    """``x`` as strict JSON holds it: None for inf and NaN (an identical image's PSNR), else rounded to ``digits``
+    when given."""
+    if not math.isfinite(x):
+        return None
+    return round(x, digits) if digits is not None else x

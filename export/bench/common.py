@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import statistics
@@ -52,7 +51,3 @@ def progress_bar(iterable, enabled: bool, **kw):
     from tqdm import tqdm
 
     return tqdm(iterable, **kw)
-
-
-def finite(x: float) -> float | None:
-    return None if math.isinf(x) or math.isnan(x) else x

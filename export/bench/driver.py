@@ -14,11 +14,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from export.bench.common import MMAP_TUNABLE, TORCH_RUNTIMES, finite, machine_info, progress_bar
+from export.bench.common import MMAP_TUNABLE, TORCH_RUNTIMES, machine_info, progress_bar
 from export.bench.published import compare_published, published_files, want_published
 from export.bench.report import markdown
 from export.bench.runners import load_teacher
-from export.manifest import graph_bytes
+from export.manifest import graph_bytes, json_number
 from teacher.fs import atomic_write
 
 
@@ -43,8 +43,8 @@ def _run_worker(spec: dict[str, Any], work: Path, allocator: str) -> dict[str, A
     if spec["images"]:
         imgs, ref = np.load(images_path), np.load(spec["ref"], mmap_mode="r")
         images_path.unlink()
-        result["psnr_db"] = finite(pooled_psnr_db(imgs, ref))
-        result["min_image_psnr_db"] = finite(min(pooled_psnr_db(imgs[i:i + 1], ref[i:i + 1]) for i in range(len(imgs))))
+        result["psnr_db"] = json_number(pooled_psnr_db(imgs, ref))
+        result["min_image_psnr_db"] = json_number(min(pooled_psnr_db(imgs[i:i + 1], ref[i:i + 1]) for i in range(len(imgs))))
         result["max_abs_diff"] = float(np.abs(imgs - ref).max())
     result["env"] = {"GLIBC_TUNABLES": env.get("GLIBC_TUNABLES", "(unset)")}
     return result

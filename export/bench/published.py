@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from export.bench.common import QUALITY_GATE_DB, BenchError, finite, latency_stats, progress_bar
+from export.bench.common import QUALITY_GATE_DB, BenchError, latency_stats, progress_bar
 from export.bench.runners import ov_runner
+from export.manifest import json_number
 
 
 def want_published(args: argparse.Namespace) -> bool:
@@ -69,7 +70,7 @@ def compare_published(args: argparse.Namespace, artifacts: dict[str, Any], ws_pa
         entry["ratio_to_published_f32"] = statistics.median(times[k]) / base
         entry["max_abs_diff_vs_published_f32"] = float(np.abs(outs[k] - outs["published f32"]).max())
         if ref is not None:
-            entry["psnr_db"] = finite(pooled_psnr_db(outs[k], ref))
+            entry["psnr_db"] = json_number(pooled_psnr_db(outs[k], ref))
             entry["passes_40db"] = entry["psnr_db"] is None or entry["psnr_db"] >= QUALITY_GATE_DB
         if args.profile:
             entry["profile"] = profile_summary(runners[k][1][1])

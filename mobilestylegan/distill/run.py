@@ -179,9 +179,12 @@ def build_module(cfg: DictConfig, out_dir: Path) -> tuple[DistillationModule, di
 
 
 def build_strategy(tc: DictConfig) -> Any:
-    """``ddp`` is :class:`~mobilestylegan.distill.ddp.NetworkDDPStrategy` (each trained network wrapped on its own);
-    any other name goes to Lightning as it is (e.g. ``ddp_find_unused_parameters_true``: one wrapper
-    around the whole module, with an unused-parameter search after every forward)."""
+    """A ``_target_`` node is built (``trainer=ddp``: :class:`~mobilestylegan.distill.ddp.NetworkDDPStrategy`, each
+    trained network wrapped on its own). A name goes to Lightning as it is (e.g. ``ddp_find_unused_parameters_true``:
+    one wrapper around the whole module, with an unused-parameter search after every forward), except ``ddp``:
+    Lightning's whole-module wrapper fails on this module's unused parameters, so the name means ours."""
+    if isinstance(tc.strategy, DictConfig):
+        return _instantiate("trainer.strategy", tc.strategy)
     if tc.strategy == "ddp":
         from mobilestylegan.distill.ddp import NetworkDDPStrategy
 

@@ -150,7 +150,9 @@ class TrainerSchema:
         steps: Training iterations (each: one student step and, with a GAN loss, one discriminator step).
         val_every / checkpoint_every: In iterations.
         accelerator / devices / strategy / num_nodes / precision: Passed to ``lightning.Trainer``
-            (``strategy: ddp`` for multi-GPU; ``precision: bf16-mixed`` for bf16).
+            (``precision: bf16-mixed`` for bf16). ``strategy``: a Lightning strategy name, or a node with
+            ``_target_`` (``trainer=ddp``: :class:`~mobilestylegan.distill.ddp.NetworkDDPStrategy`; the name
+            ``ddp`` means the same, since Lightning's whole-module wrapper cannot train this module).
         seed: Global seed (model init, data, augmentation).
         threads: torch CPU threads (None = torch's default).
         resume: ``auto`` (continue from ``last.ckpt`` in the output directory if present), a checkpoint path,
@@ -165,7 +167,7 @@ class TrainerSchema:
     checkpoint_every: int = 1000
     accelerator: str = "auto"
     devices: Any = "auto"
-    strategy: str = "auto"
+    strategy: Any = "auto"
     num_nodes: int = 1
     precision: str = "32-true"
     seed: int = 0
