@@ -9,15 +9,25 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from export.options import ExportError
+
 if TYPE_CHECKING:
     from export.job import Job
 
 
 def convert(job: Job, name: str) -> None:
-    """Write graph ``name`` of ``job`` as ONNX (checked by ``onnx.checker``) or as OpenVINO IR."""
+    """Write graph ``name`` of ``job`` as ONNX (checked by ``onnx.checker``), OpenVINO IR or an ExecuTorch program."""
     module = job.graphs[name]
     in_names, in_shapes, out_names, _ = job.io(name)
     example = tuple(module.example_inputs(job.batch or 1))
+    if job.fmt == "executorch":
+        from export.pte import write_pte
+
+        job.delegation[name] = d = write_pte(module, example, job.tmp / f"{name}.pte")
+        if d["convolutions_outside"]:
+            raise ExportError(f"{d['convolutions_outside']} convolution(s) of the {name} graph were not delegated to "
+                              f"XNNPACK (outside: {', '.join(d['ops_outside'])}); nothing was written")
+        return
     onnx_path = job.tmp / (name + ".onnx" if job.fmt == "onnx" else f".{name}.onnx")
     dynamic = {n: {0: "batch"} for n in in_names + out_names} if job.batch is None else None
     with warnings.catch_warnings():

@@ -28,7 +28,7 @@ def parity(job: Job) -> dict[str, Any]:
     """ONNX Runtime / OpenVINO f32 against the float64 PyTorch student on :data:`PARITY_SEEDS`."""
     from export.runtime import load_runtime
 
-    backends = ["onnxruntime", "openvino"] if job.fmt == "onnx" else ["openvino"]
+    backends = {"onnx": ["onnxruntime", "openvino"], "executorch": ["executorch"]}.get(job.fmt, ["openvino"])
     results: dict[str, Any] = {}
     inputs = job.parity_inputs()
     refs = {name: job.reference(name, inputs[name]) for name in job.graphs}
@@ -65,7 +65,7 @@ def size_gate(job: Job, manifest: dict[str, Any]) -> dict[str, Any]:
     """The file holding the synthesis weights (``.onnx``, or the IR's ``.bin``; the ``.xml`` is a fixed-size
     text description of the ops, reported but not gated) against its fp32 parameter bytes."""
     g = manifest["graphs"]["synthesis"]
-    gated = g["files"][0] if job.fmt == "onnx" else g["files"][1]
+    gated = g["files"][1] if job.fmt == "openvino" else g["files"][0]
     file_bytes = (job.tmp / gated).stat().st_size
     total = graph_bytes([job.tmp / g["files"][0]])
     param_bytes = int(job.graphs["synthesis"].num_params_bytes())
@@ -91,8 +91,8 @@ def quality(job: Job, manifest: dict[str, Any]) -> dict[str, Any]:
     per_image = [pooled_psnr_db(got[i:i + 1], ref[i:i + 1]) for i in range(len(seeds))]
     overall = pooled_psnr_db(got, ref)
     gate = QUALITY_GATE_DB.get(job.precision)
-    measured = {n: (g._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
-                    if g.backend == "openvino" else "f32 (onnxruntime)") for n, g in rt.graphs.items()}
+    measured = {n: (g._compiled.get_property("INFERENCE_PRECISION_HINT").to_string() if g.backend == "openvino"
+                    else f"f32 ({g.backend})") for n, g in rt.graphs.items()}
     del rt
     result = {"seeds": seeds, "metric": "PSNR dB, images clipped to [-1, 1], peak-to-peak 2",
               "reference": "fp32 PyTorch student: seeded z -> mapping -> synthesis (const noise)",

@@ -38,7 +38,8 @@ class Job:
         # Styles folded into per-sample weights (no pass over a feature map for them: faster in bf16 at
         # 1024 px) need a fixed batch (it becomes conv groups), and INT8 needs constant conv weights to
         # quantise: a dynamic batch axis and int8 multiply the feature maps instead.
-        self.modulation = "activations" if batch is None or precision == "int8" else "weights"
+        # XNNPACK (ExecuTorch) takes constant weights only, too.
+        self.modulation = "activations" if batch is None or precision == "int8" or fmt == "executorch" else "weights"
         self.graphs: dict[str, torch.nn.Module] = {
             "mapping": LeanMapping(G.mapping, truncation_psi=self.psi).eval(),
             "synthesis": LeanSynthesis(G.synthesis, w_input=w_input, noise=noise, modulation=self.modulation).eval(),
@@ -49,7 +50,8 @@ class Job:
             self.graphs["generator"] = LeanGenerator(self.graphs["mapping"], lean_w).eval()
         for m in self.graphs.values():
             m.requires_grad_(False)
-        self.ext = ".onnx" if fmt == "onnx" else ".xml"
+        self.ext = {"onnx": ".onnx", "executorch": ".pte"}.get(fmt, ".xml")
+        self.delegation: dict[str, Any] = {}  # executorch: what XNNPACK took, per graph
         self.timings: dict[str, float] = {}
 
     # -- graph I/O ---------------------------------------------------------------------------------------
@@ -61,7 +63,7 @@ class Job:
         return list(m.input_names), [tuple(s) for s in m.input_shapes(b)], [out_name], [out_shape]
 
     def files(self, name: str) -> list[str]:
-        return [name + ".onnx"] if self.fmt == "onnx" else [name + ".xml", name + ".bin"]
+        return [name + ".xml", name + ".bin"] if self.fmt == "openvino" else [name + self.ext]
 
     # -- run -------------------------------------------------------------------------------------------------
     def run(self, parity: bool) -> dict[str, Any]:
@@ -196,6 +198,8 @@ class Job:
             "source": self.source_info,
             "versions": _versions(self.fmt),
         })
+        if self.fmt == "executorch":
+            m["delegation"] = self.delegation
         return m
 
 
@@ -210,9 +214,11 @@ def _version() -> str:
 
 def _versions(fmt: str) -> dict[str, str]:
     out = {"torch": torch.__version__}
-    for mod in (("onnx", "onnxruntime") if fmt == "onnx" else ()) + ("openvino",):
+    from importlib.metadata import PackageNotFoundError, version
+
+    for mod in {"onnx": ("onnx", "onnxruntime", "openvino"), "executorch": ("executorch",)}.get(fmt, ("openvino",)):
         try:
-            out[mod] = __import__(mod).__version__
-        except ImportError:
+            out[mod] = version(mod)
+        except PackageNotFoundError:
             pass
     return out

@@ -6,14 +6,15 @@ import math
 
 from mobilestylegan.student.lean import NOISE_MODES, W_INPUTS
 
-FORMATS = ("onnx", "openvino")
+FORMATS = ("onnx", "openvino", "executorch")
 PRECISIONS = ("fp32", "fp16", "int8")
 NOISE = NOISE_MODES
 ONNX_OPSET = 17
 NOISE_CONST_FILE = "noise_const.npz"
 # The exact versions the base install pins: named in the message when an engine is missing.
-ENGINE_PINS = {"onnx": "onnx==1.23.2", "onnxruntime": "onnxruntime==1.31.1", "openvino": "openvino==2026.4.1",
-               "nncf": "nncf==3.4.0"}
+ENGINE_INSTALL = {"onnx": "pip install onnx==1.23.2", "onnxruntime": "pip install onnxruntime==1.31.1",
+                  "openvino": "pip install openvino==2026.4.1", "nncf": "pip install nncf==3.4.0",
+                  "executorch": 'pip install -e ".[executorch]" (executorch==1.5.1)'}
 
 
 class ExportError(Exception):
@@ -28,6 +29,11 @@ def check_args(fmt, precision, w_input, noise, batch, psi, end_to_end, resolutio
     if precision == "int8" and fmt != "openvino":
         raise ExportError("int8 is offered for OpenVINO only (NNCF post-training quantisation): "
                           "use --format openvino --precision int8")
+    if fmt == "executorch" and precision != "fp32":
+        raise ExportError(f"the executorch export is offered in fp32 only (XNNPACK, every conv delegated); got "
+                          f"--precision {precision}")
+    if fmt == "executorch" and batch is None:
+        raise ExportError("the executorch export needs a fixed batch (--batch N); a dynamic batch is not offered")
     if batch is not None and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
         raise ExportError(f"batch must be a positive integer or dynamic; got {batch!r}")
     if psi is not None and not (isinstance(psi, (int, float)) and math.isfinite(psi)):
@@ -39,7 +45,7 @@ def check_args(fmt, precision, w_input, noise, batch, psi, end_to_end, resolutio
 
 
 def require_engines(fmt: str, precision: str) -> None:
-    needs = {"onnx": ["onnx", "onnxruntime"], "openvino": ["onnx", "openvino"]}[fmt]
+    needs = {"onnx": ["onnx", "onnxruntime"], "openvino": ["onnx", "openvino"], "executorch": ["executorch"]}[fmt]
     if precision == "int8":
         needs.append("nncf")
     for mod in needs:
@@ -47,4 +53,4 @@ def require_engines(fmt: str, precision: str) -> None:
             __import__(mod)
         except ImportError as err:
             raise ExportError(f"{mod} is not installed ({err}), and the {fmt} {precision} export needs it: "
-                              f"pip install {ENGINE_PINS[mod]}") from None
+                              f"{ENGINE_INSTALL[mod]}") from None

@@ -1,4 +1,5 @@
-"""Standalone runtime for ``mobilestylegan-export`` directories: numpy + OpenVINO or ONNX Runtime, no torch.
+"""Standalone runtime for ``mobilestylegan-export`` directories: numpy + OpenVINO or ONNX Runtime, no torch
+(ExecuTorch ``.pte`` exports run through :mod:`export.pte`, which needs torch as ExecuTorch itself does).
 
 An edge user can ship this file with :mod:`export.manifest` (both import only the standard library
 and numpy; the inference engine is imported lazily)::
@@ -31,8 +32,9 @@ import numpy as np
 
 from export.manifest import BATCH_AXIS, ManifestError, graph_path, read_manifest
 
-BACKENDS = ("openvino", "onnxruntime")
-INSTALL = {"openvino": "pip install openvino==2026.4.1", "onnxruntime": "pip install onnxruntime==1.31.1"}
+BACKENDS = ("openvino", "onnxruntime", "executorch")
+INSTALL = {"openvino": "pip install openvino==2026.4.1", "onnxruntime": "pip install onnxruntime==1.31.1",
+           "executorch": 'pip install -e ".[executorch]"   (executorch==1.5.1)'}
 
 
 class RuntimeMissingError(ImportError):
@@ -102,6 +104,16 @@ class _Graph:
         self.input_names = [i["name"] for i in inputs]
         self.input_shapes = [i["shape"] for i in inputs]
         self.backend, self.precision = backend, precision
+        if backend == "executorch":
+            if precision not in (None, "f32") or device.upper() != "CPU":
+                raise ValueError("the ExecuTorch backend runs the program as stored, on the CPU (XNNPACK)")
+            try:
+                from export.pte import PteGraph  # ExecuTorch's Python runtime works on torch tensors
+            except ImportError as err:
+                raise RuntimeMissingError(f"executorch is not installed ({err}); install it with "
+                                          f"`{INSTALL[backend]}`") from None
+            self._pte = PteGraph(path, threads)
+            return
         engine = _import_engine(backend)
         if backend == "openvino":
             config: dict[str, Any] = {}
@@ -126,6 +138,8 @@ class _Graph:
             self._session = engine.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     def run(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        if self.backend == "executorch":
+            return self._pte.run(arrays)
         feeds = {n: np.ascontiguousarray(a, dtype=np.float32) for n, a in zip(self.input_names, arrays)}
         if self.backend == "openvino":
             return np.array(self._request.infer(feeds)[self._output], dtype=np.float32, copy=True)
@@ -269,16 +283,19 @@ def load_runtime(directory: str | Path, threads: int | None = None, device: str 
         device: OpenVINO device (``CPU``, ``GPU``, ...); ONNX Runtime runs on CPU.
         precision_hint: OpenVINO ``INFERENCE_PRECISION_HINT`` for every graph (``f32``, ``bf16``, ``f16``);
             None uses the manifest's recommendation per graph.
-        backend: ``openvino`` or ``onnxruntime``; None picks the export's own (ONNX files can also run in OpenVINO).
+        backend: ``openvino``, ``onnxruntime`` or ``executorch``; None picks the export's own (ONNX files can also
+            run in OpenVINO).
     """
     d = Path(directory)
     manifest = read_manifest(d)
     fmt = manifest["artefact_format"]
-    backend = backend or ("onnxruntime" if fmt == "onnx" else "openvino")
+    backend = backend or {"onnx": "onnxruntime", "executorch": "executorch"}.get(fmt, "openvino")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if fmt == "openvino" and backend != "openvino":
         raise ValueError("OpenVINO IR runs in OpenVINO only (backend='openvino')")
+    if (fmt == "executorch") != (backend == "executorch"):
+        raise ValueError("an ExecuTorch program (.pte) runs in ExecuTorch only, and ExecuTorch runs only .pte files")
     return Runtime(d, manifest, backend, threads, device, precision_hint)
 
 
@@ -317,7 +334,7 @@ def _save(arr: np.ndarray, path: Path) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m export.runtime", description="Render faces from a mobilestylegan-export directory "
-        "(numpy + OpenVINO or ONNX Runtime; no torch).",
+        "(numpy + OpenVINO or ONNX Runtime, no torch; ExecuTorch .pte exports need torch).",
         epilog="example:\n  python -m export.runtime exported/ --seeds 0-3 --trunc 0.7 --out faces/",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("directory", help="export directory (holds manifest.json)")

@@ -85,7 +85,7 @@ def pooled_psnr_db(a: Array, ref: Array, cap_db: float | None = None) -> float:
 
 
 def _tensor(x: Array) -> torch.Tensor:
-    t = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    t = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x, dtype=np.float64))
     return t.to(torch.float32 if t.device.type == "mps" else torch.float64)
 
 

@@ -8,8 +8,9 @@ import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
-RUNTIMES = ("eager", "compile", "onnxruntime", "openvino-f32", "openvino-bf16", "openvino-int8")
-DEFAULT_RUNTIMES = RUNTIMES
+DEFAULT_RUNTIMES = ("eager", "compile", "onnxruntime", "openvino-f32", "openvino-bf16", "openvino-int8")
+# executorch (XNNPACK, fp32) needs the executorch extra: asked for by name.
+RUNTIMES = DEFAULT_RUNTIMES + ("executorch",)
 TORCH_RUNTIMES = ("eager", "compile")
 OV_HINTS = {"openvino-f32": "f32", "openvino-bf16": "bf16", "openvino-int8": "f32"}
 MMAP_TUNABLE = "glibc.malloc.mmap_threshold=2147483647"

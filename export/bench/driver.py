@@ -56,7 +56,8 @@ def _student_artifacts(source: str, runtimes: Sequence[str], work: Path, progres
     from export.manifest import graph_path
 
     need = {"onnxruntime": ("onnx", "fp32"), "openvino-f32": ("openvino", "fp32"),
-            "openvino-bf16": ("openvino", "fp32"), "openvino-int8": ("openvino", "int8")}
+            "openvino-bf16": ("openvino", "fp32"), "openvino-int8": ("openvino", "int8"),
+            "executorch": ("executorch", "fp32")}
     out: dict[str, Any] = {}
     done: dict[tuple[str, str], Any] = {}
     for rt in runtimes:

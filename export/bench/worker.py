@@ -29,6 +29,11 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         run, extra = ov_torch_runner(spec, threads)
     elif runtime == "onnxruntime":
         run = ort_runner(spec["path"], threads)
+    elif runtime == "executorch":
+        from export.pte import PteGraph  # ExecuTorch's runtime works on torch tensors: this worker imports torch
+
+        graph = PteGraph(spec["path"], threads)
+        run = lambda w: graph.run([w])  # noqa: E731
     else:
         run, (compiled, _) = ov_runner(spec["path"], OV_HINTS[runtime], threads)
         extra["inference_precision"] = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()

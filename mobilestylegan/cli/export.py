@@ -1,4 +1,4 @@
-"""``mobilestylegan-export``: a student -> verified ONNX or OpenVINO artefacts (see :mod:`export.exporter`)."""
+"""``mobilestylegan-export``: a student -> verified ONNX, OpenVINO or ExecuTorch artefacts (see :mod:`export.exporter`)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ EXAMPLES = """examples:
   mobilestylegan-export ffhq-1024 --format openvino --precision fp16 --out exported/ffhq-ov-fp16
   mobilestylegan-export student.pt --format onnx --batch dynamic --noise input --out exported/onnx
   mobilestylegan-export last.ckpt --format onnx --w-input wplus --truncation-psi 0.7 --end-to-end --out out/
+  mobilestylegan-export ffhq-1024 --format executorch --out exported/ffhq-pte   # phones: XNNPACK, fp32
   python -m export.runtime exported/ffhq-ov --seeds 0-3 --out faces/     # render without torch
 SOURCE is a native student checkpoint, a MobileStyleGAN.pytorch Lightning .ckpt or a pretrained name (ffhq-1024).
-Every export is parity-checked against PyTorch (ONNX Runtime and OpenVINO f32, 4 seeds, max |diff| within
+Every export is parity-checked against PyTorch (ONNX Runtime and OpenVINO f32, ExecuTorch, 4 seeds, max |diff| within
 2**11 float32 ulps of max(1, peak |output|)) and quality-gated (PSNR vs fp32 PyTorch on 16 seeds; fp16 and int8
 need 40 dB); a failed check writes nothing.
 """
@@ -35,8 +36,8 @@ def _batch(text: str) -> int | None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mobilestylegan-export", epilog=EXAMPLES,
-                                description="Export a MobileStyleGAN student to ONNX or OpenVINO IR, "
-                                            "parity-checked and quality-gated.",
+                                description="Export a MobileStyleGAN student to ONNX, OpenVINO IR or an ExecuTorch "
+                                            "program (XNNPACK), parity-checked and quality-gated.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", metavar="SOURCE", help="student checkpoint or pretrained name (ffhq-1024)")
     p.add_argument("--format", dest="fmt", required=True, choices=FORMATS)
@@ -96,6 +97,9 @@ def summary(m: dict, out: str) -> str:
                      + f" (<= {max(par['tolerance'].values()):.2g}, vs float64 PyTorch)")
     s = m["size_gate"]
     lines.append(f"  size      {s['gated_file']} = {s['ratio']:.3f}x its fp32 parameter bytes (<= {s['limit']})")
+    for name, d in m.get("delegation", {}).items():
+        lines.append(f"  xnnpack   {name}: {d['convolutions_delegated']}/{d['convolutions']} convolutions delegated"
+                     + (f"; outside: {', '.join(d['ops_outside'])}" if d["ops_outside"] else ""))
     q = m["quality"]
     psnr = "inf" if q["psnr_db"] is None else f"{q['psnr_db']:.1f}"
     lines.append(f"  quality   {psnr} dB PSNR vs fp32 PyTorch on {len(q['seeds'])} seeds"
