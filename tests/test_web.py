@@ -54,3 +54,66 @@ def test_js_seeded_z_refuses_what_torch_would_not_reproduce():
                            check=True).stdout.splitlines()
     assert lines[0].startswith("seeded latents are reproduced for zDim >= 16") and all(
         line.startswith("seed must be in") for line in lines[1:])
+
+
+# ------------------------------------------------------------------------------------------ the local server
+
+def _site(tmp_path: Path) -> Path:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<!doctype html><title>faces</title>")
+    (site / "ort.wasm").write_bytes(b"\0asm\1\0\0\0")
+    (site / "app.mjs").write_text("export const x = 1;")
+    return site
+
+
+def _get(url: str):
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers, b""
+
+
+def test_server_isolates_the_page_and_types_wasm(tmp_path):
+    import threading
+
+    from export.web.server import ISOLATION_HEADERS, make_server
+
+    server = make_server(_site(tmp_path), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        status, headers, body = _get(base + "/")
+        assert status == 200 and b"faces" in body
+        assert all(headers[k] == v for k, v in ISOLATION_HEADERS.items()) and headers["Cache-Control"] == "no-store"
+        assert _get(base + "/ort.wasm")[1]["Content-Type"] == "application/wasm"
+        assert _get(base + "/app.mjs")[1]["Content-Type"] == "text/javascript"
+        status, headers, _ = _get(base + "/missing.onnx")
+        assert status == 404 and headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_serve_cli_as_a_user_runs_it(tmp_path):
+    import sys
+
+    site = _site(tmp_path)
+    exe = Path(sys.executable).parent / "mobilestylegan-serve"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "mobilestylegan.cli.serve"]
+    proc = subprocess.Popen([*cmd, str(site), "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith(f"serving {site} at http://127.0.0.1:")
+        url = line.split(" at ", 1)[1].split()[0]
+        assert _get(url)[0] == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    bad = subprocess.run([*cmd, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "holds no index.html" in bad.stderr and "Traceback" not in bad.stderr
