@@ -28,6 +28,13 @@ def convert(job: Job, name: str) -> None:
             raise ExportError(f"{d['convolutions_outside']} convolution(s) of the {name} graph were not delegated to "
                               f"XNNPACK (outside: {', '.join(d['ops_outside'])}); nothing was written")
         return
+    if job.fmt == "coreml":
+        from export.coreml import write_mlpackage
+
+        _, _, _, out_shapes = job.io(name)
+        job.coreml_spec[name] = write_mlpackage(module, example, in_names, in_shapes, out_names, out_shapes,
+                                                job.tmp / f"{name}.mlpackage", job.precision)
+        return
     onnx_path = job.tmp / (name + ".onnx" if job.fmt == "onnx" else f".{name}.onnx")
     dynamic = {n: {0: "batch"} for n in in_names + out_names} if job.batch is None else None
     with warnings.catch_warnings():

@@ -58,7 +58,7 @@ __all__ = ["CALIBRATION_SEEDS", "FORMATS", "NOISE", "ONNX_OPSET", "PARITY_SEEDS"
            "QUALITY_SEEDS", "SIZE_LIMIT", "W_INPUTS", "ExportError", "export", "write_manifest"]
 
 
-def export(source: Any, fmt: str, out_dir: str | os.PathLike, precision: str = "fp32", w_input: str = "w",
+def export(source: Any, fmt: str, out_dir: str | os.PathLike, precision: str | None = None, w_input: str = "w",
            noise: str = "const", batch: int | None = 1, truncation_psi: float | None = None,
            end_to_end: bool = False, parity: bool = True, progress: bool = True, force: bool = False,
            resolution: int | None = None, opset: int = ONNX_OPSET) -> dict[str, Any]:
@@ -69,7 +69,7 @@ def export(source: Any, fmt: str, out_dir: str | os.PathLike, precision: str = "
             name (``ffhq-1024``) or a :class:`~mobilestylegan.student.generator.StudentGenerator`.
         fmt: ``onnx`` or ``openvino``.
         out_dir: Directory to create (refused if it exists and is not empty, unless ``force``).
-        precision: ``fp32``, ``fp16`` or ``int8`` (OpenVINO only).
+        precision: ``fp32``, ``fp16`` or ``int8`` (OpenVINO only); None: ``fp16`` for Core ML, else ``fp32``.
         w_input: Synthesis input: ``w`` (one w, ``[B, w_dim]``) or ``wplus`` (``[B, num_ws, w_dim]``).
         noise: ``const`` (the student's maps baked in), ``input`` (one input per layer) or ``none``.
         batch: Fixed batch size, or None for a dynamic batch axis.
@@ -85,6 +85,8 @@ def export(source: Any, fmt: str, out_dir: str | os.PathLike, precision: str = "
     Raises:
         ExportError: Bad arguments, not a student, missing runtime, unwritable directory, failed check.
     """
+    if precision is None:
+        precision = "fp16" if fmt == "coreml" else "fp32"
     check_args(fmt, precision, w_input, noise, batch, truncation_psi, end_to_end, resolution)
     require_engines(fmt, precision)
     out = Path(out_dir)

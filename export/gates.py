@@ -28,6 +28,8 @@ def parity(job: Job) -> dict[str, Any]:
     """ONNX Runtime / OpenVINO f32 against the float64 PyTorch student on :data:`PARITY_SEEDS`."""
     from export.runtime import load_runtime
 
+    if job.fmt == "coreml":
+        return coreml_reference(job)
     backends = {"onnx": ["onnxruntime", "openvino"], "executorch": ["executorch"]}.get(job.fmt, ["openvino"])
     results: dict[str, Any] = {}
     inputs = job.parity_inputs()
@@ -65,10 +67,19 @@ def size_gate(job: Job, manifest: dict[str, Any]) -> dict[str, Any]:
     """The file holding the synthesis weights (``.onnx``, or the IR's ``.bin``; the ``.xml`` is a fixed-size
     text description of the ops, reported but not gated) against its fp32 parameter bytes."""
     g = manifest["graphs"]["synthesis"]
-    gated = g["files"][1] if job.fmt == "openvino" else g["files"][0]
+    gated = g["files"][{"openvino": 1, "coreml": 2}.get(job.fmt, 0)]
     file_bytes = (job.tmp / gated).stat().st_size
-    total = graph_bytes([job.tmp / g["files"][0]])
+    total = (sum((job.tmp / f).stat().st_size for f in g["files"]) if job.fmt == "coreml"
+             else graph_bytes([job.tmp / g["files"][0]]))
     param_bytes = int(job.graphs["synthesis"].num_params_bytes())
+    if job.fmt == "coreml" and job.precision == "fp16":  # weights stored in fp16: gate against 2 bytes each
+        param_bytes //= 2
+        if file_bytes / param_bytes > SIZE_LIMIT:
+            raise ExportError(f"size gate failed: {gated} weighs {file_bytes} bytes, {file_bytes / param_bytes:.3f}x the "
+                              f"{param_bytes} fp16 bytes of the graph's parameters and baked noise (limit {SIZE_LIMIT}x)")
+        return {"gated_file": gated, "file_bytes": file_bytes, "fp16_param_bytes": param_bytes,
+                "ratio": round(file_bytes / param_bytes, 4), "limit": SIZE_LIMIT, "passed": True,
+                "all_synthesis_files_bytes": total, "all_files_ratio": round(total / param_bytes, 4)}
     ratio = file_bytes / param_bytes
     if ratio > SIZE_LIMIT:
         raise ExportError(f"size gate failed: {gated} weighs {file_bytes} bytes, {ratio:.3f}x the {param_bytes} "
@@ -80,6 +91,9 @@ def size_gate(job: Job, manifest: dict[str, Any]) -> dict[str, Any]:
 
 def quality(job: Job, manifest: dict[str, Any]) -> dict[str, Any]:
     """Seeded z -> exported mapping -> exported synthesis (const noise), as the runtime runs it by default."""
+    if job.fmt == "coreml":
+        return {"run": False, "seeds": [], "psnr_db": None, "gate_db": None,
+                "reason": "Core ML predicts on macOS only: mobilestylegan-export --check DIR there runs the check"}
     from export.runtime import load_runtime
 
     seeds = list(QUALITY_SEEDS)
@@ -104,3 +118,20 @@ def quality(job: Job, manifest: dict[str, Any]) -> dict[str, Any]:
         raise ExportError(f"the {job.precision} variant reaches {overall:.1f} dB PSNR against fp32 PyTorch on "
                           f"{len(seeds)} seeds, below its {gate:g} dB gate; it is not offered (nothing was written)")
     return result
+
+
+def coreml_reference(job: Job) -> dict[str, Any]:
+    """Core ML cannot predict on Linux: store the parity inputs and float64 references for ``--check`` on a Mac."""
+    from export.coreml import CHECK_FILE
+
+    inputs = job.parity_inputs()
+    arrays: dict[str, np.ndarray] = {}
+    for name in job.graphs:
+        in_names = job.io(name)[0]
+        for n, t in zip(in_names, inputs[name]):
+            arrays[f"{name}.{n}"] = t.float().numpy()
+        arrays[f"{name}.reference"] = job.reference(name, inputs[name]).astype(np.float32)
+    np.savez(job.tmp / CHECK_FILE, **arrays)
+    return {"run": False, "seeds": list(PARITY_SEEDS), "reference_file": CHECK_FILE,
+            "reason": "Core ML predicts on macOS only: mobilestylegan-export --check DIR there compares it with "
+                      f"{CHECK_FILE} (parity rule for fp32; fp16: 40 dB PSNR on images, 1e-2 x peak on w)"}

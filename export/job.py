@@ -39,7 +39,8 @@ class Job:
         # 1024 px) need a fixed batch (it becomes conv groups), and INT8 needs constant conv weights to
         # quantise: a dynamic batch axis and int8 multiply the feature maps instead.
         # XNNPACK (ExecuTorch) takes constant weights only, too.
-        self.modulation = "activations" if batch is None or precision == "int8" or fmt == "executorch" else "weights"
+        self.modulation = ("activations" if batch is None or precision == "int8" or fmt in ("executorch", "coreml")
+                           else "weights")
         self.graphs: dict[str, torch.nn.Module] = {
             "mapping": LeanMapping(G.mapping, truncation_psi=self.psi).eval(),
             "synthesis": LeanSynthesis(G.synthesis, w_input=w_input, noise=noise, modulation=self.modulation).eval(),
@@ -52,6 +53,7 @@ class Job:
             m.requires_grad_(False)
         self.ext = {"onnx": ".onnx", "executorch": ".pte"}.get(fmt, ".xml")
         self.delegation: dict[str, Any] = {}  # executorch: what XNNPACK took, per graph
+        self.coreml_spec: dict[str, Any] = {}  # coreml: each model's checked interface and operation count
         self.timings: dict[str, float] = {}
 
     # -- graph I/O ---------------------------------------------------------------------------------------
@@ -63,6 +65,10 @@ class Job:
         return list(m.input_names), [tuple(s) for s in m.input_shapes(b)], [out_name], [out_shape]
 
     def files(self, name: str) -> list[str]:
+        if self.fmt == "coreml":
+            from export.coreml import files
+
+            return files(name)
         return [name + ".xml", name + ".bin"] if self.fmt == "openvino" else [name + self.ext]
 
     # -- run -------------------------------------------------------------------------------------------------
@@ -84,7 +90,7 @@ class Job:
         manifest["parity"] = gates.parity(self) if parity else {"run": False}
         self.timings["parity_s"] = time.perf_counter() - t0
 
-        if self.precision != "fp32":
+        if self.precision != "fp32" and self.fmt != "coreml":  # Core ML converts at its precision directly
             self.bar.stage(f"making the {self.precision} variant")
             t0 = time.perf_counter()
             make_variant(self, manifest)
@@ -95,7 +101,8 @@ class Job:
         manifest["size_gate"] = gates.size_gate(self, manifest)
         for name in self.graphs:
             g = manifest["graphs"][name]
-            g["bytes"] = graph_bytes([self.tmp / g["files"][0]])
+            g["bytes"] = (sum((self.tmp / f).stat().st_size for f in g["files"]) if self.fmt == "coreml"
+                          else graph_bytes([self.tmp / g["files"][0]]))
 
         self.bar.stage(f"quality ({len(gates.QUALITY_SEEDS)} seeds)")
         t0 = time.perf_counter()
@@ -200,6 +207,10 @@ class Job:
         })
         if self.fmt == "executorch":
             m["delegation"] = self.delegation
+        if self.fmt == "coreml":
+            m["coreml"] = {"models": self.coreml_spec, "deployment_target": "iOS16 / macOS13 (ML Program)",
+                           "compute_units": "chosen by the app at load (MLModelConfiguration.computeUnits)",
+                           "check": "mobilestylegan-export --check DIR on macOS compares Core ML with check_reference.npz"}
         return m
 
 
@@ -216,7 +227,8 @@ def _versions(fmt: str) -> dict[str, str]:
     out = {"torch": torch.__version__}
     from importlib.metadata import PackageNotFoundError, version
 
-    for mod in {"onnx": ("onnx", "onnxruntime", "openvino"), "executorch": ("executorch",)}.get(fmt, ("openvino",)):
+    for mod in {"onnx": ("onnx", "onnxruntime", "openvino"), "executorch": ("executorch",),
+                "coreml": ("coremltools",)}.get(fmt, ("openvino",)):
         try:
             out[mod] = version(mod)
         except PackageNotFoundError:

@@ -6,7 +6,7 @@ import math
 
 from mobilestylegan.student.lean import NOISE_MODES, W_INPUTS
 
-FORMATS = ("onnx", "openvino", "executorch")
+FORMATS = ("onnx", "openvino", "executorch", "coreml")
 PRECISIONS = ("fp32", "fp16", "int8")
 NOISE = NOISE_MODES
 ONNX_OPSET = 17
@@ -14,7 +14,8 @@ NOISE_CONST_FILE = "noise_const.npz"
 # The exact versions the base install pins: named in the message when an engine is missing.
 ENGINE_INSTALL = {"onnx": "pip install onnx==1.23.2", "onnxruntime": "pip install onnxruntime==1.31.1",
                   "openvino": "pip install openvino==2026.4.1", "nncf": "pip install nncf==3.4.0",
-                  "executorch": 'pip install -e ".[executorch]" (executorch==1.5.1)'}
+                  "executorch": 'pip install -e ".[executorch]" (executorch==1.5.1)',
+                  "coremltools": 'pip install -e ".[coreml]" (coremltools==9.0)'}
 
 
 class ExportError(Exception):
@@ -32,8 +33,10 @@ def check_args(fmt, precision, w_input, noise, batch, psi, end_to_end, resolutio
     if fmt == "executorch" and precision != "fp32":
         raise ExportError(f"the executorch export is offered in fp32 only (XNNPACK, every conv delegated); got "
                           f"--precision {precision}")
-    if fmt == "executorch" and batch is None:
-        raise ExportError("the executorch export needs a fixed batch (--batch N); a dynamic batch is not offered")
+    if fmt == "coreml" and precision not in ("fp16", "fp32"):
+        raise ExportError(f"the coreml export is offered in fp16 (default) and fp32; got --precision {precision}")
+    if fmt in ("executorch", "coreml") and batch is None:
+        raise ExportError(f"the {fmt} export needs a fixed batch (--batch N); a dynamic batch is not offered")
     if batch is not None and (not isinstance(batch, int) or isinstance(batch, bool) or batch < 1):
         raise ExportError(f"batch must be a positive integer or dynamic; got {batch!r}")
     if psi is not None and not (isinstance(psi, (int, float)) and math.isfinite(psi)):
@@ -45,7 +48,8 @@ def check_args(fmt, precision, w_input, noise, batch, psi, end_to_end, resolutio
 
 
 def require_engines(fmt: str, precision: str) -> None:
-    needs = {"onnx": ["onnx", "onnxruntime"], "openvino": ["onnx", "openvino"], "executorch": ["executorch"]}[fmt]
+    needs = {"onnx": ["onnx", "onnxruntime"], "openvino": ["onnx", "openvino"], "executorch": ["executorch"],
+             "coreml": ["coremltools"]}[fmt]
     if precision == "int8":
         needs.append("nncf")
     for mod in needs:

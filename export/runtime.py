@@ -289,6 +289,9 @@ def load_runtime(directory: str | Path, threads: int | None = None, device: str 
     d = Path(directory)
     manifest = read_manifest(d)
     fmt = manifest["artefact_format"]
+    if fmt == "coreml":
+        raise ValueError("a Core ML export runs in Core ML on Apple devices; check it with "
+                         "`mobilestylegan-export --check DIR` on macOS")
     backend = backend or {"onnx": "onnxruntime", "executorch": "executorch"}.get(fmt, "openvino")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")

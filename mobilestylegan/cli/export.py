@@ -39,12 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Export a MobileStyleGAN student to ONNX, OpenVINO IR or an ExecuTorch "
                                             "program (XNNPACK), parity-checked and quality-gated.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", metavar="SOURCE", help="student checkpoint or pretrained name (ffhq-1024)")
-    p.add_argument("--format", dest="fmt", required=True, choices=FORMATS)
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (must be new or empty)")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                   help="fp32 (default); fp16 (OpenVINO: fp16 weights, bf16/f16 compute where the CPU has it; "
-                        "ONNX: fp16 weights, fp32 compute); int8 (OpenVINO, NNCF)")
+    p.add_argument("source", metavar="SOURCE", nargs="?", help="student checkpoint or pretrained name (ffhq-1024)")
+    p.add_argument("--format", dest="fmt", choices=FORMATS)
+    p.add_argument("--out", metavar="DIR", help="output directory (must be new or empty)")
+    p.add_argument("--check", metavar="DIR", help="on macOS: run a Core ML export's parity check and exit")
+    p.add_argument("--precision", default=None, choices=PRECISIONS,
+                   help="fp32 (default; Core ML: fp16); fp16 (OpenVINO: fp16 weights, bf16/f16 compute where the CPU "
+                        "has it; ONNX: fp16 weights, fp32 compute; Core ML: fp16 compute); int8 (OpenVINO, NNCF)")
     p.add_argument("--w-input", default="w", choices=W_INPUTS,
                    help="synthesis input: one w [B, w_dim] (default) or W+ [B, num_ws, w_dim]")
     p.add_argument("--noise", default="const", choices=NOISE,
@@ -62,8 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     from export.exporter import ONNX_OPSET, ExportError, export
+
+    if args.check:
+        return _check(args.check)
+    missing = [flag for flag, v in (("SOURCE", args.source), ("--format", args.fmt), ("--out", args.out)) if not v]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
 
     if args.opset is not None and args.fmt != "onnx":
         print("error: --opset applies to --format onnx only", file=sys.stderr)
@@ -83,24 +91,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _check(directory: str) -> int:
+    from export.coreml import check
+    from export.options import ExportError
+
+    try:
+        results = check(directory)
+    except ExportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for name, r in results.items():
+        got = f"{r['psnr_db']:.1f} dB (gate {r['gate_db']:g})" if "psnr_db" in r else \
+            f"max |diff| {r['max_abs_diff']:.2g} (<= {r['tolerance']:.2g})"
+        print(f"  {name:9s} Core ML vs float64 PyTorch: {got} {'ok' if r['passed'] else 'FAILED'}")
+    return 0 if all(r["passed"] for r in results.values()) else 1
+
+
 def summary(m: dict, out: str) -> str:
     """A few lines: files, parity, size, quality."""
     lines = [f"wrote {out} ({m['artefact_format']}"
              + (f", opset {m['onnx_opset']}" if "onnx_opset" in m else "")
              + f", {m['precision']}, batch {m['batch']}, {m['model']['img_resolution']}px)"]
     for name, g in m["graphs"].items():
-        lines.append(f"  {name:9s} {' + '.join(g['files'])}  {g['bytes'] / 1e6:.2f} MB")
+        shown = list(dict.fromkeys(f.split("/")[0] for f in g["files"]))  # a Core ML package: its folder
+        lines.append(f"  {name:9s} {' + '.join(shown)}  {g['bytes'] / 1e6:.2f} MB")
     par = m.get("parity", {})
+    if not par.get("run") and par.get("reason"):
+        lines.append(f"  parity    not run here: {par['reason']}")
     if par.get("run"):
         worst = {k: max(v.values()) for k, v in par["max_abs_diff"].items() if isinstance(v, dict)}
         lines.append("  parity    " + ", ".join(f"{k} max |diff| {v:.2g}" for k, v in worst.items())
                      + f" (<= {max(par['tolerance'].values()):.2g}, vs float64 PyTorch)")
     s = m["size_gate"]
-    lines.append(f"  size      {s['gated_file']} = {s['ratio']:.3f}x its fp32 parameter bytes (<= {s['limit']})")
+    dtype = "fp16" if "fp16_param_bytes" in s else "fp32"
+    lines.append(f"  size      {s['gated_file']} = {s['ratio']:.3f}x its {dtype} parameter bytes (<= {s['limit']})")
+    for name, c in m.get("coreml", {}).get("models", {}).items():
+        lines.append(f"  coreml    {name}: {c['operations']} operations ({c['convolutions']} conv), inputs "
+                     + ", ".join(f"{i['name']} {i['shape']}" for i in c["inputs"]))
     for name, d in m.get("delegation", {}).items():
         lines.append(f"  xnnpack   {name}: {d['convolutions_delegated']}/{d['convolutions']} convolutions delegated"
                      + (f"; outside: {', '.join(d['ops_outside'])}" if d["ops_outside"] else ""))
     q = m["quality"]
+    if q.get("run") is False:
+        return "\n".join(lines)
     psnr = "inf" if q["psnr_db"] is None else f"{q['psnr_db']:.1f}"
     lines.append(f"  quality   {psnr} dB PSNR vs fp32 PyTorch on {len(q['seeds'])} seeds"
                  + (f" (gate {q['gate_db']:g} dB)" if q["gate_db"] else ""))
