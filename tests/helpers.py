@@ -58,3 +58,17 @@ def tiny_teacher_student_pair(d):
     randomize(S.synthesis, seed=2)
     save_student(d / "student.pt", S)
     return T, mapping
+
+
+def require_toolchain(present: bool, what: str, install: str) -> None:
+    """Skip a test whose optional toolchain is missing, or fail it when ``$MOBILESTYLEGAN_REQUIRE_TOOLCHAINS`` is set
+    (CI installs every toolchain and sets it, so no such test is silently skipped there)."""
+    import os
+
+    import pytest
+
+    if present:
+        return
+    if os.environ.get("MOBILESTYLEGAN_REQUIRE_TOOLCHAINS"):
+        pytest.fail(f"{what} is missing but $MOBILESTYLEGAN_REQUIRE_TOOLCHAINS is set: {install}")
+    pytest.skip(f"{what} is not installed ({install})")

@@ -5,7 +5,6 @@ without it, unless ``$MOBILESTYLEGAN_REQUIRE_TOOLCHAINS`` is set: CI installs it
 from __future__ import annotations
 
 import importlib.util
-import os
 import platform
 
 import numpy as np
@@ -21,14 +20,12 @@ from mobilestylegan.student.lean import LeanSynthesis
 from mobilestylegan.student.sampling import seeded_z
 from teacher.mapping import truncate
 from teacher.numerics import assert_parity
+from tests.helpers import require_toolchain
 from tests.test_export import export_student
 
 
 def need_coremltools() -> None:
-    if importlib.util.find_spec("coremltools") is None:
-        if os.environ.get("MOBILESTYLEGAN_REQUIRE_TOOLCHAINS"):
-            pytest.fail('coremltools is missing but $MOBILESTYLEGAN_REQUIRE_TOOLCHAINS is set: pip install -e ".[coreml]"')
-        pytest.skip('the coreml extra is not installed (pip install -e ".[coreml]")')
+    require_toolchain(importlib.util.find_spec("coremltools") is not None, "coremltools", 'pip install -e ".[coreml]"')
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ the same faces as PyTorch. Needs the ``executorch`` extra (skipped without it, u
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 
 import numpy as np
@@ -22,14 +21,12 @@ from mobilestylegan.student.lean import LeanSynthesis
 from mobilestylegan.student.sampling import seeded_z
 from teacher.mapping import truncate
 from teacher.numerics import assert_parity
+from tests.helpers import require_toolchain
 from tests.test_export import export_student
 
 
 def need_executorch() -> None:
-    if importlib.util.find_spec("executorch") is None:
-        if os.environ.get("MOBILESTYLEGAN_REQUIRE_TOOLCHAINS"):
-            pytest.fail('executorch is missing but $MOBILESTYLEGAN_REQUIRE_TOOLCHAINS is set: pip install -e ".[executorch]"')
-        pytest.skip('the executorch extra is not installed (pip install -e ".[executorch]")')
+    require_toolchain(importlib.util.find_spec("executorch") is not None, "executorch", 'pip install -e ".[executorch]"')
 
 
 @pytest.fixture(scope="module")

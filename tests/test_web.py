@@ -5,7 +5,6 @@ Skipped without ``node``, unless ``$MOBILESTYLEGAN_REQUIRE_TOOLCHAINS`` is set (
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,16 +14,14 @@ import pytest
 
 from export.runtime import seeded_z
 from teacher.numerics import assert_parity
+from tests.helpers import require_toolchain
 
 SEEDED_Z_JS = Path(__file__).resolve().parents[1] / "export" / "web" / "seeded_z.js"
 
 
 def node() -> str:
     exe = shutil.which("node") or shutil.which("nodejs")
-    if exe is None:
-        if os.environ.get("MOBILESTYLEGAN_REQUIRE_TOOLCHAINS"):
-            pytest.fail("node is missing but $MOBILESTYLEGAN_REQUIRE_TOOLCHAINS is set: apt-get install nodejs")
-        pytest.skip("Node.js is not installed (apt-get install nodejs)")
+    require_toolchain(exe is not None, "Node.js", "apt-get install nodejs")
     return exe
 
 
@@ -117,3 +114,13 @@ def test_serve_cli_as_a_user_runs_it(tmp_path):
         proc.wait(timeout=10)
     bad = subprocess.run([*cmd, str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "holds no index.html" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_missing_toolchains_skip_here_and_fail_in_ci(monkeypatch):
+    monkeypatch.delenv("MOBILESTYLEGAN_REQUIRE_TOOLCHAINS", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="x is not installed"):
+        require_toolchain(False, "x", "pip install x")
+    monkeypatch.setenv("MOBILESTYLEGAN_REQUIRE_TOOLCHAINS", "1")
+    with pytest.raises(pytest.fail.Exception, match="x is missing but"):
+        require_toolchain(False, "x", "pip install x")
+    require_toolchain(True, "x", "pip install x")  # present: nothing happens
