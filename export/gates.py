@@ -64,27 +64,20 @@ def parity(job: Job) -> dict[str, Any]:
 
 
 def size_gate(job: Job, manifest: dict[str, Any]) -> dict[str, Any]:
-    """The file holding the synthesis weights (``.onnx``, or the IR's ``.bin``; the ``.xml`` is a fixed-size
-    text description of the ops, reported but not gated) against its fp32 parameter bytes."""
+    """The file holding the synthesis weights (``.onnx``, ``.pte``, the IR's ``.bin``, a Core ML package's
+    ``weight.bin``; the rest is a description of the ops, reported but not gated) against the bytes of the graph's
+    parameters and baked noise at the precision the file stores them in (fp16 for Core ML fp16, else fp32)."""
     g = manifest["graphs"]["synthesis"]
     gated = g["files"][{"openvino": 1, "coreml": 2}.get(job.fmt, 0)]
     file_bytes = (job.tmp / gated).stat().st_size
-    total = (sum((job.tmp / f).stat().st_size for f in g["files"]) if job.fmt == "coreml"
-             else graph_bytes([job.tmp / g["files"][0]]))
-    param_bytes = int(job.graphs["synthesis"].num_params_bytes())
-    if job.fmt == "coreml" and job.precision == "fp16":  # weights stored in fp16: gate against 2 bytes each
-        param_bytes //= 2
-        if file_bytes / param_bytes > SIZE_LIMIT:
-            raise ExportError(f"size gate failed: {gated} weighs {file_bytes} bytes, {file_bytes / param_bytes:.3f}x the "
-                              f"{param_bytes} fp16 bytes of the graph's parameters and baked noise (limit {SIZE_LIMIT}x)")
-        return {"gated_file": gated, "file_bytes": file_bytes, "fp16_param_bytes": param_bytes,
-                "ratio": round(file_bytes / param_bytes, 4), "limit": SIZE_LIMIT, "passed": True,
-                "all_synthesis_files_bytes": total, "all_files_ratio": round(total / param_bytes, 4)}
+    total = graph_bytes([job.tmp / g["files"][0]])
+    dtype = "fp16" if job.fmt == "coreml" and job.precision == "fp16" else "fp32"
+    param_bytes = int(job.graphs["synthesis"].num_params_bytes()) // (2 if dtype == "fp16" else 1)
     ratio = file_bytes / param_bytes
     if ratio > SIZE_LIMIT:
         raise ExportError(f"size gate failed: {gated} weighs {file_bytes} bytes, {ratio:.3f}x the {param_bytes} "
-                          f"fp32 bytes of the graph's parameters and baked noise (limit {SIZE_LIMIT}x)")
-    return {"gated_file": gated, "file_bytes": file_bytes, "fp32_param_bytes": param_bytes,
+                          f"{dtype} bytes of the graph's parameters and baked noise (limit {SIZE_LIMIT}x)")
+    return {"gated_file": gated, "file_bytes": file_bytes, f"{dtype}_param_bytes": param_bytes,
             "ratio": round(ratio, 4), "limit": SIZE_LIMIT, "passed": True,
             "all_synthesis_files_bytes": total, "all_files_ratio": round(total / param_bytes, 4)}
 

@@ -101,8 +101,7 @@ class Job:
         manifest["size_gate"] = gates.size_gate(self, manifest)
         for name in self.graphs:
             g = manifest["graphs"][name]
-            g["bytes"] = (sum((self.tmp / f).stat().st_size for f in g["files"]) if self.fmt == "coreml"
-                          else graph_bytes([self.tmp / g["files"][0]]))
+            g["bytes"] = graph_bytes([self.tmp / g["files"][0]])
 
         self.bar.stage(f"quality ({len(gates.QUALITY_SEEDS)} seeds)")
         t0 = time.perf_counter()

@@ -74,9 +74,12 @@ def io_spec(names: list[str], shapes: list[tuple[int, ...]], dynamic: bool, dtyp
 
 def graph_bytes(paths: Sequence[str | os.PathLike]) -> int:
     """Bytes on disk of the graphs at ``paths``: an IR's ``.xml`` with its ``.bin``, an ``.onnx`` with its external
-    ``.onnx.data`` when there is one."""
+    ``.onnx.data`` when there is one, a Core ML package (given by its ``Manifest.json``) with everything in it."""
     total = 0
     for p in map(Path, paths):
+        if p.name == "Manifest.json" and p.parent.suffix == ".mlpackage":
+            total += sum(f.stat().st_size for f in p.parent.rglob("*") if f.is_file())
+            continue
         total += p.stat().st_size
         if p.suffix == ".xml":
             total += p.with_suffix(".bin").stat().st_size
