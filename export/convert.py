@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from export.options import ExportError
+from export.options import ONNX_FILES, ExportError
 
 if TYPE_CHECKING:
     from export.job import Job
@@ -28,6 +28,11 @@ def convert(job: Job, name: str) -> None:
             raise ExportError(f"{d['convolutions_outside']} convolution(s) of the {name} graph were not delegated to "
                               f"XNNPACK (outside: {', '.join(d['ops_outside'])}); nothing was written")
         return
+    if job.fmt == "tflite":
+        from export.litert import write_tflite
+
+        job.litert[name] = write_tflite(module, example, in_names, job.tmp / f"{name}.tflite", "fp32")
+        return
     if job.fmt == "coreml":
         from export.coreml import write_mlpackage
 
@@ -35,7 +40,7 @@ def convert(job: Job, name: str) -> None:
         job.coreml_spec[name] = write_mlpackage(module, example, in_names, in_shapes, out_names, out_shapes,
                                                 job.tmp / f"{name}.mlpackage", job.precision)
         return
-    onnx_path = job.tmp / (name + ".onnx" if job.fmt == "onnx" else f".{name}.onnx")
+    onnx_path = job.tmp / (name + ".onnx" if job.fmt in ONNX_FILES else f".{name}.onnx")
     dynamic = {n: {0: "batch"} for n in in_names + out_names} if job.batch is None else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -73,9 +73,10 @@ def spec_summary(spec: Any) -> dict[str, Any]:
             "spec_version": int(spec.specificationVersion)}
 
 
-def check(directory: str | Path) -> dict[str, Any]:
+def check(directory: str | Path, compute_units: str | None = None) -> dict[str, Any]:
     """Core ML's predictions on the stored parity inputs against the stored float64 references (macOS only):
-    max |diff| within the parity rule for fp32 exports, PSNR >= :data:`CHECK_GATE_DB` for fp16 ones."""
+    max |diff| within the parity rule for fp32 exports, PSNR >= :data:`CHECK_GATE_DB` for fp16 ones. The models
+    load with ``compute_units`` (default: the export's, from its manifest)."""
     from export.manifest import read_manifest
     from teacher.numerics import max_abs_diff, parity_tolerance, pooled_psnr_db
 
@@ -88,10 +89,12 @@ def check(directory: str | Path) -> dict[str, Any]:
                           f"mobilestylegan-export --check {d.name} there")
     import coremltools as ct
 
+    cu = manifest.get("coreml", {}).get("compute_units", {})
+    units = ct.ComputeUnit[(compute_units or (cu.get("default") if isinstance(cu, dict) else None) or "all").upper()]
     results: dict[str, Any] = {}
     with np.load(d / CHECK_FILE) as ref:
         for name, g in manifest["graphs"].items():
-            model = ct.models.MLModel(str(d / Path(g["files"][0]).parent))
+            model = ct.models.MLModel(str(d / Path(g["files"][0]).parent), compute_units=units)
             feeds = {i["name"]: ref[f"{name}.{i['name']}"] for i in g["inputs"]}
             got = np.concatenate([model.predict({k: v[j:j + 1] for k, v in feeds.items()})[g["outputs"][0]["name"]]
                                   for j in range(len(next(iter(feeds.values()))))])

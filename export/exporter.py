@@ -61,15 +61,15 @@ __all__ = ["CALIBRATION_SEEDS", "FORMATS", "NOISE", "ONNX_OPSET", "PARITY_SEEDS"
 def export(source: Any, fmt: str, out_dir: str | os.PathLike, precision: str | None = None, w_input: str = "w",
            noise: str = "const", batch: int | None = 1, truncation_psi: float | None = None,
            end_to_end: bool = False, parity: bool = True, progress: bool = True, force: bool = False,
-           resolution: int | None = None, opset: int = ONNX_OPSET) -> dict[str, Any]:
+           resolution: int | None = None, opset: int = ONNX_OPSET, compute_units: str | None = None) -> dict[str, Any]:
     """Export a student and return the manifest written to ``out_dir/manifest.json``.
 
     Args:
         source: A student checkpoint path (native ``.pt`` or MobileStyleGAN.pytorch ``.ckpt``), a pretrained
             name (``ffhq-1024``) or a :class:`~mobilestylegan.student.generator.StudentGenerator`.
-        fmt: ``onnx`` or ``openvino``.
+        fmt: ``onnx``, ``openvino``, ``executorch``, ``coreml`` or ``web`` (see :data:`FORMATS`).
         out_dir: Directory to create (refused if it exists and is not empty, unless ``force``).
-        precision: ``fp32``, ``fp16`` or ``int8`` (OpenVINO only); None: ``fp16`` for Core ML, else ``fp32``.
+        precision: ``fp32``, ``fp16`` or ``int8`` (OpenVINO only); None: ``fp16`` for Core ML and web, else ``fp32``.
         w_input: Synthesis input: ``w`` (one w, ``[B, w_dim]``) or ``wplus`` (``[B, num_ws, w_dim]``).
         noise: ``const`` (the student's maps baked in), ``input`` (one input per layer) or ``none``.
         batch: Fixed batch size, or None for a dynamic batch axis.
@@ -81,13 +81,15 @@ def export(source: Any, fmt: str, out_dir: str | os.PathLike, precision: str | N
         force: Replace an existing non-empty ``out_dir``.
         resolution: Expected output resolution; an export of a student of another resolution is refused.
         opset: ONNX opset.
+        compute_units: Core ML only: the compute units the model is meant to load with (``all`` (default),
+            ``cpu_only``, ``cpu_and_gpu``, ``cpu_and_ne``); recorded in the manifest, used by ``--check``.
 
     Raises:
         ExportError: Bad arguments, not a student, missing runtime, unwritable directory, failed check.
     """
     if precision is None:
-        precision = "fp16" if fmt == "coreml" else "fp32"
-    check_args(fmt, precision, w_input, noise, batch, truncation_psi, end_to_end, resolution)
+        precision = "fp16" if fmt in ("coreml", "web") else "fp32"
+    check_args(fmt, precision, w_input, noise, batch, truncation_psi, end_to_end, resolution, compute_units)
     require_engines(fmt, precision)
     out = Path(out_dir)
     created = prepare_out(out, force)
@@ -100,7 +102,8 @@ def export(source: Any, fmt: str, out_dir: str | os.PathLike, precision: str | N
             raise ExportError(f"resolution mismatch: the student renders {G.img_resolution}px, "
                               f"--resolution asked for {resolution}px")
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-        job = Job(G, fmt, tmp, precision, w_input, noise, batch, truncation_psi, end_to_end, opset, source_info, bar)
+        job = Job(G, fmt, tmp, precision, w_input, noise, batch, truncation_psi, end_to_end, opset, source_info, bar,
+                  compute_units=compute_units or "all")
         manifest = job.run(parity)
         bar.stage("moving into place")
         move_into_place(tmp, out)

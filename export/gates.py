@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from export.manifest import graph_bytes, json_number
-from export.options import ExportError
+from export.options import ONNX_FILES, ExportError
 from teacher.numerics import PARITY_RULE, max_abs_diff, parity_tolerance, pooled_psnr_db
 
 if TYPE_CHECKING:
@@ -30,14 +30,15 @@ def parity(job: Job) -> dict[str, Any]:
 
     if job.fmt == "coreml":
         return coreml_reference(job)
-    backends = {"onnx": ["onnxruntime", "openvino"], "executorch": ["executorch"]}.get(job.fmt, ["openvino"])
+    backends = {"onnx": ["onnxruntime", "openvino"], "web": ["onnxruntime", "openvino"],
+                "executorch": ["executorch"], "tflite": ["litert"]}.get(job.fmt, ["openvino"])
     results: dict[str, Any] = {}
     inputs = job.parity_inputs()
     refs = {name: job.reference(name, inputs[name]) for name in job.graphs}
     tolerances = {name: parity_tolerance(r) for name, r in refs.items()}
     failures = []
     for backend in backends:
-        if backend == "openvino" and job.fmt == "onnx":
+        if backend == "openvino" and job.fmt in ONNX_FILES:
             try:
                 import openvino  # noqa: F401
             except ImportError:
@@ -66,12 +67,12 @@ def parity(job: Job) -> dict[str, Any]:
 def size_gate(job: Job, manifest: dict[str, Any]) -> dict[str, Any]:
     """The file holding the synthesis weights (``.onnx``, ``.pte``, the IR's ``.bin``, a Core ML package's
     ``weight.bin``; the rest is a description of the ops, reported but not gated) against the bytes of the graph's
-    parameters and baked noise at the precision the file stores them in (fp16 for Core ML fp16, else fp32)."""
+    parameters and baked noise at the precision the file stores them in (fp16 for an fp16 export, else fp32)."""
     g = manifest["graphs"]["synthesis"]
     gated = g["files"][{"openvino": 1, "coreml": 2}.get(job.fmt, 0)]
     file_bytes = (job.tmp / gated).stat().st_size
     total = graph_bytes([job.tmp / g["files"][0]])
-    dtype = "fp16" if job.fmt == "coreml" and job.precision == "fp16" else "fp32"
+    dtype = "fp16" if job.precision == "fp16" else "fp32"
     param_bytes = int(job.graphs["synthesis"].num_params_bytes()) // (2 if dtype == "fp16" else 1)
     ratio = file_bytes / param_bytes
     if ratio > SIZE_LIMIT:
@@ -110,6 +111,54 @@ def quality(job: Job, manifest: dict[str, Any]) -> dict[str, Any]:
     if not result["passed"]:
         raise ExportError(f"the {job.precision} variant reaches {overall:.1f} dB PSNR against fp32 PyTorch on "
                           f"{len(seeds)} seeds, below its {gate:g} dB gate; it is not offered (nothing was written)")
+    return result
+
+
+def browser(job: Job) -> dict[str, Any]:
+    """The web page in headless Chromium (ONNX Runtime Web, WASM, 1 thread) on :data:`export.web.site.CHECK_CASES`:
+    fp32 within the parity rule of the float64 student, fp16 at the 40 dB gate against the fp32 student; the same
+    faces as the Python runtime (parity rule) and canvas pixels equal to ``to_uint8`` of the page's floats."""
+    from export.web.browser import INSTALL, find_chromium
+
+    if find_chromium() is None:
+        return {"run": False, "reason": f"no Chromium on this machine ({INSTALL}); mobilestylegan-export --check DIR "
+                                        "runs this check where there is one"}
+    from export.runtime import load_runtime
+    from export.web.site import CHECK_CASES, browser_render, compare_pixels
+
+    page = browser_render(job.tmp, CHECK_CASES, threads=1)
+    got = np.concatenate(page["img"])
+    failures = []
+    result: dict[str, Any] = {"run": True, "browser": page["browser"], "threads": page["threads"],
+                              "cases": [list(c) for c in CHECK_CASES]}
+    if job.precision == "fp32":
+        ref = job.reference_faces(CHECK_CASES, exact=True)
+        diff, tol = max_abs_diff(got, ref), parity_tolerance(ref)
+        result["vs_pytorch"] = {"reference": "float64 PyTorch student", "max_abs_diff": diff, "tolerance": tol}
+        if not diff <= tol:
+            failures.append(f"max |diff| {diff:.3g} > {tol:.3g} against the float64 student")
+    else:
+        db = pooled_psnr_db(got, job.reference_faces(CHECK_CASES, exact=False))
+        gate = QUALITY_GATE_DB[job.precision]
+        result["vs_pytorch"] = {"reference": "fp32 PyTorch student", "psnr_db": json_number(db, 3), "gate_db": gate}
+        if not db >= gate:
+            failures.append(f"{db:.1f} dB against the fp32 student, below the {gate:g} dB gate")
+    rt = load_runtime(job.tmp, backend="onnxruntime")
+    runtime = np.concatenate([rt.render([s], truncation_psi=p) for s, p in CHECK_CASES])
+    del rt
+    diff, tol = max_abs_diff(got, runtime), parity_tolerance(runtime)
+    result["vs_runtime"] = {"reference": "python -m export.runtime on the same files", "max_abs_diff": diff,
+                            "tolerance": tol}
+    if not diff <= tol:
+        failures.append(f"max |diff| {diff:.3g} > {tol:.3g} against the Python runtime")
+    result["pixels"] = pixels = compare_pixels(page["pixels"], page["img"])
+    if pixels["max_level_diff"]:
+        failures.append(f"the canvas differs from to_uint8 of the page's own floats by {pixels['max_level_diff']} levels")
+    if failures:
+        raise ExportError("the web page in headless Chromium failed its check: " + "; ".join(failures)
+                          + "; nothing was written")
+    result["ms_per_image"] = [round(t[0][0], 1) for t in page["ms"]]
+    result["passed"] = True
     return result
 
 

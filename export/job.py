@@ -28,19 +28,22 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> Path:
 class Job:
     """One export into a temporary directory: build, convert, check, write the manifest."""
 
-    def __init__(self, G, fmt, tmp: Path, precision, w_input, noise, batch, psi, end_to_end, opset, source_info, bar):
+    def __init__(self, G, fmt, tmp: Path, precision, w_input, noise, batch, psi, end_to_end, opset, source_info, bar,
+                 compute_units: str = "all"):
         from mobilestylegan.student.lean import LeanGenerator, LeanMapping, LeanSynthesis
 
         self.G = G.float().cpu().eval()
         self.fmt, self.tmp, self.precision, self.w_input, self.noise = fmt, tmp, precision, w_input, noise
         self.batch, self.opset, self.source_info, self.bar = batch, opset, source_info, bar
+        self.compute_units = compute_units
         self.psi = None if psi in (None, 1, 1.0) else float(psi)
         # Styles folded into per-sample weights (no pass over a feature map for them: faster in bf16 at
         # 1024 px) need a fixed batch (it becomes conv groups), and INT8 needs constant conv weights to
         # quantise: a dynamic batch axis and int8 multiply the feature maps instead.
-        # XNNPACK (ExecuTorch) takes constant weights only, too.
-        self.modulation = ("activations" if batch is None or precision == "int8" or fmt in ("executorch", "coreml")
-                           else "weights")
+        # XNNPACK (ExecuTorch, LiteRT) takes constant weights only, too. The web page keeps the folded weights:
+        # ONNX Runtime Web ran them ~7% faster at 1024 px than the activation form (1 and 2 WASM threads).
+        self.modulation = ("activations" if batch is None or precision == "int8"
+                           or fmt in ("executorch", "coreml", "tflite") else "weights")
         self.graphs: dict[str, torch.nn.Module] = {
             "mapping": LeanMapping(G.mapping, truncation_psi=self.psi).eval(),
             "synthesis": LeanSynthesis(G.synthesis, w_input=w_input, noise=noise, modulation=self.modulation).eval(),
@@ -51,9 +54,11 @@ class Job:
             self.graphs["generator"] = LeanGenerator(self.graphs["mapping"], lean_w).eval()
         for m in self.graphs.values():
             m.requires_grad_(False)
-        self.ext = {"onnx": ".onnx", "executorch": ".pte"}.get(fmt, ".xml")
+        self.ext = {"onnx": ".onnx", "web": ".onnx", "executorch": ".pte", "tflite": ".tflite"}.get(fmt, ".xml")
         self.delegation: dict[str, Any] = {}  # executorch: what XNNPACK took, per graph
         self.coreml_spec: dict[str, Any] = {}  # coreml: each model's checked interface and operation count
+        self.web: dict[str, Any] = {}  # web: the site's files
+        self.litert: dict[str, Any] = {}  # tflite: each file's signature and operators
         self.timings: dict[str, float] = {}
 
     # -- graph I/O ---------------------------------------------------------------------------------------
@@ -78,6 +83,10 @@ class Job:
         for name in self.graphs:
             convert(self, name)
         self.timings["convert_s"] = time.perf_counter() - t0
+        if self.fmt == "web":
+            from export.web.site import write_site
+
+            self.web = write_site(self.tmp)
         if self.noise == "input":
             maps = self.G.synthesis.make_noise(1, "const")
             names = self.graphs["synthesis"].input_names[1:]
@@ -107,6 +116,11 @@ class Job:
         t0 = time.perf_counter()
         manifest["quality"] = gates.quality(self, manifest)
         self.timings["quality_s"] = time.perf_counter() - t0
+        if self.fmt == "web":
+            self.bar.stage("the page in headless Chromium")
+            t0 = time.perf_counter()
+            manifest["browser"] = gates.browser(self)
+            self.timings["browser_s"] = time.perf_counter() - t0
         manifest["timings_s"] = {k: round(v, 3) for k, v in self.timings.items()}
 
         self.bar.stage("writing the manifest")
@@ -145,13 +159,9 @@ class Job:
     def reference(self, name: str, inputs: list[torch.Tensor]) -> np.ndarray:
         """The PyTorch student's output in float64: the exact value, so the parity budget measures the exported
         graph's rounding only (at 1024 px the float32 student itself is ~6e-5 away from it)."""
-        import copy
-
         from teacher.mapping import truncate
 
-        if not hasattr(self, "G64"):
-            self.G64 = copy.deepcopy(self.G).double()
-        G, inputs = self.G64, [t.double() for t in inputs]
+        G, inputs = self.g64(), [t.double() for t in inputs]
         psi = 1.0 if self.psi is None else self.psi
         if name == "mapping":
             return truncate(G.mapping.embed(inputs[0]), G.mapping.w_avg, psi).numpy()
@@ -161,6 +171,29 @@ class Job:
             return G.synthesis(inputs[0], noise_mode=self.noise, inference=True).numpy()
         w = truncate(G.mapping.embed(inputs[0]), G.mapping.w_avg, psi)
         return G.synthesis(w, noise_mode=self.noise, inference=True).numpy()
+
+    def g64(self):
+        """The student in float64 (made once)."""
+        import copy
+
+        if not hasattr(self, "_g64"):
+            self._g64 = copy.deepcopy(self.G).double()
+        return self._g64
+
+    @torch.no_grad()
+    def reference_faces(self, cases, exact: bool) -> np.ndarray:
+        """seeded z -> mapping -> truncation by psi -> synthesis for each ``(seed, psi)``: in float64 (``exact``)
+        or float32, ``[N, 3, R, R]``."""
+        from mobilestylegan.student.sampling import seeded_z
+        from teacher.mapping import truncate
+
+        G = self.g64() if exact else self.G
+        dtype = torch.float64 if exact else torch.float32
+        out = []
+        for seed, psi in cases:
+            w = truncate(G.mapping.embed(seeded_z([seed], G.z_dim).to(dtype)), G.mapping.w_avg, psi)
+            out.append(G.synthesis(w, noise_mode=self.noise, inference=True).numpy())
+        return np.concatenate(out)
 
     # -- manifest ---------------------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
@@ -186,7 +219,7 @@ class Job:
             "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "artefact_format": self.fmt,
         }
-        if self.fmt == "onnx":
+        if self.fmt in ("onnx", "web"):
             m["onnx_opset"] = self.opset
         m.update({
             "precision": self.precision, "weights_dtype": "float32",
@@ -206,9 +239,17 @@ class Job:
         })
         if self.fmt == "executorch":
             m["delegation"] = self.delegation
+        if self.fmt == "web":
+            m["web"] = self.web
+        if self.fmt == "tflite":
+            m["litert"] = {"graphs": self.litert, "delegate": "XNNPACK (the interpreter's default CPU delegate)",
+                           "run": "Interpreter(model_path, num_threads=N).get_signature_runner()(**{input: array})"}
         if self.fmt == "coreml":
             m["coreml"] = {"models": self.coreml_spec, "deployment_target": "iOS16 / macOS13 (ML Program)",
-                           "compute_units": "chosen by the app at load (MLModelConfiguration.computeUnits)",
+                           "compute_units": {"default": self.compute_units,
+                                             "meaning": "MLModelConfiguration.computeUnits the app loads the model "
+                                                        "with (all, cpuOnly, cpuAndGPU, cpuAndNeuralEngine); "
+                                                        "--check loads with it"},
                            "check": "mobilestylegan-export --check DIR on macOS compares Core ML with check_reference.npz"}
         return m
 
@@ -226,8 +267,13 @@ def _versions(fmt: str) -> dict[str, str]:
     out = {"torch": torch.__version__}
     from importlib.metadata import PackageNotFoundError, version
 
-    for mod in {"onnx": ("onnx", "onnxruntime", "openvino"), "executorch": ("executorch",),
-                "coreml": ("coremltools",)}.get(fmt, ("openvino",)):
+    if fmt == "web":
+        from export.web.ort_files import VERSION
+
+        out["onnxruntime-web"] = VERSION
+    for mod in {"onnx": ("onnx", "onnxruntime", "openvino"), "web": ("onnx", "onnxruntime"),
+                "executorch": ("executorch",),
+                "coreml": ("coremltools",), "tflite": ("litert-torch", "ai-edge-litert")}.get(fmt, ("openvino",)):
         try:
             out[mod] = version(mod)
         except PackageNotFoundError:

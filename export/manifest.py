@@ -4,14 +4,17 @@ Standard library only (no numpy, no torch), so the standalone runtime can read i
 writes it (:func:`export.exporter.write_manifest`), :mod:`export.runtime` reads it. Layout (``MANIFEST_VERSION`` 1)::
 
     {"format": "mobilestylegan-export", "manifest_version": 1, "toolkit_version": "0.1.0",
-     "artefact_format": "onnx" | "openvino", "onnx_opset": 17 (ONNX only), "precision": "fp32" | "fp16" | "int8",
+     "artefact_format": "onnx" | "openvino" | "executorch" | "coreml" | "tflite" | "web",
+     "onnx_opset": 17 (ONNX files), "precision": "fp32" | "fp16" | "int8",
      "batch": 1 | "dynamic", "w_input": "w" | "wplus",
      "model": {"z_dim", "w_dim", "num_ws", "img_resolution", "channels"},
      "noise": {"mode": "const" | "input" | "none", "inputs": [...], "shapes": [...], "const_file": ...},
      "truncation": {"psi": float | null, "baked_into_mapping": bool, "w_avg": [w_dim floats]},
      "graphs": {"mapping" | "synthesis" | "generator": {"files": [...], "bytes", "inputs": [{"name", "shape", "dtype"}],
                 "outputs": [...], "inference_precision": "f32" | "bf16" | "f16" (OpenVINO)}},
-     "output": {...}, "parity": {...}, "quality": {...}, "size_gate": {...}, "source": {...}, "versions": {...}}
+     "output": {...}, "parity": {...}, "quality": {...}, "size_gate": {...}, "source": {...}, "versions": {...},
+     "delegation": {...} (executorch), "coreml": {...} (coreml), "litert": {...} (tflite),
+     "web": {...} and "browser": {...} (web)}
 
 Shapes hold ints, with the string ``"batch"`` for a dynamic batch axis.
 """

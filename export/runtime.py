@@ -1,5 +1,6 @@
-"""Standalone runtime for ``mobilestylegan-export`` directories: numpy + OpenVINO or ONNX Runtime, no torch
-(ExecuTorch ``.pte`` exports run through :mod:`export.pte`, which needs torch as ExecuTorch itself does).
+"""Standalone runtime for ``mobilestylegan-export`` directories: numpy + OpenVINO, ONNX Runtime or the LiteRT
+interpreter (``.tflite``), no torch (ExecuTorch ``.pte`` exports run through :mod:`export.pte`, which needs torch as
+ExecuTorch itself does).
 
 An edge user can ship this file with :mod:`export.manifest` (both import only the standard library
 and numpy; the inference engine is imported lazily)::
@@ -32,9 +33,13 @@ import numpy as np
 
 from export.manifest import BATCH_AXIS, ManifestError, graph_path, read_manifest
 
-BACKENDS = ("openvino", "onnxruntime", "executorch")
+BACKENDS = ("openvino", "onnxruntime", "executorch", "litert")
 INSTALL = {"openvino": "pip install openvino==2026.4.1", "onnxruntime": "pip install onnxruntime==1.31.1",
-           "executorch": 'pip install -e ".[executorch]"   (executorch==1.5.1)'}
+           "executorch": 'pip install -e ".[executorch]"   (executorch==1.5.1)',
+           "litert": "pip install ai-edge-litert==2.3.0"}
+# The backend each artefact format runs in by default, and the only one it can run in (ONNX files: also OpenVINO).
+OWN_BACKEND = {"onnx": "onnxruntime", "web": "onnxruntime", "executorch": "executorch", "tflite": "litert",
+               "openvino": "openvino"}
 
 
 class RuntimeMissingError(ImportError):
@@ -114,6 +119,9 @@ class _Graph:
                                           f"`{INSTALL[backend]}`") from None
             self._pte = PteGraph(path, threads)
             return
+        if backend == "litert":
+            self._runner, self._sig_in, self._sig_out = _litert_runner(path, threads, precision, device)
+            return
         engine = _import_engine(backend)
         if backend == "openvino":
             config: dict[str, Any] = {}
@@ -140,10 +148,27 @@ class _Graph:
     def run(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
         if self.backend == "executorch":
             return self._pte.run(arrays)
+        if self.backend == "litert":
+            x = np.ascontiguousarray(arrays[0], np.float32)
+            return np.asarray(self._runner(**{self._sig_in: x})[self._sig_out])
         feeds = {n: np.ascontiguousarray(a, dtype=np.float32) for n, a in zip(self.input_names, arrays)}
         if self.backend == "openvino":
             return np.array(self._request.infer(feeds)[self._output], dtype=np.float32, copy=True)
         return self._session.run(None, feeds)[0]
+
+
+def _litert_runner(path: Path, threads: int | None, precision: str | None, device: str):
+    """The LiteRT interpreter (XNNPACK delegate) on a one-input ``.tflite``: its signature runner and I/O names."""
+    if precision not in (None, "f32") or device.upper() != "CPU":
+        raise ValueError("the LiteRT backend runs the flatbuffer as stored, on the CPU (XNNPACK)")
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError as err:
+        raise RuntimeMissingError(f"the LiteRT interpreter is not installed ({err}); install it with "
+                                  f"`{INSTALL['litert']}`") from None
+    it = Interpreter(model_path=str(path), num_threads=int(threads) if threads else None)
+    (key, io), = it.get_signature_list().items()
+    return it.get_signature_runner(key), io["inputs"][0], io["outputs"][0]
 
 
 class Runtime:
@@ -283,8 +308,8 @@ def load_runtime(directory: str | Path, threads: int | None = None, device: str 
         device: OpenVINO device (``CPU``, ``GPU``, ...); ONNX Runtime runs on CPU.
         precision_hint: OpenVINO ``INFERENCE_PRECISION_HINT`` for every graph (``f32``, ``bf16``, ``f16``);
             None uses the manifest's recommendation per graph.
-        backend: ``openvino``, ``onnxruntime`` or ``executorch``; None picks the export's own (ONNX files can also
-            run in OpenVINO).
+        backend: ``openvino``, ``onnxruntime``, ``executorch`` or ``litert``; None picks the export's own (ONNX
+            files can run in OpenVINO).
     """
     d = Path(directory)
     manifest = read_manifest(d)
@@ -292,13 +317,15 @@ def load_runtime(directory: str | Path, threads: int | None = None, device: str 
     if fmt == "coreml":
         raise ValueError("a Core ML export runs in Core ML on Apple devices; check it with "
                          "`mobilestylegan-export --check DIR` on macOS")
-    backend = backend or {"onnx": "onnxruntime", "executorch": "executorch"}.get(fmt, "openvino")
+    backend = backend or OWN_BACKEND.get(fmt, "openvino")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if fmt == "openvino" and backend != "openvino":
         raise ValueError("OpenVINO IR runs in OpenVINO only (backend='openvino')")
     if (fmt == "executorch") != (backend == "executorch"):
         raise ValueError("an ExecuTorch program (.pte) runs in ExecuTorch only, and ExecuTorch runs only .pte files")
+    if (fmt == "tflite") != (backend == "litert"):
+        raise ValueError("a LiteRT flatbuffer (.tflite) runs in LiteRT only, and LiteRT runs only .tflite files")
     return Runtime(d, manifest, backend, threads, device, precision_hint)
 
 

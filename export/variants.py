@@ -8,7 +8,7 @@ import numpy as np
 
 from export.convert import save_ov
 from export.fp16 import onnx_weights_to_fp16
-from export.options import ExportError
+from export.options import ONNX_FILES, ExportError
 
 if TYPE_CHECKING:
     from export.job import Job
@@ -18,7 +18,16 @@ CALIBRATION_SEEDS = tuple(range(10_000, 10_064))
 
 def make_variant(job: Job, manifest: dict[str, Any]) -> None:
     """Turn the fp32 graphs in ``job.tmp`` into ``job.precision`` in place; notes what was done in ``manifest``."""
-    if job.fmt == "onnx":  # fp16 (int8 was refused up front)
+    if job.fmt == "tflite":  # fp16: converted again with fp16 weights
+        from export.litert import write_tflite
+
+        for name, module in job.graphs.items():
+            example = tuple(module.example_inputs(job.batch or 1))
+            job.litert[name] = write_tflite(module, example, job.io(name)[0], job.tmp / f"{name}.tflite", "fp16")
+            manifest["litert"]["graphs"][name] = job.litert[name]
+        manifest["weights_dtype"] = "float16 (litert-torch fp16 recipe); noise maps and biases float32"
+        return
+    if job.fmt in ONNX_FILES:  # fp16 (int8 was refused up front)
         for name in job.graphs:
             onnx_weights_to_fp16(job.tmp / f"{name}.onnx")
         manifest["weights_dtype"] = "float16 (Cast to float32 in the graph; ONNX Runtime computes in float32)"

@@ -41,11 +41,12 @@ def student_file(tmp_path_factory):
 def test_spec_size_and_check_reference(student_file, tmp_path, precision, capsys):
     path, G = student_file
     out = tmp_path / "cm"
-    argv = [str(path), "--format", "coreml", "--out", str(out), "-q"] + (["--precision", "fp32"] if precision == "fp32"
-                                                                          else [])
+    argv = [str(path), "--format", "coreml", "--out", str(out), "-q"] + (
+        ["--precision", "fp32", "--compute-units", "cpu_and_ne"] if precision == "fp32" else [])
     assert cli_main(argv) == 0  # fp16 is the Core ML default
     m = read_manifest(out)
     assert m["artefact_format"] == "coreml" and m["precision"] == precision and m["modulation"] == "activations"
+    assert m["coreml"]["compute_units"]["default"] == ("cpu_and_ne" if precision == "fp32" else "all")
     syn = m["coreml"]["models"]["synthesis"]
     assert syn["inputs"] == [{"name": "w", "shape": [1, G.w_dim], "dtype": "float32"}]
     assert [o["name"] for o in syn["outputs"]] == ["img"] and syn["outputs"][0]["dtype"] == "float32"
@@ -82,3 +83,7 @@ def test_refused_options():
         export(G, "coreml", "/nonexistent/never-written", precision="int8", progress=False)
     with pytest.raises(ExportError, match="fixed batch"):
         export(G, "coreml", "/nonexistent/never-written", batch=None, progress=False)
+    with pytest.raises(ExportError, match="are a Core ML choice"):
+        export(G, "onnx", "/nonexistent/never-written", compute_units="cpu_only", progress=False)
+    with pytest.raises(ExportError, match="are a Core ML choice"):
+        export(G, "coreml", "/nonexistent/never-written", compute_units="npu", progress=False)

@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 DEFAULT_RUNTIMES = ("eager", "compile", "onnxruntime", "openvino-f32", "openvino-bf16", "openvino-int8")
-# executorch (XNNPACK, fp32) needs the executorch extra: asked for by name.
-RUNTIMES = DEFAULT_RUNTIMES + ("executorch",)
+# Asked for by name: executorch (XNNPACK, fp32; the executorch extra), litert (XNNPACK, fp32; the litert extra), the web export's page in headless Chromium
+# (ONNX Runtime Web, WASM, with 1 and with 2 threads whatever --threads says; needs Chromium) and coreml (the
+# coreml extra; size only: Core ML predicts on Apple devices).
+BROWSER_RUNTIMES = {"browser-wasm1": 1, "browser-wasm2": 2}
+RUNTIMES = DEFAULT_RUNTIMES + ("executorch", "litert", *BROWSER_RUNTIMES, "coreml")
 TORCH_RUNTIMES = ("eager", "compile")
 OV_HINTS = {"openvino-f32": "f32", "openvino-bf16": "bf16", "openvino-int8": "f32"}
 MMAP_TUNABLE = "glibc.malloc.mmap_threshold=2147483647"

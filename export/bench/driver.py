@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from export.bench.common import MMAP_TUNABLE, TORCH_RUNTIMES, machine_info, progress_bar
+from export.bench.common import BROWSER_RUNTIMES, MMAP_TUNABLE, TORCH_RUNTIMES, machine_info, progress_bar
 from export.bench.published import compare_published, published_files, want_published
 from export.bench.report import markdown
 from export.bench.runners import load_teacher
@@ -54,16 +54,21 @@ def _student_artifacts(source: str, runtimes: Sequence[str], work: Path, progres
     """Export the student once per format/precision the runtimes need (via :func:`export.exporter.export`)."""
     from export.exporter import ExportError, export
     from export.manifest import graph_path
+    from export.web.browser import INSTALL, find_chromium
 
     need = {"onnxruntime": ("onnx", "fp32"), "openvino-f32": ("openvino", "fp32"),
             "openvino-bf16": ("openvino", "fp32"), "openvino-int8": ("openvino", "int8"),
-            "executorch": ("executorch", "fp32")}
+            "executorch": ("executorch", "fp32"), "litert": ("tflite", "fp32"), "coreml": ("coreml", "fp16"),
+            **{rt: ("web", "fp16") for rt in BROWSER_RUNTIMES}}
     out: dict[str, Any] = {}
     done: dict[tuple[str, str], Any] = {}
     for rt in runtimes:
         if rt not in need:
             continue
         key = need[rt]
+        if rt in BROWSER_RUNTIMES and find_chromium() is None:
+            out[rt] = {"error": f"no Chromium on this machine ({INSTALL})"}
+            continue
         if key not in done:
             d = work / f"export_{key[0]}_{key[1]}"
             try:
@@ -176,8 +181,15 @@ def _student_rows(args, G, sizes, artifacts, base, ws_path, ref_path) -> Rows:
             continue
         row["bytes"] = art.get("bytes", sizes["fp32_bytes"])
         row["bytes_note"] = "exported synthesis file(s)" if art else "fp32 weights + buffers in memory"
+        if rt == "coreml":  # converted and sized here; predicting needs macOS
+            rows.append(dict(row, error="macOS only: Core ML predicts on Apple devices (size: the fp16 .mlpackage)"))
+            continue
+        if rt in BROWSER_RUNTIMES:
+            row["graph"] = ("the web export's page (fp16 weights, fp32 compute), synthesis time as the page measures "
+                            f"it (performance.now), {BROWSER_RUNTIMES[rt]} WASM thread(s)")
         tasks.append(dict(base, model="student", runtime=rt, source=args.source, path=art.get("path"), w_dim=G.w_dim,
-                          ws=str(ws_path), ref=str(ref_path) if ref_path else None, label=f"student {rt}"))
+                          ws=str(ws_path), ref=str(ref_path) if ref_path else None, label=f"student {rt}",
+                          seeds=list(range(args.quality_seeds))))
         rows.append(row)
     return rows, tasks
 

@@ -31,6 +31,8 @@ def markdown(report: dict[str, Any]) -> str:
                 extra.append(f"precision {r['inference_precision']}")
             if r.get("macs_paper"):
                 extra.append(f"{r['macs_paper'] / 1e9:.1f} GMAC paper convention")
+            if r.get("wasm_threads"):
+                extra.append(f"{r['browser']}, {r['wasm_threads']} WASM thread(s)")
             if r["runtime"] in TORCH_RUNTIMES:
                 extra.append(f"GLIBC_TUNABLES={r.get('allocator', '?')}")
             note = "; ".join(extra)

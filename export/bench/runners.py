@@ -40,6 +40,16 @@ def ort_runner(path: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
     return lambda w: sess.run(None, {name: w})[0]
 
 
+def litert_runner(path: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The LiteRT interpreter with its default XNNPACK delegate, ``threads`` threads."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=path, num_threads=threads)
+    (key, io), = it.get_signature_list().items()
+    runner, name, out = it.get_signature_runner(key), io["inputs"][0], io["outputs"][0]
+    return lambda w: runner(**{name: w})[out]
+
+
 def torch_module(spec: dict[str, Any]):
     """The PyTorch module a torch worker times: the lean student graph or a teacher synthesis."""
     import torch

@@ -14,13 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from export.bench.common import OV_HINTS, TORCH_RUNTIMES, latency_stats, progress_bar
-from export.bench.runners import ort_runner, ov_runner, ov_torch_runner, torch_runner
+from export.bench.common import BROWSER_RUNTIMES, OV_HINTS, TORCH_RUNTIMES, latency_stats, progress_bar
+from export.bench.runners import litert_runner, ort_runner, ov_runner, ov_torch_runner, torch_runner
 
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Time one (model, runtime) in this process; ``spec`` comes from :func:`export.bench.driver.run_bench`."""
     threads, runtime = spec["threads"], spec["runtime"]
+    if runtime in BROWSER_RUNTIMES:
+        return browser_worker(spec)
     extra: dict[str, Any] = {}
     t0 = time.perf_counter()
     if runtime in TORCH_RUNTIMES:
@@ -29,6 +31,8 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         run, extra = ov_torch_runner(spec, threads)
     elif runtime == "onnxruntime":
         run = ort_runner(spec["path"], threads)
+    elif runtime == "litert":
+        run = litert_runner(spec["path"], threads)
     elif runtime == "executorch":
         from export.pte import PteGraph  # ExecuTorch's runtime works on torch tensors: this worker imports torch
 
@@ -52,6 +56,25 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         times.append(time.perf_counter() - t)
     out.update(latency_stats(times))
     out.update(extra)
+    return out
+
+
+def browser_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """The web export's page in headless Chromium: seeds 0..N-1 rendered for the quality check (psi 1: the same w as
+    the reference), then seed 0 ``warmup + runs`` times; the synthesis time is the page's own measurement."""
+    from export.web.site import browser_render
+
+    site, threads = Path(spec["path"]).parent, BROWSER_RUNTIMES[spec["runtime"]]
+    t0 = time.perf_counter()
+    if spec.get("images"):
+        page = browser_render(site, [(s, 1.0) for s in spec["seeds"]], threads=threads)
+        np.save(spec["images"], np.concatenate(page["img"]))
+    page = browser_render(site, [(0, 1.0)], threads=threads, repeats=spec["warmup"] + spec["runs"], images=False)
+    times = [t[2] / 1e3 for t in page["ms"][0][spec["warmup"]:]]
+    out = latency_stats(times)
+    out.update(browser=page["browser"], wasm_threads=page["threads"], cross_origin_isolated=page["isolated"],
+               mapping_median_ms=sorted(t[1] for t in page["ms"][0][spec["warmup"]:])[len(times) // 2],
+               load_and_render_s=time.perf_counter() - t0)
     return out
 
 

@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runtimes for the teacher (eager, compile, openvino-f32, openvino-bf16; default eager)")
     p.add_argument("--teacher-runs", type=_positive, default=3, help="timed runs for the teacher (default 3)")
     p.add_argument("--runtimes", type=_runtimes, default=list(DEFAULT_RUNTIMES),
-                   help=f"comma-separated, from {','.join(RUNTIMES)} (default all but executorch)")
+                   help=f"comma-separated, from {','.join(RUNTIMES)} (default: {','.join(DEFAULT_RUNTIMES)})")
     p.add_argument("--threads", type=_positive, default=2)
     p.add_argument("--runs", type=_positive, default=20, help="timed runs per runtime (default 20)")
     p.add_argument("--warmup", type=_non_negative, default=3, help="untimed runs first (default 3)")

@@ -211,11 +211,19 @@ class LeanSynthesis(nn.Module):
         return torch.cat(parts, dim=1)
 
     def _noise_bias(self, x: torch.Tensor, name: str, noise: torch.Tensor | None) -> torch.Tensor:
+        # The bias first: it stays next to its convolution (a converter fuses it into the conv).
+        x = x + getattr(self, f"{name}_b")
         if self.noise_mode == "const":
-            x = x + getattr(self, f"{name}_noise")
+            x = x + self._const_noise(name)
         elif self.noise_mode == "input":
             x = x + noise * getattr(self, f"{name}_strength")
-        return F.leaky_relu(x + getattr(self, f"{name}_b"), 0.2)
+        return F.leaky_relu(x, 0.2)
+
+    def _const_noise(self, name: str) -> torch.Tensor:
+        """The baked noise map ``[1, 1, r, r]`` of layer ``name``. An exporter may replace this on an instance: the
+        LiteRT converter would otherwise fold each map with the bias into a ``[1, r, r, C]`` constant (C times the
+        map), so ``export.litert`` reads it through an optimisation barrier."""
+        return getattr(self, f"{name}_noise")
 
     def _idwt(self, x: torch.Tensor, scale: torch.Tensor, channels: int) -> torch.Tensor:
         """Band-interleaved ``[B, 4C, h, w]`` times a per-sample scale -> ``[B, C, 2h, 2w]``."""

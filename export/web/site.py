@@ -1,0 +1,123 @@
+"""The web export's static site, and rendering with it in headless Chromium.
+
+A site is an export directory (``manifest.json``, ``mapping.onnx``, ``synthesis.onnx``) plus ``index.html``,
+``app.js``, ``seeded_z.js`` and ``ort/`` (the onnxruntime-web files, :mod:`export.web.ort_files`). The page draws
+each face on a canvas; :func:`browser_render` reads back the float image and the canvas pixels through the page's
+``window.msg`` interface, which is what the export's browser gate, ``mobilestylegan-export --check DIR`` and the
+benchmark's browser rows measure.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from export.options import ExportError
+from export.web import ort_files
+
+HERE = Path(__file__).resolve().parent
+PAGE_FILES = ("index.html", "app.js", "seeded_z.js")
+ORT_FOLDER = "ort"
+# (seed, psi) pairs the browser checks render: no truncation, and the page's own truncation at two strengths.
+CHECK_CASES = ((0, 1.0), (1, 0.7), (2, 0.5), (3, 1.0))
+
+
+def write_site(directory: Path) -> dict[str, Any]:
+    """Copy the page and the runtime files into an export directory; returns the manifest's ``web`` entry."""
+    for name in PAGE_FILES:
+        shutil.copyfile(HERE / name, directory / name)
+    runtime = [f"{ORT_FOLDER}/{n}" for n in ort_files.copy_into(directory / ORT_FOLDER)]
+    return {"page": "index.html", "files": [*PAGE_FILES, *runtime],
+            "runtime": f"onnxruntime-web {ort_files.VERSION} (WebAssembly, SIMD + threads), shipped in {ORT_FOLDER}/",
+            "serve": "mobilestylegan-serve DIR (127.0.0.1, cross-origin isolated: WASM threads)",
+            "url_parameters": {"seed": "0..2**32-1", "psi": "truncation, 0..1", "threads": "WASM threads "
+                               "(default: up to 4 when the page is cross-origin isolated, else 1)"},
+            "same_faces_as": "mobilestylegan-generate SOURCE --seeds N --trunc PSI (and python -m export.runtime)"}
+
+
+def _harness(cases: Sequence[tuple[int, float]], repeats: int, images: bool) -> str:
+    """The expression evaluated in the page: render each case ``repeats`` times, return times (and the last images)."""
+    return f"""(async () => {{
+  const info = await window.msg.ready;
+  const out = [];
+  for (const [seed, psi] of {json.dumps([[int(s), float(p)] for s, p in cases])}) {{
+    const times = [];
+    let r = null;
+    for (let k = 0; k < {int(repeats)}; k++) {{
+      r = await window.msg.render(seed, psi);
+      times.push([r.ms, r.mappingMs, r.synthesisMs]);
+    }}
+    out.push({{ times, img: {str(images).lower()} ? window.msg.base64(r.img) : null,
+               pixels: {str(images).lower()} ? window.msg.base64(r.pixels) : null }});
+  }}
+  return {{ info, out }};
+}})()"""
+
+
+def browser_render(directory: str | Path, cases: Sequence[tuple[int, float]] = CHECK_CASES, threads: int = 1,
+                   repeats: int = 1, images: bool = True, timeout_s: float = 600.0) -> dict[str, Any]:
+    """Serve ``directory`` on 127.0.0.1, open its page in headless Chromium with ``threads`` WASM threads and render
+    each ``(seed, psi)``.
+
+    Returns ``{"browser", "threads", "isolated", "ms": [[total, mapping, synthesis] per repeat] per case, "img":
+    [1, 3, R, R] float32 per case, "pixels": [R, R, 3] uint8 per case (what the canvas shows)}``.
+    """
+    from export.web.browser import chromium, served
+
+    d = Path(directory)
+    missing = [n for n in (*PAGE_FILES, "manifest.json") if not (d / n).is_file()]
+    if missing:
+        raise ExportError(f"{d} is not a web export (no {', '.join(missing)}); make one with --format web")
+    with served(d) as base, chromium(timeout_s) as browser:
+        result = browser.evaluate(f"{base}index.html?check=1&threads={int(threads)}", _harness(cases, repeats, images))
+        version = browser.version
+    info = result["info"]
+    size = int(info["size"])
+    out: dict[str, Any] = {"browser": version, "threads": int(info["threads"]), "isolated": bool(info["isolated"]),
+                           "ms": [c["times"] for c in result["out"]], "img": [], "pixels": []}
+    if images:
+        for c in result["out"]:
+            out["img"].append(np.frombuffer(base64.b64decode(c["img"]), np.float32).reshape(1, 3, size, size))
+            rgba = np.frombuffer(base64.b64decode(c["pixels"]), np.uint8).reshape(size, size, 4)
+            if not (rgba[..., 3] == 255).all():
+                raise ExportError("the page's canvas is not opaque: its pixels cannot be compared")
+            out["pixels"].append(rgba[..., :3])
+    return out
+
+
+def compare_pixels(pixels: Sequence[np.ndarray], imgs: Sequence[np.ndarray]) -> dict[str, Any]:
+    """The canvas pixels against ``to_uint8`` of float images: equal where the floats agree; a float32 difference far
+    below half a level can still move a value across a rounding boundary, so 1 level is the bound."""
+    from export.runtime import to_uint8
+
+    want = np.concatenate([to_uint8(i) for i in imgs]).astype(np.int16)
+    got = np.stack(list(pixels)).astype(np.int16)
+    diff = np.abs(got - want)
+    return {"max_level_diff": int(diff.max()), "equal_fraction": round(float((diff == 0).mean()), 6),
+            "passed": bool(diff.max() <= 1)}
+
+
+def check(directory: str | Path, threads: int = 1) -> dict[str, Any]:
+    """The page against the Python runtime on the same files (``mobilestylegan-export --check DIR``): float images
+    within the parity rule (both compute in float32, ONNX Runtime's kernels natively and compiled to WASM) and the
+    canvas pixels within one level of the runtime's uint8 faces."""
+    from export.runtime import load_runtime
+    from teacher.numerics import max_abs_diff, parity_tolerance
+
+    d = Path(directory)
+    page = browser_render(d, CHECK_CASES, threads=threads)
+    rt = load_runtime(d, backend="onnxruntime")
+    want = [rt.render([s], truncation_psi=p) for s, p in CHECK_CASES]
+    ref = np.concatenate(want)
+    diff, tol = max_abs_diff(np.concatenate(page["img"]), ref), parity_tolerance(ref)
+    pixels = compare_pixels(page["pixels"], want)
+    return {"browser": page["browser"], "threads": page["threads"], "cases": [list(c) for c in CHECK_CASES],
+            "reference": "python -m export.runtime on the same files (ONNX Runtime)",
+            "max_abs_diff": diff, "tolerance": tol, "pixels": pixels,
+            "ms_per_image": [round(t[0][0], 1) for t in page["ms"]],
+            "passed": bool(diff <= tol and pixels["passed"])}

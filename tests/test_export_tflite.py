@@ -1,0 +1,137 @@
+"""LiteRT export of a tiny student: the LiteRT interpreter renders the PyTorch faces, the size gate holds (and catches
+the converter's noise + bias folding), fp16 passes its gate. Needs the ``litert`` extra (skipped without it, unless
+``$MOBILESTYLEGAN_REQUIRE_TOOLCHAINS`` is set: CI installs it)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from export.exporter import PARITY_SEEDS, ExportError, export
+from export.manifest import read_manifest
+from export.runtime import load_runtime
+from export.runtime import main as runtime_main
+from mobilestylegan.cli.export import main as cli_main
+from mobilestylegan.io.checkpoint import save_student
+from mobilestylegan.student.lean import LeanSynthesis
+from mobilestylegan.student.sampling import seeded_z
+from teacher.mapping import truncate
+from teacher.numerics import assert_parity
+from tests.helpers import require_toolchain
+from tests.test_export import export_student
+
+# Wider than the other formats' test student: a flatbuffer's fixed structure (~0.3 kB per operator) would otherwise
+# be a sizeable part of an fp16 file of a hundred kilobytes.
+CHANNELS = (128, 128, 64)
+
+
+def need_litert() -> None:
+    require_toolchain(all(importlib.util.find_spec(m) is not None for m in ("litert_torch", "ai_edge_litert")),
+                      "litert-torch", 'pip install -e ".[litert]"')
+
+
+@pytest.fixture(scope="module")
+def tflite(tmp_path_factory):
+    need_litert()
+    G = export_student(channels=CHANNELS)
+    path = tmp_path_factory.mktemp("ckpt") / "student.pt"
+    save_student(path, G)
+    out = tmp_path_factory.mktemp("tflite") / "export"
+    assert cli_main([str(path), "--format", "tflite", "--out", str(out), "-q"]) == 0
+    return out, G, path
+
+
+def test_files_manifest_and_signatures(tflite):
+    out, G, _ = tflite
+    m = read_manifest(out)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "mapping.tflite", "synthesis.tflite"]
+    assert m["artefact_format"] == "tflite" and m["modulation"] == "activations" and m["precision"] == "fp32"
+    syn = m["litert"]["graphs"]["synthesis"]
+    assert syn["inputs"] == ["w"] and len(syn["outputs"]) == 1 and syn["convolutions"] > 0
+    assert m["litert"]["graphs"]["mapping"]["inputs"] == ["z"]
+    assert m["parity"]["passed"] and set(m["parity"]["max_abs_diff"]) == {"litert"}
+    assert "litert-torch" in m["versions"] and "ai-edge-litert" in m["versions"]
+
+
+def test_parity_and_size_recomputed(tflite):
+    out, G, _ = tflite
+    rt = load_runtime(out, threads=2)
+    assert rt.backend == "litert"
+    seeds = list(PARITY_SEEDS)
+    with torch.no_grad():
+        G64 = G.double()
+        w = truncate(G64.mapping.embed(seeded_z(seeds, G.z_dim).double()), G64.mapping.w_avg, 1.0)
+        ref = G64.synthesis(w, noise_mode="const").numpy()
+        G.float()
+    assert_parity(rt.mapping(seeded_z(seeds, G.z_dim).numpy()), w.numpy(), "LiteRT mapping vs float64 PyTorch")
+    assert_parity(rt.synthesis(w.float().numpy()), ref, "LiteRT synthesis vs float64 PyTorch")
+    lean = LeanSynthesis(G.synthesis, w_input="w", noise="const", modulation="activations")
+    ratio = (out / "synthesis.tflite").stat().st_size / lean.num_params_bytes()
+    assert ratio <= 1.15 and ratio == pytest.approx(read_manifest(out)["size_gate"]["ratio"], abs=1e-4)
+
+
+def test_runtime_cli_renders_the_pytorch_faces(tflite, tmp_path):
+    from PIL import Image
+
+    out, G, _ = tflite
+    assert runtime_main([str(out), "--seeds", "0-1", "--threads", "1", "--out", str(tmp_path / "faces")]) == 0
+    got = np.stack([np.array(Image.open(tmp_path / "faces" / f"seed{s:04d}.png")) for s in (0, 1)])
+    with torch.no_grad():
+        img = G.synthesis(G.mapping(seeded_z([0, 1], G.z_dim)), noise_mode="const")
+    want = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1  # float rounding may flip a uint8 step
+
+
+def test_fp16_weights_pass_the_gates(tflite, tmp_path):
+    out, G, ckpt = tflite
+    m = export(str(ckpt), "tflite", tmp_path / "fp16", precision="fp16", progress=False)
+    assert m["precision"] == "fp16" and m["quality"]["psnr_db"] >= 40 and m["quality"]["passed"]
+    s = m["size_gate"]
+    fp32 = (out / "synthesis.tflite").stat().st_size
+    assert "fp16_param_bytes" in s and s["file_bytes"] <= 1.15 * s["fp16_param_bytes"] and s["file_bytes"] < 0.6 * fp32
+
+
+def test_size_gate_catches_the_folded_noise(tmp_path, monkeypatch):
+    """Without the barrier the converter folds each noise map with the next bias into a [1, r, r, C] constant: the
+    size gate refuses the file and nothing is written."""
+    need_litert()
+    from litert_torch.backend import optimization_barrier as barrier_module
+
+    monkeypatch.setattr(barrier_module, "optimization_barrier", lambda pair: pair)
+    out = tmp_path / "folded"
+    with pytest.raises(ExportError, match=r"size gate failed: synthesis\.tflite weighs"):
+        export(export_student(channels=CHANNELS), "tflite", out, progress=False)
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_refused_options_and_missing_toolchain(tmp_path, monkeypatch):
+    G = export_student()
+    with pytest.raises(ExportError, match="int8 is offered for OpenVINO only"):
+        export(G, "tflite", tmp_path / "a", precision="int8", progress=False)
+    with pytest.raises(ExportError, match="fixed batch"):
+        export(G, "tflite", tmp_path / "b", batch=None, progress=False)
+    with pytest.raises(ExportError, match="--noise const or none"):
+        export(G, "tflite", tmp_path / "c", noise="input", progress=False)
+    monkeypatch.setitem(sys.modules, "litert_torch", None)  # import litert_torch now fails
+    with pytest.raises(ExportError, match=r'litert_torch is not installed.*pip install -e "\.\[litert\]"'):
+        export(G, "tflite", tmp_path / "d", progress=False)
+    assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_bench_row(tflite, tmp_path):
+    from mobilestylegan.cli import bench
+
+    _, _, ckpt = tflite
+    out = tmp_path / "bench"
+    assert bench.main([str(ckpt), "--runtimes", "onnxruntime,litert", "--runs", "3", "--warmup", "1", "--quality-seeds",
+                       "2", "--no-teacher", "--threads", "1", "--no-progress", "--out", str(out)]) == 0
+    rows = {r["runtime"]: r for r in json.loads((out / "bench.json").read_text())["rows"]}
+    r = rows["litert"]
+    assert "error" not in r, r.get("error")
+    assert r["runs"] == len(r["all_ms"]) == 3 and r["psnr_db"] > 90
+    assert r["bytes"] == (out / "artifacts" / "export_tflite_fp32" / "synthesis.tflite").stat().st_size
