@@ -167,6 +167,7 @@ def load_generator_any(source: str, device: str) -> torch.nn.Module:
     """A student (pretrained name, native student, Lightning ckpt) or, failing that, a teacher."""
     from mobilestylegan.io.pretrained import PRETRAINED
 
+    source = resolve_source(source)
     if source not in PRETRAINED and not Path(source).exists():
         raise UnknownSourceError(f"{source} is neither a file nor a pretrained name (known: {', '.join(sorted(PRETRAINED))})")
     try:

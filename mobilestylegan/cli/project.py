@@ -1,0 +1,188 @@
+"""``mobilestylegan-project``: photos (or renders) into a generator's latent space
+(see :mod:`mobilestylegan.edit.project`).
+
+Per image NAME, in ``--out``: ``NAME.npy`` + ``NAME.json`` (the W+ latent, the generator's hash, its num_ws and
+live entries), ``NAME_noise.npz`` (with ``--optimize-noise``), ``NAME.png`` (the reconstruction),
+``NAME_strip.png`` (target | reconstruction | 4x |difference|), ``NAME_loss.png`` (the loss per step) and one line
+of ``projections.jsonl`` (PSNR and MS-SSIM at the loss resolution, steps, seconds). Ctrl-C stops the current image
+and writes what it has.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from mobilestylegan.edit.project import SPACES, ProjectOptions, project
+from mobilestylegan.errors import UsageError
+
+EXAMPLES = """examples:
+  mobilestylegan-project face.png --generator ffhq-1024 --out proj/                 # W+, 200 steps
+  mobilestylegan-project a.png b.png --generator student.pt --space w --steps 300 --out proj/
+  mobilestylegan-project face.png --generator ffhq-1024 --proxy-steps 150 --steps 200 --out proj/   # faster warm-up
+The image should be an FFHQ-aligned face (eyes and mouth where FFHQ puts them); a non-square image is centre-cropped.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mobilestylegan-project", epilog=EXAMPLES,
+                                description="Project images into a generator's W or W+ space.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--generator", required=True, metavar="SOURCE",
+                   help="any student or teacher the toolkit loads (ffhq-1024, student.pt, a StyleGAN2 checkpoint)")
+    p.add_argument("--space", choices=SPACES, default="wplus", help="optimise one w, or each live W+ entry (default)")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--proxy-steps", type=int, default=0,
+                   help="students: the first N steps on a truncated student at --proxy-resolution (default 0)")
+    p.add_argument("--proxy-resolution", type=int, default=128)
+    p.add_argument("--loss-resolution", type=int, default=256)
+    p.add_argument("--optimize-noise", action="store_true",
+                   help="also optimise the noise maps (saved beside the latent; exports with baked noise ignore them)")
+    p.add_argument("--msssim-weight", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("-q", "--quiet", action="store_true")
+    return p
+
+
+def load_target(path: Path, resolution: int) -> tuple[torch.Tensor, str | None]:
+    """An image file -> ``[1, 3, R, R]`` in [-1, 1] (centre-cropped to a square, Lanczos-resized); and a note."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        im = Image.open(path)
+        im.load()
+    except FileNotFoundError:
+        raise UsageError(f"{path} does not exist") from None
+    except (UnidentifiedImageError, OSError) as err:
+        raise UsageError(f"{path} is not an image PIL can read ({err})") from None
+    im = im.convert("RGB")
+    note = None
+    if im.width != im.height:
+        s = min(im.size)
+        left, top = (im.width - s) // 2, (im.height - s) // 2
+        im = im.crop((left, top, left + s, top + s))
+        note = f"centre-cropped {path.name} to {s}x{s}"
+    if im.width != resolution:
+        im = im.resize((resolution, resolution), Image.LANCZOS)
+    arr = np.asarray(im, dtype=np.float32) / 127.5 - 1
+    return torch.from_numpy(arr).permute(2, 0, 1)[None].contiguous(), note
+
+
+def loss_plot(losses: list[float], phases: list[str], path: Path, size: tuple[int, int] = (640, 320)) -> None:
+    """log10(loss) per step as a line (proxy steps grey, full steps blue) on a white canvas, with its range."""
+    from PIL import Image, ImageDraw
+
+    from mobilestylegan.io.images import save_png
+
+    w, h, pad = size[0], size[1], 40
+    img = Image.new("RGB", size, "white")
+    d = ImageDraw.Draw(img)
+    y = [math.log10(max(v, 1e-12)) for v in losses]
+    lo, hi = min(y), max(y)
+    hi = hi if hi > lo else lo + 1
+    pts = [(pad + (w - 2 * pad) * i / max(1, len(y) - 1), h - pad - (h - 2 * pad) * (v - lo) / (hi - lo))
+           for i, v in enumerate(y)]
+    d.rectangle([pad, pad, w - pad, h - pad], outline="black")
+    for i in range(1, len(pts)):
+        d.line([pts[i - 1], pts[i]], fill=(150, 150, 150) if phases[i] == "proxy" else (30, 80, 200), width=2)
+    d.text((pad, 8), f"loss per step (log10): {10**hi:.3g} .. {10**lo:.3g}; grey: proxy warm-up", fill="black")
+    d.text((pad, h - pad + 8), f"0 .. {len(y)} steps", fill="black")
+    save_png(np.asarray(img), path)
+
+
+def strip(target: torch.Tensor, recon: torch.Tensor) -> np.ndarray:
+    """target | reconstruction | 4x |difference| as one uint8 image."""
+    from mobilestylegan.io.images import to_uint8
+
+    diff = ((recon - target).abs() * 4 - 1).clamp(-1, 1)
+    return np.concatenate([to_uint8(t)[0] for t in (target, recon.clamp(-1, 1), diff)], axis=1)
+
+
+def _savez(path: str, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as fh:  # a file object: np.savez would append .npz to a bare name
+        np.savez(fh, **arrays)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from tqdm import tqdm
+
+    from mobilestylegan.edit.latents import save_latent
+    from mobilestylegan.io.images import save_png
+    from mobilestylegan.io.load import load_generator_any
+    from teacher.formats.common import CheckpointError
+    from teacher.fs import OutputPathError, atomic_write
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    try:
+        G = load_generator_any(args.generator, "cpu").float().eval()
+        out.mkdir(parents=True, exist_ok=True)
+        opts = ProjectOptions(space=args.space, steps=args.steps, loss_resolution=args.loss_resolution,
+                              optimize_noise=args.optimize_noise, msssim_weight=args.msssim_weight,
+                              proxy_steps=args.proxy_steps, proxy_resolution=args.proxy_resolution, seed=args.seed)
+        opts.check(G)
+        targets = [(Path(p), *load_target(Path(p), G.img_resolution)) for p in args.images]
+    except (UsageError, CheckpointError, OutputPathError) as err:
+        print(f"mobilestylegan-project: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"mobilestylegan-project: error: cannot create {out}: {err.strerror}", file=sys.stderr)
+        return 2
+    interrupted = False
+    for path, target, note in targets:
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+        bar = tqdm(total=opts.steps, desc=path.name, unit="step", disable=args.quiet, leave=False)
+
+        def on_step(step: int, loss: float, phase: str) -> None:
+            bar.update(1)
+            bar.set_postfix_str(f"{phase} loss {loss:.4g}")
+
+        try:
+            r = project(G, target, opts, on_step=on_step)
+        except UsageError as err:
+            bar.close()
+            print(f"mobilestylegan-project: error: {err}", file=sys.stderr)
+            return 2
+        bar.close()
+        name = path.stem
+        meta = {"space": opts.space, "live_ws": r.live, "steps": r.steps_done, "source": str(args.generator),
+                "image": str(path), "psnr_db": round(r.psnr_db, 3), "loss_resolution": min(opts.loss_resolution,
+                                                                                            G.img_resolution)}
+        save_latent(out / f"{name}.npy", r.ws, G, meta)
+        if r.noise is not None:
+            arrays = {f"noise{i}": m.numpy() for i, m in enumerate(r.noise)}
+            atomic_write(out / f"{name}_noise.npz", lambda tmp, a=arrays: _savez(tmp, a))
+        from mobilestylegan.io.images import to_uint8
+
+        save_png(to_uint8(r.image.clamp(-1, 1))[0], out / f"{name}.png")
+        save_png(strip(target, r.image), out / f"{name}_strip.png")
+        loss_plot(r.losses, r.phases, out / f"{name}_loss.png")
+        line = {"image": str(path), "latent": str(out / f"{name}.npy"), "space": opts.space,
+                "psnr_db": round(r.psnr_db, 3), "msssim": None if math.isnan(r.msssim) else round(r.msssim, 5),
+                "resolution": meta["loss_resolution"], "identity_distance": None, "steps": r.steps_done,
+                "proxy_steps": min(opts.proxy_steps, r.steps_done), "seconds": round(r.seconds, 2),
+                "interrupted": r.interrupted}
+        with open(out / "projections.jsonl", "a") as fh:
+            fh.write(json.dumps(line) + "\n")
+        print(json.dumps(line))
+        if r.interrupted:
+            interrupted = True
+            break
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

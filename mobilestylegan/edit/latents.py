@@ -1,0 +1,89 @@
+"""Latents of a generator as files: which W+ entries a generator reads, its fingerprint, and ``.npy`` + ``.json``.
+
+A projected latent is saved as ``NAME.npy`` (``[1, num_ws, w_dim]`` float32, the full W+ the generator takes,
+dead entries included) with ``NAME.json`` beside it: the generator's hash and ``num_ws``, the live indices, the
+space it was optimised in and how it was made. Loading checks the shape and the hash, so a latent is never
+silently rendered by a generator it was not made for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mobilestylegan.errors import UsageError
+from teacher.fs import atomic_write
+
+LATENT_FORMAT = "mobilestylegan-latent"
+
+
+def generator_hash(G: torch.nn.Module) -> str:
+    """A fingerprint of a generator's weights and buffers (names, shapes, dtypes and bytes): 16 hex digits."""
+    h = hashlib.sha256()
+    for name, t in sorted(G.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@torch.no_grad()
+def live_ws(G: torch.nn.Module) -> list[int]:
+    """The W+ indices the generator's image depends on (the fused published student reads 16 of its 23: the
+    rest fed heads that fusing removed). Found by differentiating one render at a random W+."""
+    g = torch.Generator().manual_seed(0)
+    ws = torch.randn(1, G.num_ws, G.w_dim, generator=g)
+    with torch.enable_grad():
+        ws.requires_grad_(True)
+        img = G.synthesis(ws, noise_mode="const")
+        probe = torch.randn(img.shape, generator=g)
+        (grad,) = torch.autograd.grad((img * probe).sum(), ws)
+    return [i for i in range(G.num_ws) if bool(grad[0, i].abs().max() > 0)]
+
+
+def save_latent(path: str | Path, ws: torch.Tensor, G: torch.nn.Module, meta: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``path`` (``.npy``, ``[1, num_ws, w_dim]``) and its ``.json`` description, atomically."""
+    p = Path(path).with_suffix(".npy")
+    arr = ws.detach().float().cpu().reshape(1, G.num_ws, G.w_dim).numpy()
+    desc = {"format": LATENT_FORMAT, "generator_hash": generator_hash(G), "num_ws": G.num_ws, "w_dim": G.w_dim,
+            "shape": list(arr.shape), **meta}
+    atomic_write(p, lambda tmp: _save_npy(tmp, arr))
+    j = atomic_write(p.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(desc, indent=1) + "\n"))
+    return p, j
+
+
+def _save_npy(path: str, arr: np.ndarray) -> None:
+    with open(path, "wb") as fh:  # a file object: np.save would append .npy to a bare name
+        np.save(fh, arr)
+
+
+def load_latent(path: str | Path, G: torch.nn.Module, check_hash: bool = True) -> torch.Tensor:
+    """A latent file for ``G``: ``[1, num_ws, w_dim]`` (a ``[1, w_dim]`` or ``[w_dim]`` w is broadcast). Raises
+    :class:`UsageError` naming the problem for a wrong shape or another generator's latent."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{p} does not exist")
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{p} is not a .npy array ({err})") from None
+    if arr.ndim == 1:
+        arr = arr[None]
+    if arr.ndim == 2 and arr.shape == (1, G.w_dim):
+        arr = np.repeat(arr[:, None], G.num_ws, axis=1)
+    if arr.shape != (1, G.num_ws, G.w_dim):
+        raise UsageError(f"{p} holds an array of shape {list(arr.shape)}; this generator takes [1, {G.num_ws}, "
+                         f"{G.w_dim}] (W+) or [1, {G.w_dim}] (w)")
+    desc_path = p.with_suffix(".json")
+    if check_hash and desc_path.is_file():
+        desc = json.loads(desc_path.read_text())
+        want, got = desc.get("generator_hash"), generator_hash(G)
+        if want and want != got:
+            raise UsageError(f"{p} was projected with another generator (hash {want}; this one is {got}); render it "
+                             f"with that generator, or pass --ignore-hash to use it anyway")
+    return torch.from_numpy(arr.astype(np.float32))
