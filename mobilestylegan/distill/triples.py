@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mobilestylegan.student.generator import teacher_noise_for_student
+from mobilestylegan.student.routing import student_ws_resolution, teacher_ws_resolution, ws_resolutions
 from mobilestylegan.student.synthesis import MobileSynthesisNetwork, StudentConfig
 from mobilestylegan.student.wavelets import dwt
 from teacher.mapping import truncate
-from teacher.synthesis import SynthesisNetwork
 
 # Crossover of a sample without style mixing: above every layer resolution, so all entries take w1.
 NO_MIXING = torch.iinfo(torch.int64).max
@@ -62,43 +62,6 @@ def shard(n: int, rank: int, world: int) -> slice:
     if not 0 <= rank < world:
         raise ValueError(f"rank {rank} is not in [0, {world})")
     return slice(rank * n // world, (rank + 1) * n // world)
-
-
-def teacher_ws_resolution(i: int) -> int:
-    """Layer resolution of StyleGAN2 W+ index ``i``: ``4 * 2**((i + 1) // 2)``.
-
-    Routing (``teacher/synthesis.py``): ws[0] is the 4x4 conv; block j >= 1 (resolution 4 * 2**j)
-    uses ws[2j-1] (up-sampling conv0) and ws[2j] (conv1), and ws[2j+1] for its ToRGB, an index
-    shared with conv0 of block j+1 and therefore counted at that next resolution (ws[1]: the 4x4
-    ToRGB and the 8x8 conv0 -> 8). The last index drives only the final ToRGB; the rule gives it 2R,
-    which lies above every crossover, so it mixes like the layers at R (18 ws at 1024: 4, 8, 8, ...,
-    1024, 1024, 2048).
-    """
-    return 4 * 2 ** ((i + 1) // 2)
-
-
-def student_ws_resolution(i: int) -> int:
-    """Layer resolution of MobileStyleGAN W+ index ``i``: 4 for i = 0, else ``8 * 2**((i - 1) // 3)``.
-
-    Routing (``mobilestylegan/student/synthesis.py``): ws[0] is the 4x4 conv; ws[1] the 4x4 head *and*
-    block 0's up-sampler/conv1 (counted at 8, like the teacher's shared ws[1]); block i (resolution
-    8 * 2**i) uses ws[3i+1] (up-sampler + conv1), ws[3i+2] (conv2) and ws[3i+3] (its head). The last
-    index is unused and gets 2 * (the last feature resolution) (23 ws at 1024: 4, 8, 8, 8, 16, ...,
-    512, 1024).
-    """
-    return 4 if i == 0 else 8 * 2 ** ((i - 1) // 3)
-
-
-def ws_resolutions(synthesis: nn.Module, num_ws: int) -> torch.Tensor:
-    """``[num_ws]`` int64 layer resolution of every W+ entry of a StyleGAN2 or MobileStyleGAN synthesis net."""
-    if isinstance(synthesis, MobileSynthesisNetwork):
-        rule = student_ws_resolution
-    elif isinstance(synthesis, SynthesisNetwork):
-        rule = teacher_ws_resolution
-    else:
-        raise ValueError(f"unknown synthesis network {type(synthesis).__name__}: the W+ layer resolutions are "
-                         "defined for teacher.synthesis.SynthesisNetwork and MobileSynthesisNetwork")
-    return torch.tensor([rule(i) for i in range(num_ws)], dtype=torch.int64)
 
 
 def area_downsample(img: torch.Tensor, size: int) -> torch.Tensor:

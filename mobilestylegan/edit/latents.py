@@ -33,9 +33,20 @@ def generator_hash(G: torch.nn.Module) -> str:
 
 
 @torch.no_grad()
-def live_ws(G: torch.nn.Module) -> list[int]:
+def live_ws(G: torch.nn.Module, probe: bool = False) -> list[int]:
     """The W+ indices the generator's image depends on (the fused published student reads 16 of its 23: the
-    rest fed heads that fusing removed). Found by differentiating one render at a random W+."""
+    rest fed heads that fusing removed, and the image never reads the auxiliary heads). A student's follow from its
+    routing (ws[0]: the 4x4 conv; block i: ws[3i+1] and ws[3i+2]; the last block's head: ws[3(n-1)+3]), a StyleGAN2
+    teacher reads all; other generators (or ``probe=True``) are probed by differentiating one render."""
+    from mobilestylegan.student.synthesis import MobileSynthesisNetwork
+    from teacher.synthesis import SynthesisNetwork
+
+    syn = G.synthesis
+    if not probe and isinstance(syn, MobileSynthesisNetwork):
+        n = len(syn.layers)
+        return sorted({0, 3 * (n - 1) + 3} | {3 * i + k for i in range(n) for k in (1, 2)})
+    if not probe and isinstance(syn, SynthesisNetwork):
+        return list(range(G.num_ws))
     g = torch.Generator().manual_seed(0)
     ws = torch.randn(1, G.num_ws, G.w_dim, generator=g)
     with torch.enable_grad():

@@ -95,7 +95,7 @@ def w_statistics(G: torch.nn.Module, n: int, seed: int = 0) -> tuple[torch.Tenso
 class _Proxy:
     """Blocks up to the ``resolution`` features + a least-squares 1x1 head: an image at that resolution."""
 
-    def __init__(self, G: torch.nn.Module, resolution: int, fit_samples: int = 8, seed: int = 12345) -> None:
+    def __init__(self, G: torch.nn.Module, resolution: int, fit_samples: int = 4, seed: int = 12345) -> None:
         syn = G.synthesis
         res = [8 * 2**i for i in range(len(syn.layers))]
         if resolution not in res[:-1]:
@@ -112,7 +112,10 @@ class _Proxy:
             x = torch.cat([f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]) for f in feats]).double()
             y = torch.cat([t.permute(0, 2, 3, 1).reshape(-1, 3) for t in targets]).double()
             x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
-            sol = torch.linalg.lstsq(x, y).solution.float()  # [C + 1, 3]
+            # Normal equations in float64 (C + 1 unknowns per colour; a tiny ridge keeps dead channels harmless).
+            gram = x.T @ x
+            gram += 1e-8 * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
+            sol = torch.linalg.solve(gram, x.T @ y).float()  # [C + 1, 3]
         self.weight, self.bias = sol[:-1].t().contiguous()[:, :, None, None], sol[-1]
 
     def features(self, ws: torch.Tensor, noise: list[torch.Tensor] | None) -> torch.Tensor:

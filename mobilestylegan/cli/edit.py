@@ -1,0 +1,186 @@
+"""``mobilestylegan-edit``: latents moved along a direction, rendered as strips (see
+:mod:`mobilestylegan.edit.directions`).
+
+Per latent a strip ``NAME_DIRECTION.png`` (one image per strength, left to right; with ``--compare`` the teacher's
+row under the student's) and ``grid.png`` (every strip); ``edits.json`` records the direction, its sigma, the
+strengths, the W+ entries changed and, with ``--compare``, per strength the PSNR between the student's and the
+teacher's edited images (at the smaller resolution) next to the unedited figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mobilestylegan.errors import UsageError
+
+EXAMPLES = """examples:
+  mobilestylegan-edit --seeds 0-3 --generator ffhq-1024 --direction ganspace:1 --strength -3:3:7 --out edits/
+  mobilestylegan-edit proj/face.npy --generator ffhq-1024 --direction sefa:0 --layers 0-7 --out edits/
+  mobilestylegan-edit --seeds 0,1 --generator student.pt --compare ffhq-1024 --directions-from compare \\
+      --direction ganspace:0 --out edits/      # a direction found on the teacher, applied to both
+  mobilestylegan-edit --seeds 5 --generator ffhq-1024 --direction smile_boundary.npy --out edits/
+--layers a-b counts the teacher's (StyleGAN2's) W+ entries; a student's entries of the same layer resolutions are
+edited, so one direction and one range drive both.
+"""
+
+
+def parse_strengths(text: str) -> list[float]:
+    """``-3:3:7`` (start:stop:count) or ``-2,0,2``."""
+    try:
+        if ":" in text:
+            a, b, n = text.split(":")
+            n = int(n)
+            if n < 1:
+                raise ValueError
+            return [float(x) for x in np.linspace(float(a), float(b), n)]
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--strength takes START:STOP:COUNT or a comma list, got {text!r}") from None
+
+
+def parse_layers(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    m = re.fullmatch(r"(\d+)-(\d+)", text)
+    if not m or int(m.group(1)) > int(m.group(2)):
+        raise UsageError(f"--layers takes a range of the teacher's W+ entries such as 0-7, got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mobilestylegan-edit", epilog=EXAMPLES,
+                                description="Edit latents along GANSpace / SeFa / boundary-file directions.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("latents", nargs="*", metavar="LATENT.npy", help="projected latents (mobilestylegan-project)")
+    p.add_argument("--seeds", help="seeded latents instead, e.g. 0-3")
+    p.add_argument("--trunc", type=float, default=1.0, help="truncation psi of seeded latents (default 1)")
+    p.add_argument("--generator", required=True, metavar="SOURCE")
+    p.add_argument("--direction", required=True, help="ganspace:J, sefa:J or FILE[:row] (.npy/.pt, [k, w_dim])")
+    p.add_argument("--strength", default="-3:3:7", help="strengths in sigmas: START:STOP:COUNT or a list")
+    p.add_argument("--layers", help="teacher W+ range a-b (inclusive; default: all)")
+    p.add_argument("--compare", metavar="TEACHER", help="render the same edit on this generator under each strip")
+    p.add_argument("--directions-from", choices=("generator", "compare"), default="generator",
+                   help="compute ganspace/sefa on --generator (default) or on --compare")
+    p.add_argument("--ignore-hash", action="store_true", help="accept latents projected with another generator")
+    p.add_argument("--out", required=True, metavar="DIR")
+    return p
+
+
+@torch.no_grad()
+def render(G: torch.nn.Module, ws: torch.Tensor) -> torch.Tensor:
+    return torch.cat([G.synthesis(ws[i:i + 1], noise_mode="const", inference=True) for i in range(len(ws))])
+
+
+def _join_strength(argv: list[str]) -> list[str]:
+    """``--strength -3:3:7`` as ``--strength=-3:3:7``: argparse would read a value starting with '-' as an option."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--strength" and i + 1 < len(argv):
+            out.append(f"--strength={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(_join_strength(list(sys.argv[1:] if argv is None else argv)))
+    try:
+        return _run(args)
+    except UsageError as err:
+        print(f"mobilestylegan-edit: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mobilestylegan.cli.generate import parse_seeds
+    from mobilestylegan.edit import directions as D
+    from mobilestylegan.edit.latents import load_latent
+    from mobilestylegan.io.images import make_grid, save_png
+    from mobilestylegan.io.load import load_generator_any
+    from mobilestylegan.student.routing import student_to_teacher_ws
+    from mobilestylegan.student.sampling import seeded_z
+    from mobilestylegan.student.synthesis import MobileSynthesisNetwork
+    from teacher.formats.common import CheckpointError
+    from teacher.mapping import truncate
+    from teacher.numerics import psnr_db
+
+    if bool(args.latents) == bool(args.seeds):
+        raise UsageError("give latent files or --seeds (one of the two)")
+    strengths = parse_strengths(args.strength)
+    layers = parse_layers(args.layers)
+    try:
+        G = load_generator_any(args.generator, "cpu").float().eval()
+        T = load_generator_any(args.compare, "cpu").float().eval() if args.compare else None
+    except CheckpointError as err:
+        raise UsageError(str(err)) from None
+    if args.directions_from == "compare" and T is None:
+        raise UsageError("--directions-from compare needs --compare TEACHER")
+    if T is not None and T.w_dim != G.w_dim:
+        raise UsageError(f"--compare renders w_dim {T.w_dim}, the generator w_dim {G.w_dim}: they share no W space")
+    d = D.resolve(args.direction, T if args.directions_from == "compare" else G)
+    if args.seeds:
+        seeds = parse_seeds(args.seeds)
+        with torch.no_grad():
+            w = truncate(G.mapping.embed(seeded_z(seeds, G.z_dim)), G.mapping.w_avg, args.trunc)
+        names = [f"seed{s:04d}" for s in seeds]
+        ws = w[:, None].repeat(1, G.num_ws, 1)
+        ws_t = w[:, None].repeat(1, T.num_ws, 1) if T is not None else None
+    else:
+        ws = torch.cat([load_latent(p, G, check_hash=not args.ignore_hash) for p in args.latents])
+        names = [Path(p).stem for p in args.latents]
+        if T is not None:
+            if not isinstance(G.synthesis, MobileSynthesisNetwork) or isinstance(T.synthesis, MobileSynthesisNetwork):
+                raise UsageError("--compare with latent files maps a student's W+ to a StyleGAN2 teacher's")
+            ws_t = student_to_teacher_ws(ws, T.num_ws)
+    idx = D.layer_indices(G, layers)
+    idx_t = D.layer_indices(T, layers) if T is not None else None
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot create {out}: {err.strerror}") from None
+    tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", d.name)
+    strips, report = [], {"direction": d.name, "sigma": d.sigma, "strengths": strengths, "layers": args.layers,
+                          "generator_ws": idx, "compare_ws": idx_t, "latents": []}
+    for n, name in enumerate(names):
+        edited = torch.cat([D.apply(ws[n:n + 1], d, s, idx) for s in strengths])
+        imgs = render(G, edited)
+        entry = {"name": name}
+        if T is not None:
+            imgs_t = render(T, torch.cat([D.apply(ws_t[n:n + 1], d, s, idx_t) for s in strengths]))
+            size = min(imgs.shape[-1], imgs_t.shape[-1])
+            a = F.interpolate(imgs, size=size, mode="area") if imgs.shape[-1] > size else imgs
+            b = F.interpolate(imgs_t, size=size, mode="area") if imgs_t.shape[-1] > size else imgs_t
+            entry["psnr_db_student_vs_compare"] = [round(float(x), 3) for x in psnr_db(a, b)]
+            zero = int(np.argmin(np.abs(np.asarray(strengths))))
+            entry["unedited_psnr_db"] = entry["psnr_db_student_vs_compare"][zero] if strengths[zero] == 0 else None
+            row = torch.cat([a, b])
+        else:
+            row = imgs
+        grid = make_grid(row.clamp(-1, 1), cols=len(strengths))
+        save_png(grid, out / f"{name}_{tag}.png")
+        strips.append(row)
+        report["latents"].append(entry)
+    save_png(make_grid(torch.cat(strips).clamp(-1, 1), cols=len(strengths)), out / "grid.png")
+    (out / "edits.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {len(names)} strip(s) and grid.png to {out} ({d.name}, sigma {d.sigma:.3g}, "
+          f"{len(idx)} W+ entries of {G.num_ws})")
+    for e in report["latents"]:
+        if "psnr_db_student_vs_compare" in e:
+            print(f"  {e['name']}: student vs compare PSNR by strength {e['psnr_db_student_vs_compare']} dB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
