@@ -58,7 +58,7 @@ __all__ = ["CALIBRATION_SEEDS", "FORMATS", "NOISE", "ONNX_OPSET", "PARITY_SEEDS"
            "QUALITY_SEEDS", "SIZE_LIMIT", "W_INPUTS", "ExportError", "export", "write_manifest"]
 
 
-def export(source: Any, fmt: str, out_dir: str | os.PathLike, precision: str | None = None, w_input: str = "w",
+def export(source: Any, fmt: str, out_dir: str | os.PathLike, precision: str | None = None, w_input: str | None = None,
            noise: str = "const", batch: int | None = 1, truncation_psi: float | None = None,
            end_to_end: bool = False, parity: bool = True, progress: bool = True, force: bool = False,
            resolution: int | None = None, opset: int = ONNX_OPSET, compute_units: str | None = None) -> dict[str, Any]:
@@ -70,7 +70,8 @@ def export(source: Any, fmt: str, out_dir: str | os.PathLike, precision: str | N
         fmt: ``onnx``, ``openvino``, ``executorch``, ``coreml`` or ``web`` (see :data:`FORMATS`).
         out_dir: Directory to create (refused if it exists and is not empty, unless ``force``).
         precision: ``fp32``, ``fp16`` or ``int8`` (OpenVINO only); None: ``fp16`` for Core ML and web, else ``fp32``.
-        w_input: Synthesis input: ``w`` (one w, ``[B, w_dim]``) or ``wplus`` (``[B, num_ws, w_dim]``).
+        w_input: Synthesis input: ``w`` (one w, ``[B, w_dim]``) or ``wplus`` (``[B, num_ws, w_dim]``); None: ``wplus``
+            for the web page (it edits projected W+ latents), else ``w``.
         noise: ``const`` (the student's maps baked in), ``input`` (one input per layer) or ``none``.
         batch: Fixed batch size, or None for a dynamic batch axis.
         truncation_psi: Bake truncation into the mapping graph (None: choose psi at run time from the
@@ -89,6 +90,8 @@ def export(source: Any, fmt: str, out_dir: str | os.PathLike, precision: str | N
     """
     if precision is None:
         precision = "fp16" if fmt in ("coreml", "web") else "fp32"
+    if w_input is None:
+        w_input = "wplus" if fmt == "web" else "w"
     check_args(fmt, precision, w_input, noise, batch, truncation_psi, end_to_end, resolution, compute_units)
     require_engines(fmt, precision)
     out = Path(out_dir)

@@ -86,7 +86,11 @@ class Job:
         if self.fmt == "web":
             from export.web.site import write_site
 
+            from export.web.site import write_directions
+
             self.web = write_site(self.tmp)
+            self.web["directions"] = write_directions(self.tmp, self.G)
+            self.web["files"].append(self.web["directions"]["file"])
         if self.noise == "input":
             maps = self.G.synthesis.make_noise(1, "const")
             names = self.graphs["synthesis"].input_names[1:]

@@ -19,12 +19,17 @@ import pytest
 
 from export.exporter import ExportError, export
 from export.manifest import read_manifest
-from export.runtime import load_runtime
+from export.runtime import load_runtime, to_uint8
 from mobilestylegan.cli.export import main as cli_main
 from mobilestylegan.io.checkpoint import save_student
 from teacher.numerics import assert_parity
 from tests.helpers import require_toolchain
 from tests.test_export import export_student
+
+
+# Wider than the other formats' test student: the W+ graph's fixed structure would otherwise be a sizeable part of an
+# fp16 file of a hundred kilobytes.
+CHANNELS = (128, 128, 64)
 
 
 def need_browser_toolchain() -> None:
@@ -44,7 +49,7 @@ def need_browser_toolchain() -> None:
 def web(tmp_path_factory):
     """The default web export (fp16 weights) of a tiny student checkpoint, through the CLI; and the checkpoint."""
     need_browser_toolchain()
-    G = export_student()
+    G = export_student(channels=CHANNELS)
     ckpt = tmp_path_factory.mktemp("ckpt") / "student.pt"
     save_student(ckpt, G)
     out = tmp_path_factory.mktemp("web") / "site"
@@ -103,7 +108,7 @@ def test_files_manifest_and_export_time_browser_check(web):
     m = read_manifest(out)
     assert m["artefact_format"] == "web" and m["precision"] == "fp16" and m["batch"] == 1
     names = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert names == sorted(["app.js", "index.html", "manifest.json", "mapping.onnx", "seeded_z.js", "synthesis.onnx",
+    assert names == sorted(["app.js", "directions.json", "index.html", "manifest.json", "mapping.onnx", "seeded_z.js", "synthesis.onnx",
                             "ort/NOTICE.txt", "ort/ort-wasm-simd-threaded.mjs", "ort/ort-wasm-simd-threaded.wasm",
                             "ort/ort.wasm.min.mjs"])
     assert sorted(m["web"]["files"]) == sorted(n for n in names if not n.endswith(".onnx") and n != "manifest.json")
@@ -204,7 +209,7 @@ def test_runtime_files_are_verified(tmp_path, monkeypatch):
     # A failed web export writes nothing.
     out = tmp_path / "site"
     with pytest.raises(ExportError, match="sha256 differs"):
-        export(export_student(), "web", out, progress=False)
+        export(export_student(channels=CHANNELS), "web", out, progress=False)
     assert not out.exists() and not list(tmp_path.glob(".site.*"))
 
 
@@ -232,3 +237,59 @@ def test_bench_rows_for_the_browser_and_core_ml(web, tmp_path):
         assert rows["coreml"]["error"].startswith("macOS only") and rows["coreml"]["bytes"] > 0
     md = (out / "bench.md").read_text()
     assert "| student | browser-wasm2 |" in md and "2 WASM thread(s)" in md
+
+
+def edited_ws(ws: np.ndarray, directions: list[dict], strengths: list[float]) -> np.ndarray:
+    """What the page computes: ws + strength * sigma * vector on every entry, direction by direction, in float32."""
+    out = ws.astype(np.float32).copy()
+    for d, s in zip(directions, strengths):
+        if s:
+            out = out + np.float32(s * d["sigma"]) * np.asarray(d["vector"], np.float32)
+    return out
+
+
+def test_page_edits_seeds_and_loaded_latents_as_python_does(web, tmp_path):
+    import io
+
+    from export.web.site import browser_edits
+    from mobilestylegan.edit.directions import compute
+    from mobilestylegan.io.load import load_any_student
+
+    out, ckpt = web
+    m = read_manifest(out)
+    assert m["w_input"] == "wplus" and m["web"]["directions"]["count"] == 5 and "directions.json" in m["web"]["files"]
+    dirs = json.loads((out / "directions.json").read_text())["directions"]
+    want, sigmas = compute(load_any_student(ckpt), "ganspace", 5)
+    assert np.allclose([d["vector"] for d in dirs], want.numpy(), atol=1e-7)
+    assert np.allclose([d["sigma"] for d in dirs], sigmas.numpy(), rtol=1e-6)
+    rt = load_runtime(out)
+    strengths = [1.5, 0.0, -2.0, 0.0, 0.5]
+    ws = np.repeat(rt.mapping(rt.z([3]))[:, None], rt.num_ws, axis=1)
+    g = np.random.default_rng(0)
+    latent = (np.asarray(m["truncation"]["w_avg"], np.float32) + 0.5 * g.standard_normal((1, rt.num_ws, rt.w_dim))
+              ).astype(np.float32)  # a W+ latent as mobilestylegan-project writes one
+    buf = io.BytesIO()
+    np.save(buf, latent)
+    got = browser_edits(out, [(3, strengths), (buf.getvalue(), [0.0] * 5), (buf.getvalue(), strengths)])
+    assert_parity(got[0], rt.synthesis(edited_ws(ws, dirs, strengths)), "page edit of seed 3")
+    assert_parity(got[1], rt.synthesis(latent), "page render of a loaded latent")
+    assert_parity(got[2], rt.synthesis(edited_ws(latent, dirs, strengths)), "page edit of a loaded latent")
+    assert np.abs(got[2] - got[1]).max() > 0.05  # the edit changes the face
+
+
+def test_a_slider_edits_the_face_and_the_link_keeps_it(web):
+    from export.web.browser import chromium
+
+    out, _ = web
+    rt = load_runtime(out)
+    dirs = json.loads((out / "directions.json").read_text())["directions"]
+    move = ('const s = document.getElementById("dir1"); s.value = "2"; s.dispatchEvent(new Event("input"));')
+    with Served(out) as served, chromium(120) as browser:
+        r = browser.evaluate(served.url + "index.html?seed=5&psi=0.5", canvas_after("seed 5, psi 0.5, edits", move))
+        sliders = browser.evaluate(served.url + "index.html?seed=5&psi=0.5&edit=0,2,0,0,0",
+                                   canvas_after("seed 5, psi 0.5, edits 0,2,0,0,0"))
+    assert r["status"] == "seed 5, psi 0.5, edits 0,2,0,0,0" and "edit=0%2C2%2C0%2C0%2C0" in r["search"]
+    ws = np.repeat(rt.mapping(rt.z([5]), truncation_psi=0.5)[:, None], rt.num_ws, axis=1)
+    want = to_uint8(rt.synthesis(edited_ws(ws, dirs, [0, 2, 0, 0, 0])))[0]
+    for res in (r, sliders):  # moved by hand, and opened from the link
+        assert np.abs(rgb(res).astype(int) - want).max() <= 1

@@ -2,6 +2,9 @@
 // The faces are those of `mobilestylegan-generate` and `python -m export.runtime` for the same seed and psi:
 // seededZ (seeded_z.js) reproduces the toolkit's seeded latents, truncation and the uint8 conversion follow
 // export/runtime.py in float32. URL parameters: ?seed=N&psi=X (a face as a link), &threads=T (WASM threads).
+// Sliders move the face along the export's GANSpace directions (directions.json: strength x sigma x unit vector on
+// every W+ entry, as mobilestylegan-edit does); a latent projected by mobilestylegan-project (.npy) can be loaded
+// from the disk and edited the same way, in the page: nothing is uploaded.
 // window.msg is the page's programmatic interface (the toolkit's browser check and benchmark drive it).
 
 import * as ort from "./ort/ort.wasm.min.mjs";
@@ -61,14 +64,15 @@ class Faces {
     ort.env.logLevel = "error";
     const options = { executionProviders: ["wasm"], graphOptimizationLevel: "all" };
     const g = manifest.graphs;
-    const [mapping, synthesis] = await Promise.all([
+    const [mapping, synthesis, directions] = await Promise.all([
       ort.InferenceSession.create(g.mapping.files[0], options),
       ort.InferenceSession.create(g.synthesis.files[0], options),
+      fetch("directions.json").then((r) => (r.ok ? r.json() : { directions: [] })),
     ]);
-    return new Faces(manifest, mapping, synthesis);
+    return new Faces(manifest, mapping, synthesis, directions.directions);
   }
 
-  constructor(manifest, mapping, synthesis) {
+  constructor(manifest, mapping, synthesis, directions) {
     const m = manifest.model;
     this.manifest = manifest;
     this.zDim = m.z_dim;
@@ -81,6 +85,55 @@ class Faces {
     this.synthesis = synthesis;
     this.io = (name) => [manifest.graphs[name].inputs[0].name, manifest.graphs[name].outputs[0].name];
     this.threads = ort.env.wasm.numThreads;
+    this.directions = directions.map((d) => ({ name: d.name, sigma: d.sigma, vector: Float32Array.from(d.vector) }));
+  }
+
+  // The synthesis input for a latent: w [w_dim] tiled to W+ when the graph takes W+.
+  entries(latent) {
+    if (!this.wplus || latent.length !== this.wDim) return Float32Array.from(latent);
+    const x = new Float32Array(this.numWs * this.wDim);
+    for (let k = 0; k < this.numWs; k++) x.set(latent, k * this.wDim);
+    return x;
+  }
+
+  // latent + sum_k strengths[k] * sigma_k * d_k on every entry, in float32 (as numpy does it, direction by direction).
+  edit(latent, strengths) {
+    const x = this.entries(latent);
+    (strengths || []).forEach((s, k) => {
+      if (!s) return;
+      const d = this.directions[k];
+      if (!d) throw new Error(`this export ships ${this.directions.length} directions; strength ${k} has none`);
+      const coef = f32(s * d.sigma);
+      for (let base = 0; base < x.length; base += this.wDim) {
+        for (let j = 0; j < this.wDim; j++) x[base + j] = f32(x[base + j] + f32(coef * d.vector[j]));
+      }
+    });
+    return x;
+  }
+
+  // A .npy file (little-endian float32 or float64; [1, num_ws, w_dim], [num_ws, w_dim], [1, w_dim] or [w_dim]).
+  parseNpy(buffer) {
+    const bytes = new Uint8Array(buffer);
+    if (bytes[0] !== 0x93 || String.fromCharCode(...bytes.subarray(1, 6)) !== "NUMPY") throw new Error("not a .npy file");
+    const major = bytes[6];
+    const view = new DataView(buffer);
+    const headerLen = major === 1 ? view.getUint16(8, true) : view.getUint32(8, true);
+    const start = major === 1 ? 10 : 12;
+    const header = new TextDecoder().decode(bytes.subarray(start, start + headerLen));
+    const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1];
+    const shape = (/'shape':\s*\(([^)]*)\)/.exec(header)?.[1] || "").split(",").map((s) => s.trim()).filter(Boolean).map(Number);
+    if (/'fortran_order':\s*True/.test(header)) throw new Error("a Fortran-ordered .npy is not supported");
+    const n = shape.reduce((a, b) => a * b, 1);
+    const data = buffer.slice(start + headerLen);
+    let values;
+    if (descr === "<f4") values = new Float32Array(data, 0, n);
+    else if (descr === "<f8") values = Float32Array.from(new Float64Array(data, 0, n));
+    else throw new Error(`a .npy of dtype ${descr} is not a latent (float32 or float64 expected)`);
+    if (n !== this.wDim && !(this.wplus && n === this.numWs * this.wDim)) {
+      throw new Error(`this latent has shape [${shape}]; the page takes [1, ${this.numWs}, ${this.wDim}]`
+                      + ` (a projected W+ latent of this generator) or [1, ${this.wDim}]`);
+    }
+    return Float32Array.from(values);
   }
 
   // w [w_dim] for a seed, truncated towards w_avg by psi (float32, as export.runtime's truncate).
@@ -121,41 +174,69 @@ function draw(img, size) {
 
 let faces = null;
 
-// Render one seed at one psi onto the canvas; returns the float image, the shown pixels and the times.
-function render(seed, psi) {
+// Render one seed at one psi (and edit strengths) onto the canvas; returns the float image, the shown pixels and
+// the times.
+function render(seed, psi, strengths) {
   return serial(async () => {
     const t0 = performance.now();
     const w = await faces.w(seed, psi);
     const t1 = performance.now();
-    const img = await faces.image(w);
+    const img = await faces.image(faces.edit(w, strengths));
     const t2 = performance.now();
     const pixels = draw(img, faces.size);
     return { img, pixels, mappingMs: t1 - t0, synthesisMs: t2 - t1, ms: t2 - t0 };
   });
 }
 
+// Render a loaded latent (edited by strengths).
+function renderLatent(latent, strengths) {
+  return serial(async () => {
+    const t0 = performance.now();
+    const img = await faces.image(faces.edit(latent, strengths));
+    const t1 = performance.now();
+    return { img, pixels: draw(img, faces.size), mappingMs: 0, synthesisMs: t1 - t0, ms: t1 - t0 };
+  });
+}
+
+function renderNpy(b64, strengths) {
+  const bin = atob(b64);
+  const bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  return renderLatent(faces.parseNpy(bytes.buffer), strengths);
+}
+
 // ---- the controls ------------------------------------------------------------------------------------------
 let wanted = null;
 let drawing = false;
+let loaded = null;  // { name, latent } once a .npy is loaded; null: the face comes from the seed
+
+function strengths() {
+  return faces.directions.map((_, k) => parseFloat($(`dir${k}`).value));
+}
 
 function show(seed, psi) {
-  wanted = { seed, psi };
+  wanted = { seed, psi, strengths: strengths(), loaded };
   if (drawing) return;  // the loop below picks up the latest request
   drawing = true;
   (async () => {
     try {
       while (wanted) {
-        const { seed: s, psi: p } = wanted;
+        const { seed: s, psi: p, strengths: e, loaded: l } = wanted;
         wanted = null;
-        const r = await render(s, p);
+        const r = l ? await renderLatent(l.latent, e) : await render(s, p, e);
         $("timing").textContent = `${r.ms.toFixed(0)} ms per image (mapping ${r.mappingMs.toFixed(1)} ms, synthesis `
           + `${r.synthesisMs.toFixed(0)} ms), ${faces.threads} WASM thread${faces.threads > 1 ? "s" : ""}`;
-        $("cli").textContent = `mobilestylegan-generate SOURCE --seeds ${s} --trunc ${p}`;
+        const edited = e.some((x) => x !== 0);
         const url = new URL(location.href);
         url.searchParams.set("seed", s);
         url.searchParams.set("psi", p);
+        if (edited) url.searchParams.set("edit", e.join(","));
+        else url.searchParams.delete("edit");
         history.replaceState(null, "", url);
-        $("status").textContent = `seed ${s}, psi ${p}`;
+        $("cli").textContent = l ? `mobilestylegan-edit ${l.name} --generator SOURCE --direction ganspace:K --strength S`
+          : `mobilestylegan-generate SOURCE --seeds ${s} --trunc ${p}`;
+        $("status").textContent = (l ? `latent ${l.name}` : `seed ${s}, psi ${p}`)
+          + (edited ? `, edits ${e.join(",")}` : "");
       }
     } catch (err) {
       fail(err);
@@ -177,17 +258,45 @@ function controls() {
   const psi = parseFloat(params.get("psi") ?? psiBox.value);
   seedBox.value = Number.isInteger(seed) && seed >= 0 ? seed : 0;
   psiBox.value = Number.isFinite(psi) ? psi : 0.7;
+  const given = (params.get("edit") || "").split(",").map(parseFloat);
+  const box = $("sliders");
+  faces.directions.forEach((d, k) => {
+    const label = document.createElement("label");
+    label.htmlFor = `dir${k}`;
+    label.textContent = d.name;
+    const slider = Object.assign(document.createElement("input"), { type: "range", id: `dir${k}`, min: -3, max: 3,
+                                                                     step: 0.1, value: Number.isFinite(given[k]) ? given[k] : 0 });
+    const value = Object.assign(document.createElement("output"), { id: `dir${k}-value` });
+    value.textContent = parseFloat(slider.value).toFixed(1);
+    slider.addEventListener("input", () => {
+      value.textContent = parseFloat(slider.value).toFixed(1);
+      update();
+    });
+    box.append(label, slider, value);
+  });
   const current = () => [parseInt(seedBox.value, 10) >>> 0, parseFloat(psiBox.value)];
   const update = () => {
     $("psi-value").textContent = parseFloat(psiBox.value).toFixed(2);
     show(...current());
   };
-  seedBox.addEventListener("change", update);
+  seedBox.addEventListener("change", () => { loaded = null; update(); });
   psiBox.addEventListener("input", update);
   $("new").addEventListener("click", () => {
+    loaded = null;
     seedBox.value = crypto.getRandomValues(new Uint32Array(1))[0] >>> 1;
     update();
   });
+  $("latent-file").addEventListener("change", async (event) => {
+    const file = event.target.files[0];
+    if (!file) return;
+    try {
+      loaded = { name: file.name, latent: faces.parseNpy(await file.arrayBuffer()) };
+      update();
+    } catch (err) {
+      fail(err);
+    }
+  });
+  $("use-seed").addEventListener("click", () => { loaded = null; update(); });
   update();
 }
 
@@ -196,8 +305,9 @@ const ready = Faces.load().then((loaded) => {
   const m = faces.manifest;
   $("model").textContent = `${faces.size}px, ${m.precision}, ${faces.threads} thread${faces.threads > 1 ? "s" : ""}`;
   if (!params.has("check")) controls();  // ?check: a harness drives the page (no initial render)
-  return { size: faces.size, zDim: faces.zDim, threads: faces.threads, isolated: self.crossOriginIsolated };
+  return { size: faces.size, zDim: faces.zDim, threads: faces.threads, isolated: self.crossOriginIsolated,
+           directions: faces.directions.length, wplus: faces.wplus };
 });
 ready.catch(fail);
 
-window.msg = { ready, render, base64, toRGBA };
+window.msg = { ready, render, renderLatent, renderNpy, base64, toRGBA };

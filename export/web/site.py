@@ -40,6 +40,24 @@ def write_site(directory: Path) -> dict[str, Any]:
             "same_faces_as": "mobilestylegan-generate SOURCE --seeds N --trunc PSI (and python -m export.runtime)"}
 
 
+DIRECTIONS_FILE = "directions.json"
+WEB_DIRECTIONS = 5
+
+
+def write_directions(directory: Path, G, k: int = WEB_DIRECTIONS) -> dict:
+    """The generator's top ``k`` GANSpace directions (unit vectors and sigmas, see :mod:`mobilestylegan.edit.directions`)
+    as ``directions.json`` for the page's sliders; returns the manifest's ``directions`` entry."""
+    from mobilestylegan.edit.directions import compute
+
+    dirs, sigmas = compute(G, "ganspace", k)
+    items = [{"name": f"ganspace:{j}", "sigma": float(sigmas[j]), "vector": [float(x) for x in dirs[j]]}
+             for j in range(k)]
+    (directory / DIRECTIONS_FILE).write_text(json.dumps({"method": "ganspace", "units": "sigmas of mapped w",
+                                                         "layers": "all W+ entries", "directions": items}))
+    return {"file": DIRECTIONS_FILE, "method": "ganspace", "count": k,
+            "edit": "ws + sum_k strength_k * sigma_k * vector_k on every W+ entry (mobilestylegan-edit, no --layers)"}
+
+
 def _harness(cases: Sequence[tuple[int, float]], repeats: int, images: bool) -> str:
     """The expression evaluated in the page: render each case ``repeats`` times, return times (and the last images)."""
     return f"""(async () => {{
@@ -57,6 +75,32 @@ def _harness(cases: Sequence[tuple[int, float]], repeats: int, images: bool) -> 
   }}
   return {{ info, out }};
 }})()"""
+
+
+def _edit_harness(cases: Sequence[tuple[Any, list[float]]]) -> str:
+    """Render each (seed or base64 .npy bytes, strengths) through the page's edit path; return float images."""
+    return f"""(async () => {{
+  await window.msg.ready;
+  const out = [];
+  for (const [base, strengths] of {json.dumps([[b, list(s)] for b, s in cases])}) {{
+    const r = typeof base === "number" ? await window.msg.render(base, 1, strengths)
+                                       : await window.msg.renderNpy(base, strengths);
+    out.push(window.msg.base64(r.img));
+  }}
+  return {{ info: await window.msg.ready, out }};
+}})()"""
+
+
+def browser_edits(directory: str | Path, cases: Sequence[tuple[Any, list[float]]], timeout_s: float = 600.0
+                  ) -> list[np.ndarray]:
+    """Edited faces from the page: each case is (seed, strengths) or (.npy bytes, strengths) -> ``[1, 3, R, R]``."""
+    from export.web.browser import chromium, served
+
+    cases = [(b if isinstance(b, int) else base64.b64encode(b).decode(), s) for b, s in cases]
+    with served(directory) as base, chromium(timeout_s) as browser:
+        result = browser.evaluate(f"{base}index.html?check=1&threads=1", _edit_harness(cases))
+    size = int(result["info"]["size"])
+    return [np.frombuffer(base64.b64decode(c), np.float32).reshape(1, 3, size, size) for c in result["out"]]
 
 
 def browser_render(directory: str | Path, cases: Sequence[tuple[int, float]] = CHECK_CASES, threads: int = 1,

@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default=None, choices=PRECISIONS,
                    help="fp32 (default; Core ML: fp16); fp16 (OpenVINO: fp16 weights, bf16/f16 compute where the CPU "
                         "has it; ONNX: fp16 weights, fp32 compute; Core ML: fp16 compute); int8 (OpenVINO, NNCF)")
-    p.add_argument("--w-input", default="w", choices=W_INPUTS,
-                   help="synthesis input: one w [B, w_dim] (default) or W+ [B, num_ws, w_dim]")
+    p.add_argument("--w-input", default=None, choices=W_INPUTS,
+                   help="synthesis input: one w [B, w_dim] (default) or W+ [B, num_ws, w_dim] (the web default)")
     p.add_argument("--noise", default="const", choices=NOISE,
                    help="noise: baked constants (default), graph inputs, or none")
     p.add_argument("--batch", type=_batch, default=1, metavar="N|dynamic", help="batch size (default 1)")

@@ -12,7 +12,7 @@ latent fills each dead entry with its nearest live neighbour below, which render
 Warm-up (students only): the first ``proxy_steps`` steps run a truncated student, the blocks up to the
 ``proxy_resolution`` features followed by a 1x1 head fitted by least squares to the full renders of a few seeded
 latents, and compare at ``proxy_resolution`` with MSE; the coarse pose, shape and colours settle there at a
-fraction of the cost of a full step, and the full steps refine.
+fraction of the cost of a full step, and the full steps refine. Each phase runs the schedule from its start.
 """
 
 from __future__ import annotations
@@ -175,7 +175,12 @@ def project(G: torch.nn.Module, target: torch.Tensor, opts: ProjectOptions,
 
     try:
         for step in range(opts.steps):
-            t = step / opts.steps
+            # Each phase runs the whole schedule (ramp-up, plateau, cosine ramp-down, decaying perturbation): the
+            # full steps must be able to move the latent the proxy left, not only polish it at the tail's rate.
+            if step < opts.proxy_steps:
+                t = step / opts.proxy_steps
+            else:
+                t = (step - opts.proxy_steps) / (opts.steps - opts.proxy_steps)
             ramp = min(1.0, (1 - t) / opts.lr_rampdown)
             ramp = (0.5 - 0.5 * math.cos(ramp * math.pi)) * min(1.0, t / opts.lr_rampup if opts.lr_rampup else 1.0)
             for group in optimizer.param_groups:
