@@ -84,9 +84,7 @@ class Job:
             convert(self, name)
         self.timings["convert_s"] = time.perf_counter() - t0
         if self.fmt == "web":
-            from export.web.site import write_site
-
-            from export.web.site import write_directions
+            from export.web.site import write_directions, write_site
 
             self.web = write_site(self.tmp)
             self.web["directions"] = write_directions(self.tmp, self.G)

@@ -26,7 +26,6 @@ from teacher.numerics import assert_parity
 from tests.helpers import require_toolchain
 from tests.test_export import export_student
 
-
 # Wider than the other formats' test student: the W+ graph's fixed structure would otherwise be a sizeable part of an
 # fp16 file of a hundred kilobytes.
 CHANNELS = (128, 128, 64)
@@ -108,8 +107,8 @@ def test_files_manifest_and_export_time_browser_check(web):
     m = read_manifest(out)
     assert m["artefact_format"] == "web" and m["precision"] == "fp16" and m["batch"] == 1
     names = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert names == sorted(["app.js", "directions.json", "index.html", "manifest.json", "mapping.onnx", "seeded_z.js", "synthesis.onnx",
-                            "ort/NOTICE.txt", "ort/ort-wasm-simd-threaded.mjs", "ort/ort-wasm-simd-threaded.wasm",
+    assert names == sorted(["app.js", "directions.json", "index.html", "manifest.json", "mapping.onnx", "seeded_z.js",
+                            "synthesis.onnx", "ort/NOTICE.txt", "ort/ort-wasm-simd-threaded.mjs", "ort/ort-wasm-simd-threaded.wasm",
                             "ort/ort.wasm.min.mjs"])
     assert sorted(m["web"]["files"]) == sorted(n for n in names if not n.endswith(".onnx") and n != "manifest.json")
     assert m["versions"]["onnxruntime-web"] == "1.30.0"

@@ -45,8 +45,9 @@ WEB_DIRECTIONS = 5
 
 
 def write_directions(directory: Path, G, k: int = WEB_DIRECTIONS) -> dict:
-    """The generator's top ``k`` GANSpace directions (unit vectors and sigmas, see :mod:`mobilestylegan.edit.directions`)
-    as ``directions.json`` for the page's sliders; returns the manifest's ``directions`` entry."""
+    """The generator's top ``k`` GANSpace directions (unit vectors and sigmas, see
+    :mod:`mobilestylegan.edit.directions`) as ``directions.json`` for the page's sliders; returns the manifest's
+    ``directions`` entry."""
     from mobilestylegan.edit.directions import compute
 
     dirs, sigmas = compute(G, "ganspace", k)
