@@ -67,14 +67,16 @@ def test_projection_reaches_a_generated_target(student, target):
 
 
 def test_wplus_changes_only_live_entries_and_the_proxy_warms_up(student, target):
-    r = project(student, target, ProjectOptions(space="wplus", steps=60, proxy_steps=30, proxy_resolution=16,
+    r = project(student, target, ProjectOptions(space="wplus", steps=60, proxy_steps=30, proxy_resolution=16, refine_lr=0.1,
                                                 w_avg_samples=2000))
     from mobilestylegan.edit.project import w_statistics
     from teacher.numerics import psnr_db
 
     with torch.no_grad():
         start = float(psnr_db(student.synthesis(w_statistics(student, 2000)[0], noise_mode="const"), target)[0])
-    assert r.phases == ["proxy"] * 30 + ["full"] * 30 and r.psnr_db > start + 5  # far closer than the mean w
+    assert r.phases == ["proxy"] * 30 + ["full"] * 30 and r.psnr_db > start + 3  # closer than the mean w
+    proxy, full = np.asarray(r.losses[:30]), np.asarray(r.losses[30:])
+    assert proxy[-5:].mean() < 0.8 * proxy[:5].mean() and full[-5:].mean() < full[:5].mean()  # both phases descend
     live = r.live
     for i in range(student.num_ws):
         if i not in live:  # a dead entry copies its nearest live entry below: it renders the same and moves with it

@@ -233,7 +233,12 @@ function show(seed, psi) {
         if (edited) url.searchParams.set("edit", e.join(","));
         else url.searchParams.delete("edit");
         history.replaceState(null, "", url);
-        $("cli").textContent = l ? `mobilestylegan-edit ${l.name} --generator SOURCE --direction ganspace:K --strength S`
+        const moved = e.map((x, k) => [k, x]).filter(([, x]) => x !== 0);
+        const base = l ? `mobilestylegan-edit ${l.name}` : `mobilestylegan-edit --seeds ${s} --trunc ${p}`;
+        $("cli").textContent = moved.length === 1
+          ? `${base} --generator SOURCE --direction ${faces.directions[moved[0][0]].name} --strength=${moved[0][1]}`
+          : moved.length ? `${base} --generator SOURCE ... (${moved.length} directions at once: one per command there)`
+          : l ? `${base} --generator SOURCE --direction ganspace:0 --strength=0`
           : `mobilestylegan-generate SOURCE --seeds ${s} --trunc ${p}`;
         $("status").textContent = (l ? `latent ${l.name}` : `seed ${s}, psi ${p}`)
           + (edited ? `, edits ${e.join(",")}` : "");

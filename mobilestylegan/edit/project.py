@@ -12,7 +12,8 @@ latent fills each dead entry with its nearest live neighbour below, which render
 Warm-up (students only): the first ``proxy_steps`` steps run a truncated student, the blocks up to the
 ``proxy_resolution`` features followed by a 1x1 head fitted by least squares to the full renders of a few seeded
 latents, and compare at ``proxy_resolution`` with MSE; the coarse pose, shape and colours settle there at a
-fraction of the cost of a full step, and the full steps refine. Each phase runs the schedule from its start.
+fraction of the cost of a full step, and the full steps refine (no perturbation, ``refine_lr`` ramped down by a
+cosine).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class ProjectOptions:
     msssim_weight: float = 1.0
     proxy_steps: int = 0
     proxy_resolution: int = 128
+    refine_lr: float = 0.02
     w_avg_samples: int = 10_000
     seed: int = 0
 
@@ -175,17 +177,19 @@ def project(G: torch.nn.Module, target: torch.Tensor, opts: ProjectOptions,
 
     try:
         for step in range(opts.steps):
-            # Each phase runs the whole schedule (ramp-up, plateau, cosine ramp-down, decaying perturbation): the
-            # full steps must be able to move the latent the proxy left, not only polish it at the tail's rate.
-            if step < opts.proxy_steps:
-                t = step / opts.proxy_steps
+            # With a warm-up, the proxy steps run the whole schedule and the full steps refine: no perturbation,
+            # ``refine_lr`` with a cosine ramp-down, so they can still move what the proxy got wrong.
+            if step < opts.proxy_steps or not opts.proxy_steps:
+                t = step / (opts.proxy_steps or opts.steps)
+                ramp = min(1.0, (1 - t) / opts.lr_rampdown)
+                ramp = (0.5 - 0.5 * math.cos(ramp * math.pi)) * min(1.0, t / opts.lr_rampup if opts.lr_rampup else 1.0)
+                lr = opts.lr * ramp
+                scale = w_std * opts.w_noise * max(0.0, 1 - t / opts.w_noise_ramp) ** 2
             else:
                 t = (step - opts.proxy_steps) / (opts.steps - opts.proxy_steps)
-            ramp = min(1.0, (1 - t) / opts.lr_rampdown)
-            ramp = (0.5 - 0.5 * math.cos(ramp * math.pi)) * min(1.0, t / opts.lr_rampup if opts.lr_rampup else 1.0)
+                lr, scale = opts.refine_lr * (0.5 + 0.5 * math.cos(t * math.pi)), 0.0
             for group in optimizer.param_groups:
-                group["lr"] = opts.lr * ramp
-            scale = w_std * opts.w_noise * max(0.0, 1 - t / opts.w_noise_ramp) ** 2
+                group["lr"] = lr
             ws = assemble(latent + torch.randn(latent.shape, generator=g) * scale)
             if step < opts.proxy_steps:
                 phase = "proxy"
