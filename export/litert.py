@@ -8,7 +8,8 @@ through :meth:`~mobilestylegan.student.lean.LeanSynthesis._const_noise`, which t
 litert-torch's optimisation barrier, and the size gate catches any other such growth.
 
 fp16 stores the weights as float16 (litert-torch's fp16 recipe; the interpreter computes in float32 where the CPU
-has no fp16 arithmetic); the noise maps and biases stay float32.
+has no fp16 arithmetic); the noise maps and biases stay float32. int8 is litert-torch's dynamic-range recipe (int8
+weights, activations quantised on the fly), offered only behind the 40 dB quality gate.
 """
 
 from __future__ import annotations
@@ -41,10 +42,10 @@ def write_tflite(module: Any, example: tuple, in_names: list[str], path: Path, p
     # The signature input takes the name of forward's parameter.
     arg = next(iter(inspect.signature(module.forward).parameters))
     quant = None
-    if precision == "fp16":
+    if precision in ("fp16", "int8"):
         from litert_torch.generative.quantize import quant_recipes
 
-        quant = quant_recipes.full_fp16_recipe()
+        quant = quant_recipes.full_fp16_recipe() if precision == "fp16" else quant_recipes.full_dynamic_recipe()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -32,9 +32,9 @@ def check_args(fmt, precision, w_input, noise, batch, psi, end_to_end, resolutio
                                  ("w_input", w_input, W_INPUTS), ("noise", noise, NOISE)):
         if value not in allowed:
             raise ExportError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-    if precision == "int8" and fmt != "openvino":
-        raise ExportError("int8 is offered for OpenVINO only (NNCF post-training quantisation): "
-                          "use --format openvino --precision int8")
+    if precision == "int8" and fmt not in ("openvino", "tflite"):
+        raise ExportError("int8 is offered for OpenVINO (NNCF post-training quantisation) and LiteRT (dynamic-range) "
+                          "only: use --format openvino --precision int8")
     if fmt == "executorch" and precision != "fp32":
         raise ExportError(f"the executorch export is offered in fp32 only (XNNPACK, every conv delegated); got "
                           f"--precision {precision}")
@@ -45,8 +45,8 @@ def check_args(fmt, precision, w_input, noise, batch, psi, end_to_end, resolutio
                           f"for --format {fmt}")
     if fmt == "web":
         _check_web(precision, noise, batch, psi, end_to_end)
-    if fmt == "tflite" and precision not in ("fp32", "fp16"):
-        raise ExportError(f"the tflite export is offered in fp32 and fp16 (fp16 weights); got --precision {precision}")
+    if fmt == "tflite" and precision not in ("fp32", "fp16", "int8"):
+        raise ExportError(f"the tflite export is offered in fp32, fp16 and int8; got --precision {precision}")
     if fmt == "tflite" and (noise == "input" or end_to_end):
         raise ExportError("the tflite export writes one-input mapping and synthesis graphs: --noise const or none, "
                           "no --end-to-end")

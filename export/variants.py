@@ -18,14 +18,19 @@ CALIBRATION_SEEDS = tuple(range(10_000, 10_064))
 
 def make_variant(job: Job, manifest: dict[str, Any]) -> None:
     """Turn the fp32 graphs in ``job.tmp`` into ``job.precision`` in place; notes what was done in ``manifest``."""
-    if job.fmt == "tflite":  # fp16: converted again with fp16 weights
+    if job.fmt == "tflite":  # fp16 / int8: converted again with that recipe (the mapping stays fp32 for int8)
         from export.litert import write_tflite
 
         for name, module in job.graphs.items():
+            if job.precision == "int8" and name == "mapping":
+                continue
             example = tuple(module.example_inputs(job.batch or 1))
-            job.litert[name] = write_tflite(module, example, job.io(name)[0], job.tmp / f"{name}.tflite", "fp16")
+            job.litert[name] = write_tflite(module, example, job.io(name)[0], job.tmp / f"{name}.tflite",
+                                            job.precision)
             manifest["litert"]["graphs"][name] = job.litert[name]
-        manifest["weights_dtype"] = "float16 (litert-torch fp16 recipe); noise maps and biases float32"
+        manifest["weights_dtype"] = ("float16 (litert-torch fp16 recipe); noise maps and biases float32"
+                                     if job.precision == "fp16" else
+                                     "int8 synthesis (litert-torch dynamic-range recipe), float32 mapping")
         return
     if job.fmt in ONNX_FILES:  # fp16 (int8 was refused up front)
         for name in job.graphs:

@@ -79,7 +79,7 @@ def test_spec_size_and_check_reference(student_file, tmp_path, precision, capsys
 
 def test_refused_options():
     G = export_student()
-    with pytest.raises(ExportError, match="int8 is offered for OpenVINO only"):
+    with pytest.raises(ExportError, match="int8 is offered for OpenVINO"):
         export(G, "coreml", "/nonexistent/never-written", precision="int8", progress=False)
     with pytest.raises(ExportError, match="fixed batch"):
         export(G, "coreml", "/nonexistent/never-written", batch=None, progress=False)

@@ -96,6 +96,16 @@ def test_fp16_weights_pass_the_gates(tflite, tmp_path):
     assert "fp16_param_bytes" in s and s["file_bytes"] <= 1.15 * s["fp16_param_bytes"] and s["file_bytes"] < 0.6 * fp32
 
 
+def test_dynamic_range_int8_stands_behind_the_quality_gate(tflite, tmp_path):
+    """Dynamic-range INT8 (int8 weights, activations quantised at run time) is written only if it reaches 40 dB. On
+    this student it does not (about 34 dB): the export says so, with the figure, and writes nothing."""
+    _, _, ckpt = tflite
+    out = tmp_path / "int8"
+    with pytest.raises(ExportError, match=r"the int8 variant reaches [\d.]+ dB PSNR .* below its 40 dB gate"):
+        export(str(ckpt), "tflite", out, precision="int8", progress=False)
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
 def test_size_gate_catches_the_folded_noise(tmp_path, monkeypatch):
     """Without the barrier the converter folds each noise map with the next bias into a [1, r, r, C] constant: the
     size gate refuses the file and nothing is written."""
@@ -111,8 +121,6 @@ def test_size_gate_catches_the_folded_noise(tmp_path, monkeypatch):
 
 def test_refused_options_and_missing_toolchain(tmp_path, monkeypatch):
     G = export_student()
-    with pytest.raises(ExportError, match="int8 is offered for OpenVINO only"):
-        export(G, "tflite", tmp_path / "a", precision="int8", progress=False)
     with pytest.raises(ExportError, match="fixed batch"):
         export(G, "tflite", tmp_path / "b", batch=None, progress=False)
     with pytest.raises(ExportError, match="--noise const or none"):

@@ -181,7 +181,7 @@ def test_check_command_and_a_broken_site(web, tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["--batch", "2"], "one face at a time"), (["--noise", "input"], "bakes the noise"),
-    (["--precision", "int8"], "int8 is offered for OpenVINO only"),
+    (["--precision", "int8"], "int8 is offered for OpenVINO"),
     (["--truncation-psi", "0.7"], "chooses truncation with its slider"),
 ])
 def test_web_refuses_what_the_page_cannot_run(args, message, tmp_path, capsys):
