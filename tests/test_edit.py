@@ -16,6 +16,13 @@ from mobilestylegan.student.routing import student_ws_resolution, teacher_ws_res
 from tests.helpers import tiny_teacher_student_pair
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """Directions are cached under the toolkit's cache: a folder of each test's own."""
+    monkeypatch.setenv("MOBILESTYLEGAN_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     d = tmp_path_factory.mktemp("pair")
@@ -51,6 +58,19 @@ def test_weighted_sefa_keeps_to_where_w_varies(pair):
                      and not name.startswith("to_img1") and not any(name.startswith(f"layers.{i}.to_img")
                                                                     for i in range(len(S.synthesis.layers) - 1)))
     assert A.shape == (n_channels, S.w_dim)
+
+
+def test_directions_are_cached_by_the_generator_hash(pair, own_cache):
+    from mobilestylegan.edit.latents import generator_hash
+
+    _, _, S = pair
+    first = D.resolve("sefa:2", S)
+    files = list((own_cache / "directions").iterdir())
+    assert [f.name for f in files] == [f"{generator_hash(S)}-sefa-10.npz"]
+    with np.load(files[0]) as f:
+        assert np.array_equal(f["directions"][2], first.vector.numpy()) and f["sigmas"][2] == np.float32(first.sigma)
+    again = D.resolve("sefa:2", S)
+    assert torch.equal(again.vector, first.vector) and again.sigma == first.sigma
 
 
 def test_layer_ranges_map_through_the_routing_table(pair):
@@ -91,7 +111,7 @@ def test_apply_moves_only_the_chosen_entries(pair):
     assert torch.equal(out[:, keep], ws[:, keep])
 
 
-def test_edit_cli_strips_grid_and_teacher_comparison(pair, tmp_path, capsys, no_weight_files):
+def test_edit_cli_strips_grid_and_teacher_comparison(pair, tmp_path, capsys):
     d, T, S = pair
     out = tmp_path / "edits"
     assert edit_main(["--seeds", "0-1", "--generator", str(d / "student.pt"), "--compare", str(d / "teacher.pt"),
@@ -115,3 +135,30 @@ def test_edit_cli_strips_grid_and_teacher_comparison(pair, tmp_path, capsys, no_
     assert np.array_equal(first, strip[2:66, 2 + 2 * 66:2 * 66 + 66])
     assert edit_main(["--generator", str(d / "student.pt"), "--direction", "ganspace:0", "--out", str(other)]) == 2
     assert "give latent files or --seeds" in capsys.readouterr().err
+
+
+def test_edit_a_projected_latent_with_its_target_first(pair, tmp_path):
+    """project -> edit --show-target: target | projection (strength 0) | edits, at --size pixels."""
+    from PIL import Image
+
+    from mobilestylegan.cli.project import main as project_main
+    from mobilestylegan.io.images import save_png, to_uint8
+
+    d, _, S = pair
+    with torch.no_grad():
+        face = S.synthesis(S.mapping.embed(torch.randn(1, S.z_dim, generator=torch.Generator().manual_seed(3))),
+                           noise_mode="const")
+    png = save_png(to_uint8(face)[0], tmp_path / "face.png")
+    assert project_main([str(png), "--generator", str(d / "student.pt"), "--steps", "20", "--out", str(tmp_path / "p"),
+                         "-q"]) == 0
+    out = tmp_path / "e"
+    assert edit_main([str(tmp_path / "p" / "face.npy"), "--generator", str(d / "student.pt"), "--direction",
+                      "ganspace:0", "--strength", "0,-2,2,4", "--show-target", "--size", "32", "--out", str(out)]) == 0
+    strip = np.asarray(Image.open(out / "face_ganspace_0.png"))
+    assert strip.shape == (2 + 34, 2 + 5 * 34, 3)  # target + 4 strengths, 32 px each
+    target = np.asarray(Image.open(png).resize((32, 32), Image.BOX))
+    assert np.abs(strip[2:34, 2:34].astype(int) - target).max() <= 2  # the first face is the target
+    projection = np.asarray(Image.open(tmp_path / "p" / "face.png").resize((32, 32), Image.BOX))
+    assert np.abs(strip[2:34, 36:68].astype(int) - projection).max() <= 2  # then the projection itself
+    assert edit_main(["--seeds", "0", "--generator", str(d / "student.pt"), "--direction", "ganspace:0",
+                      "--show-target", "--out", str(out)]) == 2

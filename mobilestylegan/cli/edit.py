@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--directions-from", choices=("generator", "compare"), default="generator",
                    help="compute ganspace/sefa on --generator (default) or on --compare")
     p.add_argument("--ignore-hash", action="store_true", help="accept latents projected with another generator")
+    p.add_argument("--show-target", action="store_true",
+                   help="latent files: put the image each was projected from (named in its .json) first in its strip")
+    p.add_argument("--size", type=int, default=None, metavar="PX", help="faces in the strips at PX pixels (default: "
+                                                                          "the generator's resolution)")
     p.add_argument("--out", required=True, metavar="DIR")
     return p
 
@@ -90,6 +94,22 @@ def _join_strength(argv: list[str]) -> list[str]:
         else:
             out.append(argv[i])
             i += 1
+    return out
+
+
+def _targets(args: argparse.Namespace, G: torch.nn.Module) -> list[torch.Tensor]:
+    """The images the latent files were projected from, as ``[1, 3, R, R]`` in [-1, 1]."""
+    from mobilestylegan.cli.project import load_target
+
+    if not args.latents or args.compare:
+        raise UsageError("--show-target goes with latent files (and without --compare)")
+    out = []
+    for p in args.latents:
+        desc = Path(p).with_suffix(".json")
+        image = json.loads(desc.read_text()).get("image") if desc.is_file() else None
+        if not image:
+            raise UsageError(f"{desc} names no projected image: --show-target needs latents from mobilestylegan-project")
+        out.append(load_target(Path(image), G.img_resolution)[0])
     return out
 
 
@@ -143,6 +163,7 @@ def _run(args: argparse.Namespace) -> int:
             if not isinstance(G.synthesis, MobileSynthesisNetwork) or isinstance(T.synthesis, MobileSynthesisNetwork):
                 raise UsageError("--compare with latent files maps a student's W+ to a StyleGAN2 teacher's")
             ws_t = student_to_teacher_ws(ws, T.num_ws)
+    targets = _targets(args, G) if args.show_target else None
     idx = D.layer_indices(G, layers)
     idx_t = D.layer_indices(T, layers) if T is not None else None
     out = Path(args.out)
@@ -168,11 +189,17 @@ def _run(args: argparse.Namespace) -> int:
             row = torch.cat([a, b])
         else:
             row = imgs
-        grid = make_grid(row.clamp(-1, 1), cols=len(strengths))
+        if targets is not None:
+            row = torch.cat([F.interpolate(targets[n], size=row.shape[-1], mode="area")
+                             if targets[n].shape[-1] > row.shape[-1] else targets[n], row])
+        row = row.clamp(-1, 1)  # what a PNG shows, before any resizing
+        if args.size and row.shape[-1] > args.size:
+            row = F.interpolate(row, size=args.size, mode="area")
+        grid = make_grid(row.clamp(-1, 1), cols=len(strengths) + (targets is not None))
         save_png(grid, out / f"{name}_{tag}.png")
         strips.append(row)
         report["latents"].append(entry)
-    save_png(make_grid(torch.cat(strips).clamp(-1, 1), cols=len(strengths)), out / "grid.png")
+    save_png(make_grid(torch.cat(strips).clamp(-1, 1), cols=len(strengths) + (targets is not None)), out / "grid.png")
     (out / "edits.json").write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {len(names)} strip(s) and grid.png to {out} ({d.name}, sigma {d.sigma:.3g}, "
           f"{len(idx)} W+ entries of {G.num_ws})")
