@@ -72,3 +72,20 @@ def require_toolchain(present: bool, what: str, install: str) -> None:
     if os.environ.get("MOBILESTYLEGAN_REQUIRE_TOOLCHAINS"):
         pytest.fail(f"{what} is missing but $MOBILESTYLEGAN_REQUIRE_TOOLCHAINS is set: {install}")
     pytest.skip(f"{what} is not installed ({install})")
+
+
+def assert_runtime_cli_renders_the_pytorch_faces(directory, G, faces_dir, *extra: str) -> None:
+    """``python -m export.runtime DIR --seeds 0-1`` writes the PyTorch student's faces (const noise), to one uint8 step
+    (float rounding may flip one)."""
+    import numpy as np
+    from PIL import Image
+
+    from export.runtime import main as runtime_main
+    from mobilestylegan.student.sampling import seeded_z
+
+    assert runtime_main([str(directory), "--seeds", "0-1", *extra, "--out", str(faces_dir)]) == 0
+    got = np.stack([np.array(Image.open(faces_dir / f"seed{s:04d}.png")) for s in (0, 1)])
+    with torch.no_grad():
+        img = G.synthesis(G.mapping(seeded_z([0, 1], G.z_dim)), noise_mode="const")
+    want = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1

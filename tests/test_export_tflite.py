@@ -8,21 +8,19 @@ import importlib.util
 import json
 import sys
 
-import numpy as np
 import pytest
 import torch
 
 from export.exporter import PARITY_SEEDS, ExportError, export
 from export.manifest import read_manifest
 from export.runtime import load_runtime
-from export.runtime import main as runtime_main
 from mobilestylegan.cli.export import main as cli_main
 from mobilestylegan.io.checkpoint import save_student
 from mobilestylegan.student.lean import LeanSynthesis
 from mobilestylegan.student.sampling import seeded_z
 from teacher.mapping import truncate
 from teacher.numerics import assert_parity
-from tests.helpers import require_toolchain
+from tests.helpers import assert_runtime_cli_renders_the_pytorch_faces, require_toolchain
 from tests.test_export import export_student
 
 # Wider than the other formats' test student: a flatbuffer's fixed structure (~0.3 kB per operator) would otherwise
@@ -76,15 +74,8 @@ def test_parity_and_size_recomputed(tflite):
 
 
 def test_runtime_cli_renders_the_pytorch_faces(tflite, tmp_path):
-    from PIL import Image
-
     out, G, _ = tflite
-    assert runtime_main([str(out), "--seeds", "0-1", "--threads", "1", "--out", str(tmp_path / "faces")]) == 0
-    got = np.stack([np.array(Image.open(tmp_path / "faces" / f"seed{s:04d}.png")) for s in (0, 1)])
-    with torch.no_grad():
-        img = G.synthesis(G.mapping(seeded_z([0, 1], G.z_dim)), noise_mode="const")
-    want = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1  # float rounding may flip a uint8 step
+    assert_runtime_cli_renders_the_pytorch_faces(out, G, tmp_path / "faces", "--threads", "1")
 
 
 def test_fp16_weights_pass_the_gates(tflite, tmp_path):

@@ -108,7 +108,8 @@ def _targets(args: argparse.Namespace, G: torch.nn.Module) -> list[torch.Tensor]
         desc = Path(p).with_suffix(".json")
         image = json.loads(desc.read_text()).get("image") if desc.is_file() else None
         if not image:
-            raise UsageError(f"{desc} names no projected image: --show-target needs latents from mobilestylegan-project")
+            raise UsageError(f"{desc} names no projected image: --show-target needs latents from "
+                             "mobilestylegan-project")
         out.append(load_target(Path(image), G.img_resolution)[0])
     return out
 
