@@ -124,3 +124,19 @@ def test_missing_toolchains_skip_here_and_fail_in_ci(monkeypatch):
     with pytest.raises(pytest.fail.Exception, match="x is missing but"):
         require_toolchain(False, "x", "pip install x")
     require_toolchain(True, "x", "pip install x")  # present: nothing happens
+
+
+def test_a_browser_that_dies_is_one_clear_error(monkeypatch, tmp_path):
+    """A Chromium that exits at once (here /bin/false) gives a PageError naming that, and leaves no profile folder."""
+    import tempfile
+
+    from export.web.browser import CHROMIUM_ENV, Chromium, PageError, find_chromium
+
+    monkeypatch.setenv(CHROMIUM_ENV, "/bin/false")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert find_chromium() == "/bin/false"
+    with pytest.raises(PageError, match="Chromium exited"):
+        Chromium(timeout_s=20)
+    assert not list(tmp_path.glob("msg-chromium.*"))
+    monkeypatch.setenv(CHROMIUM_ENV, str(tmp_path / "no-such-browser"))
+    assert find_chromium() is None

@@ -72,7 +72,11 @@ class Chromium:
         self._next_id = 0
         self.console: list[str] = []
         self._events: list[tuple[str | None, str | None]] = []
-        self.version = self.call("Browser.getVersion").get("product", "chromium")
+        try:
+            self.version = self.call("Browser.getVersion").get("product", "chromium")
+        except BaseException:
+            self.close()  # no process or profile folder left behind
+            raise
 
     def _drain_stderr(self) -> None:
         for line in self._proc.stderr:
