@@ -108,20 +108,16 @@ def strip(target: torch.Tensor, recon: torch.Tensor) -> np.ndarray:
     return np.concatenate([to_uint8(t)[0] for t in (target, recon.clamp(-1, 1), diff)], axis=1)
 
 
-def _savez(path: str, arrays: dict[str, np.ndarray]) -> None:
-    with open(path, "wb") as fh:  # a file object: np.savez would append .npz to a bare name
-        np.savez(fh, **arrays)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from tqdm import tqdm
 
     from mobilestylegan.edit.latents import save_latent
+    from mobilestylegan.io.arrays import save_npz
     from mobilestylegan.io.images import save_png
     from mobilestylegan.io.load import load_generator_any
     from teacher.formats.common import CheckpointError
-    from teacher.fs import OutputPathError, atomic_write
+    from teacher.fs import OutputPathError
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -164,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         save_latent(out / f"{name}.npy", r.ws, G, meta)
         if r.noise is not None:
             arrays = {f"noise{i}": m.numpy() for i, m in enumerate(r.noise)}
-            atomic_write(out / f"{name}_noise.npz", lambda tmp, a=arrays: _savez(tmp, a))
+            save_npz(out / f"{name}_noise.npz", **arrays)
         from mobilestylegan.io.images import to_uint8
 
         save_png(to_uint8(r.image.clamp(-1, 1))[0], out / f"{name}.png")

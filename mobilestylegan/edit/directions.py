@@ -28,9 +28,10 @@ import torch
 
 from mobilestylegan.edit.latents import generator_hash
 from mobilestylegan.errors import UsageError
+from mobilestylegan.io.arrays import save_npz
 from mobilestylegan.student.routing import teacher_to_student_ws
 from mobilestylegan.student.synthesis import MobileSynthesisNetwork
-from teacher.fs import atomic_write, cache_root
+from teacher.fs import cache_root
 
 METHODS = ("ganspace", "sefa")
 SAMPLES = 10_000
@@ -110,12 +111,7 @@ def cached(G: torch.nn.Module, method: str, k: int = 10) -> tuple[torch.Tensor, 
             return torch.from_numpy(f["directions"]), torch.from_numpy(f["sigmas"])
     dirs, sigmas = compute(G, method, k)
     path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, directions=dirs.numpy(), sigmas=sigmas.numpy())
-
-    atomic_write(path, write)
+    save_npz(path, directions=dirs.numpy(), sigmas=sigmas.numpy())
     return dirs, sigmas
 
 

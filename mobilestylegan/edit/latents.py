@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from mobilestylegan.errors import UsageError
+from mobilestylegan.io.arrays import save_npy
 from teacher.fs import atomic_write
 
 LATENT_FORMAT = "mobilestylegan-latent"
@@ -63,14 +64,9 @@ def save_latent(path: str | Path, ws: torch.Tensor, G: torch.nn.Module, meta: di
     arr = ws.detach().float().cpu().reshape(1, G.num_ws, G.w_dim).numpy()
     desc = {"format": LATENT_FORMAT, "generator_hash": generator_hash(G), "num_ws": G.num_ws, "w_dim": G.w_dim,
             "shape": list(arr.shape), **meta}
-    atomic_write(p, lambda tmp: _save_npy(tmp, arr))
+    save_npy(p, arr)
     j = atomic_write(p.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(desc, indent=1) + "\n"))
     return p, j
-
-
-def _save_npy(path: str, arr: np.ndarray) -> None:
-    with open(path, "wb") as fh:  # a file object: np.save would append .npy to a bare name
-        np.save(fh, arr)
 
 
 def load_latent(path: str | Path, G: torch.nn.Module, check_hash: bool = True) -> torch.Tensor:

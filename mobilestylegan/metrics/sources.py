@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 
 from mobilestylegan.errors import UsageError
+from mobilestylegan.io.arrays import save_npz
 from mobilestylegan.io.load import load_generator_any
-from teacher.fs import atomic_write, cache_root, sha256_file
+from teacher.fs import cache_root, sha256_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 STATS_FORMAT, STATS_VERSION = "mobilestylegan-stats", 1
@@ -58,12 +59,7 @@ def save_stats(path: Path, header: dict, mu: np.ndarray, sigma: np.ndarray, feat
         arrays["features"] = features
     if vgg_features is not None:
         arrays["vgg_features"] = vgg_features
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-
-    return atomic_write(Path(path), write)
+    return save_npz(path, **arrays)
 
 
 def load_stats(path: Path) -> dict[str, Any]:
