@@ -51,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", metavar="DIR", help="check an export where its runtime is: a Core ML export on macOS, a "
                                                   "web export in headless Chromium; then exit")
     p.add_argument("--precision", default=None, choices=PRECISIONS,
-                   help="fp32 (default; Core ML: fp16); fp16 (OpenVINO: fp16 weights, bf16/f16 compute where the CPU "
-                        "has it; ONNX: fp16 weights, fp32 compute; Core ML: fp16 compute); int8 (OpenVINO, NNCF)")
+                   help="fp32 (default; Core ML and web: fp16); fp16 (OpenVINO: fp16 weights, bf16/f16 compute where "
+                        "the CPU has it; ONNX, web, LiteRT: fp16 weights, fp32 compute; Core ML: fp16 compute); int8 "
+                        "(OpenVINO: NNCF; LiteRT: dynamic-range), behind the 40 dB gate")
     p.add_argument("--w-input", default=None, choices=W_INPUTS,
                    help="synthesis input: one w [B, w_dim] (default) or W+ [B, num_ws, w_dim] (the web default)")
     p.add_argument("--noise", default="const", choices=NOISE,
