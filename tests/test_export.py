@@ -258,7 +258,7 @@ def test_int8_uses_the_quantizer_and_its_gate(student, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "export.quantize", None)
     with pytest.raises(ExportError, match="export.quantize.quantize_int8"):
         export(str(path), "openvino", tmp_path / "missing", precision="int8", progress=False)
-    with pytest.raises(ExportError, match=r"int8 is offered for OpenVINO \(NNCF .*\) and LiteRT \(dynamic-range\) only"):
+    with pytest.raises(ExportError, match=r"int8 is offered for OpenVINO \(NNCF .*\) and LiteRT \(dynamic-range\)"):
         export(str(path), "onnx", tmp_path / "onnx8", precision="int8", progress=False)
     assert leftovers(tmp_path) == ["ok"]
 
