@@ -123,8 +123,7 @@ def browser(job: Job) -> dict[str, Any]:
     if find_chromium() is None:
         return {"run": False, "reason": f"no Chromium on this machine ({INSTALL}); mobilestylegan-export --check DIR "
                                         "runs this check where there is one"}
-    from export.runtime import load_runtime
-    from export.web.site import CHECK_CASES, browser_render, compare_pixels
+    from export.web.site import CHECK_CASES, browser_render, compare_pixels, versus_runtime
 
     page = browser_render(job.tmp, CHECK_CASES, threads=1)
     got = np.concatenate(page["img"])
@@ -143,17 +142,13 @@ def browser(job: Job) -> dict[str, Any]:
         result["vs_pytorch"] = {"reference": "fp32 PyTorch student", "psnr_db": json_number(db, 3), "gate_db": gate}
         if not db >= gate:
             failures.append(f"{db:.1f} dB against the fp32 student, below the {gate:g} dB gate")
-    rt = load_runtime(job.tmp, backend="onnxruntime")
-    runtime = np.concatenate([rt.render([s], truncation_psi=p) for s, p in CHECK_CASES])
-    del rt
-    diff, tol = max_abs_diff(got, runtime), parity_tolerance(runtime)
-    result["vs_runtime"] = {"reference": "python -m export.runtime on the same files", "max_abs_diff": diff,
-                            "tolerance": tol}
-    if not diff <= tol:
-        failures.append(f"max |diff| {diff:.3g} > {tol:.3g} against the Python runtime")
+    result["vs_runtime"] = vs = versus_runtime(job.tmp, page)[0]
+    if not vs["passed"]:
+        failures.append(f"max |diff| {vs['max_abs_diff']:.3g} > {vs['tolerance']:.3g} against the Python runtime")
     result["pixels"] = pixels = compare_pixels(page["pixels"], page["img"])
     if pixels["max_level_diff"]:
-        failures.append(f"the canvas differs from to_uint8 of the page's own floats by {pixels['max_level_diff']} levels")
+        failures.append(f"the canvas differs from to_uint8 of the page's own floats by {pixels['max_level_diff']} "
+                        "levels")
     if failures:
         raise ExportError("the web page in headless Chromium failed its check: " + "; ".join(failures)
                           + "; nothing was written")

@@ -120,7 +120,7 @@ class _Graph:
             self._pte = PteGraph(path, threads)
             return
         if backend == "litert":
-            self._runner, self._sig_in, self._sig_out = _litert_runner(path, threads, precision, device)
+            self._runner, self._sig_in, self._sig_out = litert_runner(path, threads, precision, device)
             return
         engine = _import_engine(backend)
         if backend == "openvino":
@@ -157,7 +157,7 @@ class _Graph:
         return self._session.run(None, feeds)[0]
 
 
-def _litert_runner(path: Path, threads: int | None, precision: str | None, device: str):
+def litert_runner(path: Path, threads: int | None, precision: str | None, device: str):
     """The LiteRT interpreter (XNNPACK delegate) on a one-input ``.tflite``: its signature runner and I/O names."""
     if precision not in (None, "f32") or device.upper() != "CPU":
         raise ValueError("the LiteRT backend runs the flatbuffer as stored, on the CPU (XNNPACK)")

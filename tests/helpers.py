@@ -89,3 +89,16 @@ def assert_runtime_cli_renders_the_pytorch_faces(directory, G, faces_dir, *extra
         img = G.synthesis(G.mapping(seeded_z([0, 1], G.z_dim)), noise_mode="const")
     want = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+
+def float64_reference(G, seeds) -> tuple[torch.Tensor, torch.Tensor]:
+    """The student in float64 on seeded latents (psi 1, const noise): w ``[N, w_dim]`` and images, both float64."""
+    import copy
+
+    from mobilestylegan.student.sampling import seeded_z
+    from teacher.mapping import truncate
+
+    G64 = copy.deepcopy(G).double()
+    with torch.no_grad():
+        w = truncate(G64.mapping.embed(seeded_z(list(seeds), G.z_dim).double()), G64.mapping.w_avg, 1.0)
+        return w, G64.synthesis(w, noise_mode="const")

@@ -8,7 +8,6 @@ import importlib.util
 import sys
 
 import pytest
-import torch
 
 from export.exporter import PARITY_SEEDS, ExportError, export
 from export.manifest import read_manifest
@@ -16,10 +15,8 @@ from export.runtime import load_runtime
 from mobilestylegan.cli.export import main as cli_main
 from mobilestylegan.io.checkpoint import save_student
 from mobilestylegan.student.lean import LeanSynthesis
-from mobilestylegan.student.sampling import seeded_z
-from teacher.mapping import truncate
 from teacher.numerics import assert_parity
-from tests.helpers import assert_runtime_cli_renders_the_pytorch_faces, require_toolchain
+from tests.helpers import assert_runtime_cli_renders_the_pytorch_faces, float64_reference, require_toolchain
 from tests.test_export import export_student
 
 
@@ -54,14 +51,8 @@ def test_parity_and_size_recomputed(pte):
     out, G = pte
     rt = load_runtime(out)
     assert rt.backend == "executorch"
-    seeds = list(PARITY_SEEDS)
-    with torch.no_grad():
-        G64 = G.double()
-        w = truncate(G64.mapping.embed(seeded_z(seeds, G.z_dim).double()), G64.mapping.w_avg, 1.0)
-        ref = G64.synthesis(w, noise_mode="const").numpy()
-        G.float()
-    got = rt.synthesis(w.float().numpy())
-    assert_parity(got, ref, "ExecuTorch synthesis vs float64 PyTorch")
+    w, ref = float64_reference(G, PARITY_SEEDS)
+    assert_parity(rt.synthesis(w.float().numpy()), ref.numpy(), "ExecuTorch synthesis vs float64 PyTorch")
     lean = LeanSynthesis(G.synthesis, w_input="w", noise="const", modulation="activations")
     ratio = (out / "synthesis.pte").stat().st_size / lean.num_params_bytes()
     assert ratio <= 1.15 and ratio == pytest.approx(read_manifest(out)["size_gate"]["ratio"], abs=1e-4)

@@ -9,7 +9,6 @@ import json
 import sys
 
 import pytest
-import torch
 
 from export.exporter import PARITY_SEEDS, ExportError, export
 from export.manifest import read_manifest
@@ -18,9 +17,8 @@ from mobilestylegan.cli.export import main as cli_main
 from mobilestylegan.io.checkpoint import save_student
 from mobilestylegan.student.lean import LeanSynthesis
 from mobilestylegan.student.sampling import seeded_z
-from teacher.mapping import truncate
 from teacher.numerics import assert_parity
-from tests.helpers import assert_runtime_cli_renders_the_pytorch_faces, require_toolchain
+from tests.helpers import assert_runtime_cli_renders_the_pytorch_faces, float64_reference, require_toolchain
 from tests.test_export import export_student
 
 # Wider than the other formats' test student: a flatbuffer's fixed structure (~0.3 kB per operator) would otherwise
@@ -60,14 +58,10 @@ def test_parity_and_size_recomputed(tflite):
     out, G, _ = tflite
     rt = load_runtime(out, threads=2)
     assert rt.backend == "litert"
-    seeds = list(PARITY_SEEDS)
-    with torch.no_grad():
-        G64 = G.double()
-        w = truncate(G64.mapping.embed(seeded_z(seeds, G.z_dim).double()), G64.mapping.w_avg, 1.0)
-        ref = G64.synthesis(w, noise_mode="const").numpy()
-        G.float()
-    assert_parity(rt.mapping(seeded_z(seeds, G.z_dim).numpy()), w.numpy(), "LiteRT mapping vs float64 PyTorch")
-    assert_parity(rt.synthesis(w.float().numpy()), ref, "LiteRT synthesis vs float64 PyTorch")
+    w, ref = float64_reference(G, PARITY_SEEDS)
+    z = seeded_z(list(PARITY_SEEDS), G.z_dim).numpy()
+    assert_parity(rt.mapping(z), w.numpy(), "LiteRT mapping vs float64 PyTorch")
+    assert_parity(rt.synthesis(w.float().numpy()), ref.numpy(), "LiteRT synthesis vs float64 PyTorch")
     lean = LeanSynthesis(G.synthesis, w_input="w", noise="const", modulation="activations")
     ratio = (out / "synthesis.tflite").stat().st_size / lean.num_params_bytes()
     assert ratio <= 1.15 and ratio == pytest.approx(read_manifest(out)["size_gate"]["ratio"], abs=1e-4)

@@ -41,12 +41,12 @@ def ort_runner(path: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def litert_runner(path: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    """The LiteRT interpreter with its default XNNPACK delegate, ``threads`` threads."""
-    from ai_edge_litert.interpreter import Interpreter
+    """The LiteRT interpreter with its default XNNPACK delegate, ``threads`` threads (the runtime's own runner)."""
+    from pathlib import Path
 
-    it = Interpreter(model_path=path, num_threads=threads)
-    (key, io), = it.get_signature_list().items()
-    runner, name, out = it.get_signature_runner(key), io["inputs"][0], io["outputs"][0]
+    from export.runtime import litert_runner as runtime_litert_runner
+
+    runner, name, out = runtime_litert_runner(Path(path), threads, None, "CPU")
     return lambda w: runner(**{name: w})[out]
 
 

@@ -149,14 +149,9 @@ class Faces {
     return w;
   }
 
-  // w [w_dim] or ws [num_ws * w_dim] -> image [1, 3, R, R] float32.
-  async image(latent) {
+  // The synthesis input (see entries) -> image [1, 3, R, R] float32.
+  async image(x) {
     const [input, output] = this.io("synthesis");
-    let x = latent;
-    if (this.wplus && latent.length === this.wDim) {
-      x = new Float32Array(this.numWs * this.wDim);
-      for (let k = 0; k < this.numWs; k++) x.set(latent, k * this.wDim);
-    }
     const shape = this.wplus ? [1, this.numWs, this.wDim] : [1, this.wDim];
     if (x.length !== shape.reduce((a, b) => a * b)) throw new Error(`latent of ${x.length} values, expected [${shape}]`);
     const result = await this.synthesis.run({ [input]: new ort.Tensor("float32", x, shape) });

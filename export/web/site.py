@@ -147,22 +147,28 @@ def compare_pixels(pixels: Sequence[np.ndarray], imgs: Sequence[np.ndarray]) -> 
             "passed": bool(diff.max() <= 1)}
 
 
-def check(directory: str | Path, threads: int = 1) -> dict[str, Any]:
-    """The page against the Python runtime on the same files (``mobilestylegan-export --check DIR``): float images
-    within the parity rule (both compute in float32, ONNX Runtime's kernels natively and compiled to WASM) and the
-    canvas pixels within one level of the runtime's uint8 faces."""
+def versus_runtime(directory: Path, page: dict[str, Any]) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """The page's float images of :data:`CHECK_CASES` against the Python runtime's on the same files, within the
+    parity rule (both compute in float32: ONNX Runtime's kernels natively and compiled to WASM). Returns the figures
+    and the runtime's images."""
     from export.runtime import load_runtime
     from teacher.numerics import max_abs_diff, parity_tolerance
 
-    d = Path(directory)
-    page = browser_render(d, CHECK_CASES, threads=threads)
-    rt = load_runtime(d, backend="onnxruntime")
+    rt = load_runtime(directory, backend="onnxruntime")
     want = [rt.render([s], truncation_psi=p) for s, p in CHECK_CASES]
     ref = np.concatenate(want)
     diff, tol = max_abs_diff(np.concatenate(page["img"]), ref), parity_tolerance(ref)
+    return {"reference": "python -m export.runtime on the same files (ONNX Runtime)", "max_abs_diff": diff,
+            "tolerance": tol, "passed": bool(diff <= tol)}, want
+
+
+def check(directory: str | Path, threads: int = 1) -> dict[str, Any]:
+    """The page against the Python runtime on the same files (``mobilestylegan-export --check DIR``): float images
+    within the parity rule and the canvas pixels within one level of the runtime's uint8 faces."""
+    d = Path(directory)
+    page = browser_render(d, CHECK_CASES, threads=threads)
+    vs, want = versus_runtime(d, page)
     pixels = compare_pixels(page["pixels"], want)
     return {"browser": page["browser"], "threads": page["threads"], "cases": [list(c) for c in CHECK_CASES],
-            "reference": "python -m export.runtime on the same files (ONNX Runtime)",
-            "max_abs_diff": diff, "tolerance": tol, "pixels": pixels,
-            "ms_per_image": [round(t[0][0], 1) for t in page["ms"]],
-            "passed": bool(diff <= tol and pixels["passed"])}
+            **vs, "pixels": pixels, "ms_per_image": [round(t[0][0], 1) for t in page["ms"]],
+            "passed": bool(vs["passed"] and pixels["passed"])}

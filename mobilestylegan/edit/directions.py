@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mobilestylegan.edit.latents import generator_hash
+from mobilestylegan.edit.latents import generator_hash, mapped_w
 from mobilestylegan.errors import UsageError
 from mobilestylegan.io.arrays import save_npz
 from mobilestylegan.student.routing import teacher_to_student_ws
@@ -42,13 +42,6 @@ class Direction:
     vector: torch.Tensor  # [w_dim], unit norm
     sigma: float  # std of mapped w along it
     name: str
-
-
-@torch.no_grad()
-def mapped_w(G: torch.nn.Module, n: int = SAMPLES, seed: int = 0) -> torch.Tensor:
-    """``n`` latents ``w = mapping(z)`` for z from a seeded generator, ``[n, w_dim]`` float64."""
-    z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed))
-    return torch.cat([G.mapping.embed(z[i:i + 2048]) for i in range(0, n, 2048)]).double()
 
 
 def _fix_signs(vectors: torch.Tensor) -> torch.Tensor:

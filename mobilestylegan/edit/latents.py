@@ -58,6 +58,13 @@ def live_ws(G: torch.nn.Module, probe: bool = False) -> list[int]:
     return [i for i in range(G.num_ws) if bool(grad[0, i].abs().max() > 0)]
 
 
+@torch.no_grad()
+def mapped_w(G: torch.nn.Module, n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` latents ``w = mapping(z)`` for z from a seeded generator, ``[n, w_dim]`` float64."""
+    z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed))
+    return torch.cat([G.mapping.embed(z[i:i + 2048]) for i in range(0, n, 2048)]).double()
+
+
 def save_latent(path: str | Path, ws: torch.Tensor, G: torch.nn.Module, meta: dict[str, Any]) -> tuple[Path, Path]:
     """Write ``path`` (``.npy``, ``[1, num_ws, w_dim]``) and its ``.json`` description, atomically."""
     p = Path(path).with_suffix(".npy")

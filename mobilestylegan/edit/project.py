@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from mobilestylegan.edit.latents import live_ws
+from mobilestylegan.edit.latents import live_ws, mapped_w
 from mobilestylegan.edit.losses import ms_ssim, noise_regularizer
 from mobilestylegan.errors import UsageError
 from mobilestylegan.student.sampling import seeded_z
@@ -84,14 +84,11 @@ def _downsample(img: torch.Tensor, size: int) -> torch.Tensor:
     return img if img.shape[-1] <= size else F.interpolate(img, size=(size, size), mode="area")
 
 
-@torch.no_grad()
 def w_statistics(G: torch.nn.Module, n: int, seed: int = 0) -> tuple[torch.Tensor, float]:
     """Mean w ``[1, w_dim]`` and the RMS distance to it of ``n`` mapped seeded latents."""
-    z = seeded_z(list(range(seed, seed + n)), G.z_dim) if n <= 256 else torch.randn(
-        n, G.z_dim, generator=torch.Generator().manual_seed(seed))
-    w = G.mapping.embed(z)
+    w = mapped_w(G, n, seed)
     avg = w.mean(0, keepdim=True)
-    return avg, float(((w - avg) ** 2).sum(1).mean().sqrt())
+    return avg.float(), float(((w - avg) ** 2).sum(1).mean().sqrt())
 
 
 class _Proxy:
