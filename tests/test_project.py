@@ -91,12 +91,24 @@ def test_wplus_changes_only_live_entries_and_the_proxy_warms_up(student, target)
         project(load_generator_any(EMBEDDED_TEACHER, "cpu"), target, ProjectOptions(proxy_steps=5))
 
 
+def test_wplus_starts_with_a_shared_w(student, target):
+    """In W+ the first w_steps optimise one w (every entry equal), the rest each live entry; None is a third."""
+    tied = project(student, target, ProjectOptions(space="wplus", steps=6, w_steps=6, w_avg_samples=500))
+    assert torch.equal(tied.ws, tied.ws[:, :1].expand_as(tied.ws))
+    split = project(student, target, ProjectOptions(space="wplus", steps=6, w_steps=3, w_avg_samples=500))
+    assert len({tuple(split.ws[0, i].tolist()) for i in split.live}) == len(split.live)
+    assert ProjectOptions(space="wplus", steps=90).shared_w_steps == 30
+    assert ProjectOptions(space="w", steps=90).shared_w_steps == 0
+    with pytest.raises(UsageError, match="w steps must be within 0..steps"):
+        ProjectOptions(space="wplus", steps=5, w_steps=6).check(student)
+
+
 def test_cli_writes_every_file_and_latents_load_back(student, target, tmp_path):
     ckpt = save_student(tmp_path / "student.pt", student)
     png = save_png(to_uint8(target)[0], tmp_path / "face.png")
     out = tmp_path / "proj"
-    assert project_main([str(png), "--generator", str(ckpt), "--steps", "40", "--optimize-noise", "--out", str(out),
-                         "-q"]) == 0
+    assert project_main([str(png), "--generator", str(ckpt), "--steps", "40", "--lr", "0.1", "--optimize-noise",
+                         "--out", str(out), "-q"]) == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == ["face.json", "face.npy", "face.png", "face_loss.png", "face_noise.npz", "face_strip.png",
                      "projections.jsonl"]
@@ -138,3 +150,25 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     bad = tmp_path / "not.png"
     assert project_main([str(bad), "--generator", "embedded:tiny64", "--out", str(tmp_path / "o")]) == 2
     assert "not an image" in capsys.readouterr().err
+
+
+def test_commands_rerun_with_the_raised_mmap_threshold():
+    """Started as a command on glibc, project/edit run again once with GLIBC_TUNABLES set (in-process calls with an
+    argv list, as here, never re-run); MOBILESTYLEGAN_ALLOCATOR=default opts out."""
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    from export.bench.common import MMAP_TUNABLE
+
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    code = ("import os; print(os.environ.get('GLIBC_TUNABLES', '-'), flush=True); "
+            "from mobilestylegan.cli.common import raise_mmap_threshold; raise_mmap_threshold(None); print('ran')")
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "MOBILESTYLEGAN_ALLOCATOR")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["-", MMAP_TUNABLE, "ran"]
+    out = subprocess.run([sys.executable, "-c", code], env=dict(env, MOBILESTYLEGAN_ALLOCATOR="default"),
+                         capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["-", "ran"]

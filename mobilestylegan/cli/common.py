@@ -15,3 +15,23 @@ def output_file_problem(path: Path, suffixes: tuple[str, ...], force: bool) -> s
     if path.exists() and not force:
         return f"{path} exists; pass --force to overwrite"
     return None
+
+
+def raise_mmap_threshold(argv) -> None:
+    """Run this command again with glibc's mmap threshold raised, when it was started as a command (``argv`` None)
+    on glibc without the setting. PyTorch's large CPU feature maps otherwise come from fresh mmap pages on every
+    forward and backward pass, which costs more than the arithmetic at 1024 px. ``MOBILESTYLEGAN_ALLOCATOR=default``
+    opts out."""
+    import os
+    import platform
+    import sys
+
+    from export.bench.common import MMAP_TUNABLE
+
+    if argv is not None or sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if "mmap_threshold" in tunables or os.environ.get("MOBILESTYLEGAN_ALLOCATOR") == "default":
+        return
+    env = dict(os.environ, GLIBC_TUNABLES=f"{tunables}:{MMAP_TUNABLE}" if tunables else MMAP_TUNABLE)
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)

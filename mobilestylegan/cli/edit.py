@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mobilestylegan.cli.common import raise_mmap_threshold
 from mobilestylegan.errors import UsageError
 
 EXAMPLES = """examples:
@@ -106,7 +107,8 @@ def _targets(args: argparse.Namespace, G: torch.nn.Module) -> list[torch.Tensor]
     out = []
     for p in args.latents:
         desc = Path(p).with_suffix(".json")
-        image = json.loads(desc.read_text()).get("image") if desc.is_file() else None
+        meta = json.loads(desc.read_text()) if desc.is_file() else {}
+        image = meta.get("target") or meta.get("image")  # with --align, the aligned crop that was projected
         if not image:
             raise UsageError(f"{desc} names no projected image: --show-target needs latents from "
                              "mobilestylegan-project")
@@ -116,6 +118,7 @@ def _targets(args: argparse.Namespace, G: torch.nn.Module) -> list[torch.Tensor]
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(_join_strength(list(sys.argv[1:] if argv is None else argv)))
+    raise_mmap_threshold(argv)
     try:
         return _run(args)
     except UsageError as err:
