@@ -123,6 +123,8 @@ def test_edit_cli_strips_grid_and_teacher_comparison(pair, tmp_path, capsys):
     assert report["strengths"] == [-2, -1, 0, 1, 2] and report["compare_ws"] == list(range(6))
     for e in report["latents"]:
         assert len(e["psnr_db_student_vs_compare"]) == 5 and e["unedited_psnr_db"] == e["psnr_db_student_vs_compare"][2]
+        ids = e["identity_student_vs_compare"]  # None without FaceNet; else per strength a distance or None (no face)
+        assert ids is None or (len(ids) == 5 and all(v is None or v >= 0 for v in ids))
     from PIL import Image
 
     strip = np.asarray(Image.open(out / "seed0000_ganspace_0.png"))

@@ -294,3 +294,22 @@ def test_identity_loss_is_facenet_in_torch(astronaut):
     value.backward()
     assert math.sqrt(2 * float(value)) == pytest.approx(faces.identity_distance(a, hopper, loss.box), abs=0.05)
     assert float(render.grad.abs().sum()) > 0
+
+
+def test_project_cli_no_face_and_identity_weight_errors(tmp_path, capsys, monkeypatch):
+    """A photo without a face, and --identity-weight without FaceNet, are one-line errors before any projection."""
+    _require_faces()
+    from mobilestylegan.cli.project import main as project_main
+    from mobilestylegan.io.images import save_png
+
+    grey = save_png(np.full((200, 300, 3), 128, np.uint8), tmp_path / "wall.png")
+    assert project_main([str(grey), "--align", "--generator", "embedded:tiny64", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "wall.png: no face found in the photo" in err and "Traceback" not in err
+    monkeypatch.setattr(faces, "identity_model_path", lambda: None)
+    faces.identity_network.cache_clear()
+    assert project_main([str(PHOTOS / "astronaut.png"), "--align", "--identity-weight", "0.1", "--generator",
+                         "embedded:tiny64", "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err
+    assert "bash scripts/setup.sh --identity" in err and "Traceback" not in err
+    assert not (tmp_path / "o2" / "projections.jsonl").exists()

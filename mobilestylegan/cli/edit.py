@@ -3,7 +3,8 @@
 
 Per latent a strip ``NAME_DIRECTION.png`` (one image per strength, left to right; with ``--compare`` the teacher's
 row under the student's) and ``grid.png`` (every strip); ``edits.json`` records the direction, its sigma, the
-strengths, the W+ entries changed and, with ``--compare``, per strength the PSNR between the student's and the
+strengths, the W+ entries changed and, with ``--compare``, per strength the PSNR (and, with FaceNet installed, the
+identity distance) between the student's and the
 teacher's edited images (at the smaller resolution) next to the unedited figure.
 """
 
@@ -116,6 +117,23 @@ def _targets(args: argparse.Namespace, G: torch.nn.Module) -> list[torch.Tensor]
     return out
 
 
+def _identities(student: torch.Tensor, teacher: torch.Tensor) -> list[float | None] | None:
+    """Per image, FaceNet's distance of the student's render to the teacher's (None where no face is found); None
+    when FaceNet or the face models are not installed."""
+    from mobilestylegan.edit import faces
+    from mobilestylegan.io.images import to_uint8
+
+    if faces.identity_model_path() is None or faces._package_dir(faces.LANDMARK_PACKAGE[2]) is None:
+        return None
+    out: list[float | None] = []
+    for a, b in zip(to_uint8(student.clamp(-1, 1)), to_uint8(teacher.clamp(-1, 1))):
+        try:
+            out.append(round(faces.identity_between(b, a), 4))
+        except UsageError:
+            out.append(None)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(_join_strength(list(sys.argv[1:] if argv is None else argv)))
     raise_mmap_threshold(argv)
@@ -190,6 +208,7 @@ def _run(args: argparse.Namespace) -> int:
             entry["psnr_db_student_vs_compare"] = [round(float(x), 3) for x in psnr_db(a, b)]
             zero = int(np.argmin(np.abs(np.asarray(strengths))))
             entry["unedited_psnr_db"] = entry["psnr_db_student_vs_compare"][zero] if strengths[zero] == 0 else None
+            entry["identity_student_vs_compare"] = _identities(a, b)
             row = torch.cat([a, b])
         else:
             row = imgs
@@ -210,6 +229,8 @@ def _run(args: argparse.Namespace) -> int:
     for e in report["latents"]:
         if "psnr_db_student_vs_compare" in e:
             print(f"  {e['name']}: student vs compare PSNR by strength {e['psnr_db_student_vs_compare']} dB")
+        if e.get("identity_student_vs_compare"):
+            print(f"  {e['name']}: identity distance by strength {e['identity_student_vs_compare']}")
     return 0
 
 
