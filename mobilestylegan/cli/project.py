@@ -139,12 +139,14 @@ def perceptual_term(mode: str, size: int):
     return PerceptualDistance(vgg, load_lpips_heads(heads_path), size), None
 
 
-def identity_or_note(target: np.ndarray, other: np.ndarray) -> tuple[float | None, str | None]:
-    """The identity distance of a reconstruction to its target, or None and why not."""
+def identity_or_note(target: np.ndarray, other: np.ndarray, box: np.ndarray | None = None
+                     ) -> tuple[float | None, str | None]:
+    """The identity distance of a reconstruction to its target (on ``box``, by default the target's face), or None
+    and why not."""
     from mobilestylegan.edit.faces import identity_between
 
     try:
-        return identity_between(target, other), None
+        return identity_between(target, other, box), None
     except UsageError as err:
         return None, f"identity distance not measured: {err}"
 
@@ -205,15 +207,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if getattr(args, name) is not None:
                 setattr(opts, name, getattr(args, name))
         opts.check(G)
-        if args.align:
-            from mobilestylegan.edit.faces import landmark_model_dir
-
-            landmark_model_dir()
-        if opts.identity_weight:
+        if args.align or opts.identity_weight:  # missing face models: one error before any work
             from mobilestylegan.edit.faces import identity_network, landmark_model_dir
 
             landmark_model_dir()
-            identity_network()
+            if opts.identity_weight:
+                identity_network()
         targets = [(Path(p), *load_target(Path(p), G.img_resolution, args.align)) for p in args.images]
         perceptual, lpips_note = perceptual_term(args.lpips, min(opts.loss_resolution, G.img_resolution))
     except (UsageError, CheckpointError, OutputPathError) as err:
@@ -261,7 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             save_npz(out / f"{name}_noise.npz", **arrays)
         recon = to_uint8(r.image.clamp(-1, 1))[0]
         save_png(recon, out / f"{name}.png")
-        identity, why = identity_or_note(to_uint8(target)[0], recon)
+        identity, why = identity_or_note(to_uint8(target)[0], recon,
+                                         identity_loss.box if identity_loss is not None else None)
         if why and not identity_said:
             print(f"note: {why}", file=sys.stderr)
             identity_said = True

