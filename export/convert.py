@@ -21,12 +21,7 @@ def convert(job: Job, name: str) -> None:
     in_names, in_shapes, out_names, _ = job.io(name)
     example = tuple(module.example_inputs(job.batch or 1))
     if job.fmt == "executorch":
-        from export.pte import write_pte
-
-        job.delegation[name] = d = write_pte(module, example, job.tmp / f"{name}.pte")
-        if d["convolutions_outside"]:
-            raise ExportError(f"{d['convolutions_outside']} convolution(s) of the {name} graph were not delegated to "
-                              f"XNNPACK (outside: {', '.join(d['ops_outside'])}); nothing was written")
+        write_program(job, name, fp16=False)
         return
     if job.fmt == "tflite":
         from export.litert import write_tflite
@@ -61,6 +56,19 @@ def convert(job: Job, name: str) -> None:
         del model
         onnx_path.unlink()
 
+
+
+def write_program(job: Job, name: str, fp16: bool) -> None:
+    """Graph ``name`` as an ExecuTorch program (fp32, or half precision behind float32 casts); every convolution
+    must be delegated to XNNPACK."""
+    from export.pte import write_pte
+
+    module = job.graphs[name]
+    example = tuple(module.example_inputs(job.batch or 1))
+    job.delegation[name] = d = write_pte(module, example, job.tmp / f"{name}.pte", fp16=fp16)
+    if d["convolutions_outside"]:
+        raise ExportError(f"{d['convolutions_outside']} convolution(s) of the {name} graph were not delegated to "
+                          f"XNNPACK (outside: {', '.join(d['ops_outside'])}); nothing was written")
 
 def save_ov(model, path: Path, compress_to_fp16: bool) -> None:
     """Re-save an IR over itself (read_model maps the .bin, so write elsewhere first)."""

@@ -67,9 +67,10 @@ def export(source: Any, fmt: str, out_dir: str | os.PathLike, precision: str | N
     Args:
         source: A student checkpoint path (native ``.pt`` or MobileStyleGAN.pytorch ``.ckpt``), a pretrained
             name (``ffhq-1024``) or a :class:`~mobilestylegan.student.generator.StudentGenerator`.
-        fmt: ``onnx``, ``openvino``, ``executorch``, ``coreml`` or ``web`` (see :data:`FORMATS`).
+        fmt: ``onnx``, ``openvino``, ``executorch``, ``tflite``, ``coreml`` or ``web`` (see :data:`FORMATS`).
         out_dir: Directory to create (refused if it exists and is not empty, unless ``force``).
-        precision: ``fp32``, ``fp16`` or ``int8`` (OpenVINO only); None: ``fp16`` for Core ML and web, else ``fp32``.
+        precision: ``fp32``, ``fp16`` or ``int8`` (OpenVINO and LiteRT only); None: ``fp16`` for Core ML and web,
+            else ``fp32``.
         w_input: Synthesis input: ``w`` (one w, ``[B, w_dim]``) or ``wplus`` (``[B, num_ws, w_dim]``); None: ``wplus``
             for the web page (it edits projected W+ latents), else ``w``.
         noise: ``const`` (the student's maps baked in), ``input`` (one input per layer) or ``none``.

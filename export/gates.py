@@ -99,8 +99,9 @@ def quality(job: Job, manifest: dict[str, Any]) -> dict[str, Any]:
     per_image = [pooled_psnr_db(got[i:i + 1], ref[i:i + 1]) for i in range(len(seeds))]
     overall = pooled_psnr_db(got, ref)
     gate = QUALITY_GATE_DB.get(job.precision)
+    compute = "f16" if job.fmt == "executorch" and job.precision == "fp16" else "f32"  # half programs
     measured = {n: (g._compiled.get_property("INFERENCE_PRECISION_HINT").to_string() if g.backend == "openvino"
-                    else f"f32 ({g.backend})") for n, g in rt.graphs.items()}
+                    else f"{compute} ({g.backend})") for n, g in rt.graphs.items()}
     del rt
     result = {"seeds": seeds, "metric": "PSNR dB, images clipped to [-1, 1], peak-to-peak 2",
               "reference": "fp32 PyTorch student: seeded z -> mapping -> synthesis (const noise)",

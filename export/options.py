@@ -35,11 +35,6 @@ def check_args(fmt, precision, w_input, noise, batch, psi, end_to_end, resolutio
     if precision == "int8" and fmt not in ("openvino", "tflite"):
         raise ExportError("int8 is offered for OpenVINO (NNCF post-training quantisation) and LiteRT (dynamic-range) "
                           "only: use --format openvino --precision int8")
-    if fmt == "executorch" and precision != "fp32":
-        # ExecuTorch 1.5.1's XNNPACK keeps dense (1x1 and 3x3) conv weights in fp32 inside fp16 programs (only
-        # depthwise and linear weights are stored in fp16): ffhq-1024's fp16 program is 1.48x its fp16 weights.
-        raise ExportError(f"the executorch export is offered in fp32 only (got --precision {precision}): XNNPACK "
-                          f"stores dense conv weights in fp32 in fp16 programs, so fp16 would not shrink the file")
     if fmt == "coreml" and precision not in ("fp16", "fp32"):
         raise ExportError(f"the coreml export is offered in fp16 (default) and fp32; got --precision {precision}")
     if compute_units is not None and (fmt != "coreml" or compute_units not in COMPUTE_UNITS):

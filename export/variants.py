@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from export.convert import save_ov
+from export.convert import save_ov, write_program
 from export.fp16 import onnx_weights_to_fp16
 from export.options import ONNX_FILES, ExportError
 
@@ -31,6 +31,13 @@ def make_variant(job: Job, manifest: dict[str, Any]) -> None:
         manifest["weights_dtype"] = ("float16 (litert-torch fp16 recipe); noise maps and biases float32"
                                      if job.precision == "fp16" else
                                      "int8 synthesis (litert-torch dynamic-range recipe), float32 mapping")
+        return
+    if job.fmt == "executorch":  # fp16 (int8 was refused up front): lowered again as half-precision programs
+        for name in job.graphs:
+            write_program(job, name, fp16=True)
+        manifest["delegation"] = job.delegation
+        manifest["weights_dtype"] = ("float16: half-precision programs (XNNPACK fp16 kernels), float32 input and "
+                                     "output cast inside the program")
         return
     if job.fmt in ONNX_FILES:  # fp16 (int8 was refused up front)
         for name in job.graphs:

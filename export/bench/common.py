@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 DEFAULT_RUNTIMES = ("eager", "compile", "onnxruntime", "openvino-f32", "openvino-bf16", "openvino-int8")
-# Asked for by name: executorch (XNNPACK, fp32; the executorch extra), litert (XNNPACK, fp32; the litert extra), the web export's page in headless Chromium
-# (ONNX Runtime Web, WASM, with 1 and with 2 threads whatever --threads says; needs Chromium) and coreml (the
-# coreml extra; size only: Core ML predicts on Apple devices).
+# Asked for by name: executorch and executorch-fp16 (XNNPACK; the executorch extra), litert and litert-fp16 (XNNPACK;
+# the litert extra), the web export's page in headless Chromium (ONNX Runtime Web, WASM, with 1 and with 2 threads
+# whatever --threads says; needs Chromium) and coreml (the coreml extra; size only: Core ML predicts on Apple devices).
 BROWSER_RUNTIMES = {"browser-wasm1": 1, "browser-wasm2": 2}
-RUNTIMES = DEFAULT_RUNTIMES + ("executorch", "litert", *BROWSER_RUNTIMES, "coreml")
+EDGE_RUNTIMES = {"executorch": ("executorch", "fp32"), "executorch-fp16": ("executorch", "fp16"),
+                 "litert": ("tflite", "fp32"), "litert-fp16": ("tflite", "fp16")}  # runtime: (export format, precision)
+RUNTIMES = DEFAULT_RUNTIMES + (*EDGE_RUNTIMES, *BROWSER_RUNTIMES, "coreml")
 TORCH_RUNTIMES = ("eager", "compile")
 OV_HINTS = {"openvino-f32": "f32", "openvino-bf16": "bf16", "openvino-int8": "f32"}
 MMAP_TUNABLE = "glibc.malloc.mmap_threshold=2147483647"

@@ -14,7 +14,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from export.bench.common import BROWSER_RUNTIMES, MMAP_TUNABLE, TORCH_RUNTIMES, machine_info, progress_bar
+from export.bench.common import (
+    BROWSER_RUNTIMES,
+    EDGE_RUNTIMES,
+    MMAP_TUNABLE,
+    TORCH_RUNTIMES,
+    machine_info,
+    progress_bar,
+)
 from export.bench.published import compare_published, published_files, want_published
 from export.bench.report import markdown
 from export.bench.runners import load_teacher
@@ -58,7 +65,7 @@ def _student_artifacts(source: str, runtimes: Sequence[str], work: Path, progres
 
     need = {"onnxruntime": ("onnx", "fp32"), "openvino-f32": ("openvino", "fp32"),
             "openvino-bf16": ("openvino", "fp32"), "openvino-int8": ("openvino", "int8"),
-            "executorch": ("executorch", "fp32"), "litert": ("tflite", "fp32"), "coreml": ("coreml", "fp16"),
+            **EDGE_RUNTIMES, "coreml": ("coreml", "fp16"),
             **{rt: ("web", "fp16") for rt in BROWSER_RUNTIMES}}
     out: dict[str, Any] = {}
     done: dict[tuple[str, str], Any] = {}

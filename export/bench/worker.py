@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from export.bench.common import BROWSER_RUNTIMES, OV_HINTS, TORCH_RUNTIMES, latency_stats, progress_bar
+from export.bench.common import BROWSER_RUNTIMES, EDGE_RUNTIMES, OV_HINTS, TORCH_RUNTIMES, latency_stats, progress_bar
 from export.bench.runners import litert_runner, ort_runner, ov_runner, ov_torch_runner, torch_runner
 
 
@@ -31,9 +31,9 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         run, extra = ov_torch_runner(spec, threads)
     elif runtime == "onnxruntime":
         run = ort_runner(spec["path"], threads)
-    elif runtime == "litert":
+    elif EDGE_RUNTIMES.get(runtime, ("",))[0] == "tflite":
         run = litert_runner(spec["path"], threads)
-    elif runtime == "executorch":
+    elif EDGE_RUNTIMES.get(runtime, ("",))[0] == "executorch":
         from export.pte import PteGraph  # ExecuTorch's runtime works on torch tensors: this worker imports torch
 
         graph = PteGraph(spec["path"], threads)

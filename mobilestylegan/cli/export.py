@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   mobilestylegan-export student.pt --format onnx --batch dynamic --noise input --out exported/onnx
   mobilestylegan-export last.ckpt --format onnx --w-input wplus --truncation-psi 0.7 --end-to-end --out out/
   mobilestylegan-export ffhq-1024 --format executorch --out exported/ffhq-pte   # phones: XNNPACK, fp32
+  mobilestylegan-export ffhq-1024 --format executorch --precision fp16 --out exported/ffhq-pte16  # half the size
   mobilestylegan-export ffhq-1024 --format tflite --precision fp16 --out exported/ffhq-tflite   # Android: LiteRT
   mobilestylegan-export ffhq-1024 --format coreml --out exported/ffhq-coreml     # Apple: ML Program, fp16
   mobilestylegan-export ffhq-1024 --format web --out exported/ffhq-web           # browser: a static site
@@ -52,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "web export in headless Chromium; then exit")
     p.add_argument("--precision", default=None, choices=PRECISIONS,
                    help="fp32 (default; Core ML and web: fp16); fp16 (OpenVINO: fp16 weights, bf16/f16 compute where "
-                        "the CPU has it; ONNX, web, LiteRT: fp16 weights, fp32 compute; Core ML: fp16 compute); int8 "
-                        "(OpenVINO: NNCF; LiteRT: dynamic-range), behind the 40 dB gate")
+                        "the CPU has it; ONNX, web, LiteRT: fp16 weights, fp32 compute; Core ML, ExecuTorch: fp16 "
+                        "compute); int8 (OpenVINO: NNCF; LiteRT: dynamic-range), behind the 40 dB gate")
     p.add_argument("--w-input", default=None, choices=W_INPUTS,
                    help="synthesis input: one w [B, w_dim] (default) or W+ [B, num_ws, w_dim] (the web default)")
     p.add_argument("--noise", default="const", choices=NOISE,

@@ -225,6 +225,14 @@ class LeanSynthesis(nn.Module):
         map), so ``export.litert`` reads it through an optimisation barrier."""
         return getattr(self, f"{name}_noise")
 
+    @staticmethod
+    def _band_scale(style, blk: dict) -> torch.Tensor:
+        """``[B, 4C]``, band-interleaved: the upsampling style of each band times conv1's modulation of its channel
+        (the same for the 4 bands). A broadcast multiply, not ``repeat_interleave``: its expand is an op XNNPACK does
+        not take, which would split an ExecuTorch program into two delegates."""
+        up, mod1, c = style(blk["up"]), style(blk["mod1"]), blk["channels"]
+        return (up.reshape(-1, c, 4) * mod1[:, :, None]).reshape(-1, 4 * c)
+
     def _idwt(self, x: torch.Tensor, scale: torch.Tensor, channels: int) -> torch.Tensor:
         """Band-interleaved ``[B, 4C, h, w]`` times a per-sample scale -> ``[B, C, 2h, 2w]``."""
         x = x * scale[:, :, None, None]
@@ -253,9 +261,7 @@ class LeanSynthesis(nn.Module):
             return self._blocks_modulated_weights(x, style, maps)
         for i, blk in enumerate(self._blocks):
             c = blk["channels"]
-            mod1 = style(blk["mod1"])  # [B, C]: conv1's modulation, the same for the 4 bands of a channel
-            scale = style(blk["up"]) * mod1.repeat_interleave(4, dim=1)
-            x = self._idwt(x, scale, c)
+            x = self._idwt(x, self._band_scale(style, blk), c)
             dw = getattr(self, f"b{i}c1_dw")
             x = F.conv2d(x, dw, padding=dw.shape[-1] // 2, groups=c)
             x = self._noise_bias(F.conv2d(x, getattr(self, f"b{i}c1_pw")), f"b{i}c1", maps[1 + 2 * i])
@@ -280,7 +286,7 @@ class LeanSynthesis(nn.Module):
 
         for i, blk in enumerate(self._blocks):
             c = blk["channels"]
-            scale = style(blk["up"]) * style(blk["mod1"]).repeat_interleave(4, dim=1)  # [N, 4C], interleaved
+            scale = self._band_scale(style, blk)
             mix = getattr(self, f"haar_conv{c}").reshape(1, c, 4, 4) * scale.reshape(n, c, 1, 4)
             x = F.pixel_shuffle(per_sample_conv(x, mix.reshape(n, 4 * c, 4, 1, 1), c), 2)
             dw = getattr(self, f"b{i}c1_dw")
