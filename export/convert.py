@@ -57,7 +57,6 @@ def convert(job: Job, name: str) -> None:
         onnx_path.unlink()
 
 
-
 def write_program(job: Job, name: str, fp16: bool) -> None:
     """Graph ``name`` as an ExecuTorch program (fp32, or half precision behind float32 casts); every convolution
     must be delegated to XNNPACK."""
@@ -69,6 +68,7 @@ def write_program(job: Job, name: str, fp16: bool) -> None:
     if d["convolutions_outside"]:
         raise ExportError(f"{d['convolutions_outside']} convolution(s) of the {name} graph were not delegated to "
                           f"XNNPACK (outside: {', '.join(d['ops_outside'])}); nothing was written")
+
 
 def save_ov(model, path: Path, compress_to_fp16: bool) -> None:
     """Re-save an IR over itself (read_model maps the .bin, so write elsewhere first)."""
