@@ -36,9 +36,11 @@ def main(cfg: DictConfig) -> None:
     if not objects["trainer"].is_global_zero:  # under DDP every process gets here; one report is enough
         return
     gain = summary["val_psnr_last"] - summary["baseline_psnr"]
-    print(f"{summary['steps']} steps in {summary['seconds']} s; validation PSNR {summary['val_psnr_first']:.2f} -> "
-          f"{summary['val_psnr_last']:.2f} dB (mean-image baseline {summary['baseline_psnr']:.2f} dB, "
-          f"{gain:+.2f} dB); grid {summary['grid']}; student {summary['student']}")
+    print(
+        f"{summary['steps']} steps in {summary['seconds']} s; validation PSNR {summary['val_psnr_first']:.2f} -> "
+        f"{summary['val_psnr_last']:.2f} dB (mean-image baseline {summary['baseline_psnr']:.2f} dB, "
+        f"{gain:+.2f} dB); grid {summary['grid']}; student {summary['student']}"
+    )
 
 
 if __name__ == "__main__":

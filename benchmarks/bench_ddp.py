@@ -16,7 +16,7 @@ options so that drift of a shared machine hits all of them alike; the table give
 of each run's median step time (the first step of a run is not counted); each round starts with the next
 option.
 
-    python benchmarks/bench_ddp.py                      # several minutes on 2 cores
+    python benchmarks/bench_ddp.py                      # every option, 3 rounds of 30 steps
     python benchmarks/bench_ddp.py --rounds 1 --steps 20 --channels 16,16,16,8
 """
 
@@ -36,18 +36,33 @@ REPO = Path(__file__).resolve().parents[1]
 OPTIONS = {
     "1 process": ["trainer.devices=1"],
     "ddp": ["trainer=ddp", "trainer.devices=2"],
-    "ddp_find_unused_parameters_true": ["trainer=ddp", "trainer.devices=2",
-                                        "trainer.strategy=ddp_find_unused_parameters_true"],
+    "ddp_find_unused_parameters_true": [
+        "trainer=ddp",
+        "trainer.devices=2",
+        "trainer.strategy=ddp_find_unused_parameters_true",
+    ],
 }
 
 
 def run(option: str, args: argparse.Namespace, out: Path) -> dict:
     per_process = args.batch if option != "1 process" else 2 * args.batch
-    cmd = [sys.executable, "train.py", "experiment=tiny", *OPTIONS[option], "trainer.accelerator=cpu",
-           "trainer.precision=32-true", f"trainer.steps={args.steps}", "trainer.val_every=100000",
-           "trainer.checkpoint_every=100000", "loss.r1_interval=2", f"data.batch_size={per_process}",
-           f"student.channels=[{args.channels}]", "trainer.progress_bar=false", "trainer.resume=null",
-           f"hydra.run.dir={out}"]
+    cmd = [
+        sys.executable,
+        "train.py",
+        "experiment=tiny",
+        *OPTIONS[option],
+        "trainer.accelerator=cpu",
+        "trainer.precision=32-true",
+        f"trainer.steps={args.steps}",
+        "trainer.val_every=100000",
+        "trainer.checkpoint_every=100000",
+        "loss.r1_interval=2",
+        f"data.batch_size={per_process}",
+        f"student.channels=[{args.channels}]",
+        "trainer.progress_bar=false",
+        "trainer.resume=null",
+        f"hydra.run.dir={out}",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads_per_process)}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
@@ -76,16 +91,18 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         names = list(OPTIONS)
         for r in range(args.rounds):
-            order = names[r % len(names):] + names[:r % len(names)]  # each round starts with another option
+            order = names[r % len(names) :] + names[: r % len(names)]  # each round starts with another option
             for i, option in enumerate(order):
                 s = run(option, args, Path(tmp) / f"{r}_{i}")
                 times[option].append(s["step_seconds_median"])
                 final[option] = s["final_losses"]["total"]
                 print(f"round {r}: {option}: {s['step_seconds_median'] * 1000:.1f} ms/step", flush=True)
     print(f"\ncommand: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores; {args.threads_per_process} thread(s) per process; "
-          f"global batch {2 * args.batch}; student channels [{args.channels}] at 32 px; tiny 64-px teacher; "
-          f"{args.steps} steps x {args.rounds} rounds\n")
+    print(
+        f"machine: {cpu_name()}, {os.cpu_count()} cores; {args.threads_per_process} thread(s) per process; "
+        f"global batch {2 * args.batch}; student channels [{args.channels}] at 32 px; tiny 64-px teacher; "
+        f"{args.steps} steps x {args.rounds} rounds\n"
+    )
     base = statistics.median(times["ddp"])
     print("| option | median ms per step | relative to ddp | final total loss |")
     print("|---|---|---|---|")

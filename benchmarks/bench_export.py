@@ -1,4 +1,5 @@
-"""Runtime benchmark of an exported student: a thin wrapper around ``mobilestylegan-bench`` (export/bench.py).
+"""Runtime benchmark of an exported student: a thin wrapper around ``mobilestylegan-bench`` (the ``export.bench``
+package).
 
     .venv/bin/python benchmarks/bench_export.py ffhq-1024 --threads 2 --runs 30 --compare-published --profile
 

@@ -7,7 +7,7 @@ Each op row is forward + backward (gradient w.r.t. the input), median of ``--rep
 warm-up; the teacher is a forward pass in eval mode without gradients.
 
 Examples:
-    python benchmarks/bench_ops.py --quick                 # CPU machine, < 3 minutes
+    python benchmarks/bench_ops.py --quick                 # CPU machine: no 1024-px op rows, one repeat
     python benchmarks/bench_ops.py --device cuda --batch 8
     MOBILESTYLEGAN_CACHE=/tmp/k python benchmarks/bench_ops.py --device cuda --no-teacher
 """
@@ -15,18 +15,19 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 import teacher
 from teacher import ops
-from teacher.ops.upfirdn2d import _upfirdn2d_naive
+from teacher.ops.upfirdn2d import upfirdn2d_naive
 
 Fn = Callable[[], object]
 
@@ -87,16 +88,34 @@ def op_cases(batch: int, device: torch.device, quick: bool) -> list[tuple[str, s
     rs = (64, 128, 256, 512)
     cases = []
     for r in rs:
-        cases.append(("upfirdn2d", f"ToRGB skip up x2 [{batch},3,{r},{r}]",
-                      torch.randn([batch, 3, r, r], device=device), dict(f=f, up=2, padding=[2, 1, 2, 1], gain=4)))
+        cases.append(
+            (
+                "upfirdn2d",
+                f"ToRGB skip up x2 [{batch},3,{r},{r}]",
+                torch.randn([batch, 3, r, r], device=device),
+                dict(f=f, up=2, padding=[2, 1, 2, 1], gain=4),
+            )
+        )
     for r in rs:
         c = channels[2 * r]
-        cases.append(("upfirdn2d", f"blur after up-conv [{batch},{c},{2 * r + 1},{2 * r + 1}]",
-                      torch.randn([batch, c, 2 * r + 1, 2 * r + 1], device=device), dict(f=f, padding=1, gain=4)))
+        cases.append(
+            (
+                "upfirdn2d",
+                f"blur after up-conv [{batch},{c},{2 * r + 1},{2 * r + 1}]",
+                torch.randn([batch, c, 2 * r + 1, 2 * r + 1], device=device),
+                dict(f=f, padding=1, gain=4),
+            )
+        )
     for r in rs + (() if quick else (1024,)):
         c = channels[r]
-        cases.append(("bias_act", f"lrelu+bias [{batch},{c},{r},{r}]", torch.randn([batch, c, r, r], device=device),
-                      dict(b=torch.randn([c], device=device), act="lrelu")))
+        cases.append(
+            (
+                "bias_act",
+                f"lrelu+bias [{batch},{c},{r},{r}]",
+                torch.randn([batch, c, r, r], device=device),
+                dict(b=torch.randn([c], device=device), act="lrelu"),
+            )
+        )
     return cases
 
 
@@ -107,13 +126,14 @@ def bench_ops(args: argparse.Namespace, device: torch.device) -> list[list[str]]
         if op == "upfirdn2d":
             f, up, pad, gain = kw["f"], kw.get("up", 1), kw["padding"], kw["gain"]
             impls = {
-                "naive": lambda t: _upfirdn2d_naive(t, f, up=up, padding=pad, gain=gain),
-                "ref": lambda t: ops.upfirdn2d(t, f, up=up, padding=pad, gain=gain, impl="ref"),
-                "cuda": lambda t: ops.upfirdn2d(t, f, up=up, padding=pad, gain=gain, impl="cuda"),
+                "naive": functools.partial(upfirdn2d_naive, f=f, up=up, padding=pad, gain=gain),
+                "ref": functools.partial(ops.upfirdn2d, f=f, up=up, padding=pad, gain=gain, impl="ref"),
+                "cuda": functools.partial(ops.upfirdn2d, f=f, up=up, padding=pad, gain=gain, impl="cuda"),
             }
         else:
-            impls = {name: (lambda t, name=name: ops.bias_act(t, kw["b"], act=kw["act"], impl=name))
-                     for name in ("ref", "cuda")}
+            impls = {
+                name: functools.partial(ops.bias_act, b=kw["b"], act=kw["act"], impl=name) for name in ("ref", "cuda")
+            }
         names = [n for n in (a_name, b_name) if n in impls]
         times, outs = {}, {}
         for name in names:
@@ -122,8 +142,15 @@ def bench_ops(args: argparse.Namespace, device: torch.device) -> list[list[str]]
             outs[name] = out()
         diff = (outs[names[0]] - outs[names[-1]]).abs().max().item() if len(names) == 2 else float("nan")
         speedup = times[names[0]] / times[names[-1]] if len(names) == 2 else float("nan")
-        rows.append([op, label, *(f"{times[n]:.2f}" if n in times else "-" for n in (a_name, b_name)),
-                     f"{speedup:.2f}x" if len(names) == 2 else "-", f"{diff:.1e}" if len(names) == 2 else "-"])
+        rows.append(
+            [
+                op,
+                label,
+                *(f"{times[n]:.2f}" if n in times else "-" for n in (a_name, b_name)),
+                f"{speedup:.2f}x" if len(names) == 2 else "-",
+                f"{diff:.1e}" if len(names) == 2 else "-",
+            ]
+        )
         del x, outs
     return rows
 
@@ -142,17 +169,22 @@ def bench_teacher(args: argparse.Namespace, device: torch.device, columns: tuple
         for impl in impls:
             os.environ["MOBILESTYLEGAN_OPS"] = impl  # the networks read it on every op call
 
-            def run() -> None:
+            def run(impl: str = impl, z: torch.Tensor = z, imgs: dict[str, torch.Tensor] = imgs) -> None:
                 with torch.no_grad():
                     imgs[impl] = G(z, noise_mode="const")
 
             times[impl] = timeit(run, device, 1, reps)
         os.environ.pop("MOBILESTYLEGAN_OPS", None)
         two = len(impls) == 2
-        rows.append(["teacher", f"G forward 1024px batch {batch}",
-                     *(f"{times[c]:.1f}" if c in times else "-" for c in columns),
-                     f"{times['ref'] / times['cuda']:.2f}x" if two else "-",
-                     f"{(imgs['ref'] - imgs['cuda']).abs().max().item():.1e}" if two else "-"])
+        rows.append(
+            [
+                "teacher",
+                f"G forward 1024px batch {batch}",
+                *(f"{times[c]:.1f}" if c in times else "-" for c in columns),
+                f"{times['ref'] / times['cuda']:.2f}x" if two else "-",
+                f"{(imgs['ref'] - imgs['cuda']).abs().max().item():.1e}" if two else "-",
+            ]
+        )
     return rows
 
 
@@ -196,10 +228,14 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"command: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
     print(f"machine: {machine(device)}")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device {device}, batch {args.batch}, "
-          f"median of {args.repeats} after {args.warmup} warm-up")
-    print(f"allocator: GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}, "
-          f"LD_PRELOAD={os.environ.get('LD_PRELOAD', '(unset)')}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, device {device}, batch {args.batch}, "
+        f"median of {args.repeats} after {args.warmup} warm-up"
+    )
+    print(
+        f"allocator: GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '(unset)')}, "
+        f"LD_PRELOAD={os.environ.get('LD_PRELOAD', '(unset)')}"
+    )
     if cuda:
         from teacher.ops import cuda as cuda_ops
 

@@ -34,8 +34,9 @@ def sh(cmd: list[str], log: Path, env: dict | None = None, timeout: int = 900) -
     t0 = time.perf_counter()
     print(f"\n$ {' '.join(cmd)}", flush=True)
     try:
-        proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run(
+            cmd, cwd=REPO, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout
+        )
         code, out = proc.returncode, proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as err:
         code, out = 124, f"{err.stdout or ''}{err.stderr or ''}\n(timed out after {timeout} s)"
@@ -65,19 +66,40 @@ DRY_RUN = ["student=tiny", "loss.perceptual_size=32", "data.batch_size=2", "trai
 
 def distill(out: Path, name: str, teacher_file: Path | str, steps: int, ops_impl: str, extra: list[str]) -> dict:
     run_dir = out / name
-    cmd = [sys.executable, "train.py", "experiment=ffhq1024", f"teacher.source={teacher_file}",
-           "loss.allow_random_vgg=true", "data.batch_size=8", f"trainer.steps={steps}", "trainer.val_every=100000",
-           "trainer.checkpoint_every=100000", "data.val_size=8", "data.baseline_samples=8",
-           "trainer.progress_bar=false", "trainer.resume=null", f"hydra.run.dir={run_dir}", *extra]
+    cmd = [
+        sys.executable,
+        "train.py",
+        "experiment=ffhq1024",
+        f"teacher.source={teacher_file}",
+        "loss.allow_random_vgg=true",
+        "data.batch_size=8",
+        f"trainer.steps={steps}",
+        "trainer.val_every=100000",
+        "trainer.checkpoint_every=100000",
+        "data.val_size=8",
+        "data.baseline_samples=8",
+        "trainer.progress_bar=false",
+        "trainer.resume=null",
+        f"hydra.run.dir={run_dir}",
+        *extra,
+    ]
     code, text, seconds = sh(cmd, out / f"{name}.log", env={"MOBILESTYLEGAN_OPS": ops_impl})
     summary_file = run_dir / "summary.json"
     if code != 0 or not summary_file.is_file():
         return {"run": name, "ok": False, "error": text.strip().splitlines()[-1][:200] if text.strip() else code}
     s = json.loads(summary_file.read_text())
     step = s["step_seconds_median"]
-    return {"run": name, "ok": True, "ops": ops_impl, "processes": s["processes"], "global_batch": s["global_batch"],
-            "step_s": step, "images_per_s": s["global_batch"] / step if step else None,
-            "peak_gib": s["peak_gpu_memory_gib"], "wall_s": round(seconds, 1)}
+    return {
+        "run": name,
+        "ok": True,
+        "ops": ops_impl,
+        "processes": s["processes"],
+        "global_batch": s["global_batch"],
+        "step_s": step,
+        "images_per_s": s["global_batch"] / step if step else None,
+        "peak_gib": s["peak_gpu_memory_gib"],
+        "wall_s": round(seconds, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,49 +122,72 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     gpus = 0 if dry else torch.cuda.device_count()
     gpu = "none (dry run on the CPU)" if dry else f"{torch.cuda.get_device_name(0)} x {gpus}"
-    header = (f"GPU: {gpu}, torch {torch.__version__} (CUDA {torch.version.cuda}), "
-              f"command: {' '.join([sys.executable, *sys.argv])}")
+    header = (
+        f"GPU: {gpu}, torch {torch.__version__} (CUDA {torch.version.cuda}), "
+        f"command: {' '.join([sys.executable, *sys.argv])}"
+    )
     rows: list[tuple[str, str]] = []
 
     if not args.skip_pytest:
-        code, text, secs = sh([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"],
-                              out / "pytest_gpu.log")
+        code, text, secs = sh(
+            [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"], out / "pytest_gpu.log"
+        )
         tail = next((ln for ln in reversed(text.splitlines()) if re.search(r"\d+ (passed|failed|error)", ln)), "?")
         rows.append(("pytest -m gpu", f"{tail.strip()} ({secs:.0f} s, exit {code})"))
 
     if not args.skip_ops:
-        code, text, secs = sh([sys.executable, "benchmarks/bench_ops.py", "--device", "cuda", "--batch", "8"],
-                              out / "bench_ops.md")
+        code, text, secs = sh(
+            [sys.executable, "benchmarks/bench_ops.py", "--device", "cuda", "--batch", "8"], out / "bench_ops.md"
+        )
         lines = text.splitlines()
         start = next((i for i, ln in enumerate(lines) if re.match(r"-+  -+", ln)), None)
-        for line in lines[start + 1:] if start is not None else []:  # op, shape, ref ms, cuda ms, ref/cuda, diff
+        for line in lines[start + 1 :] if start is not None else []:  # op, shape, ref ms, cuda ms, ref/cuda, diff
             cols = re.split(r"\s{2,}", line.strip())
             if len(cols) == 6:
-                rows.append((f"{cols[0]} {cols[1]}", f"ref {cols[2]} ms, cuda {cols[3]} ms: {cols[4]}, "
-                                                     f"max |diff| {cols[5]}"))
+                rows.append(
+                    (f"{cols[0]} {cols[1]}", f"ref {cols[2]} ms, cuda {cols[3]} ms: {cols[4]}, max |diff| {cols[5]}")
+                )
         rows.append(("bench_ops.py", f"exit {code}, {secs:.0f} s (its table: bench_ops.md)"))
 
     teacher_file = "embedded:tiny64" if dry else random_config_f_teacher(out / "config_f_random.pt")
     one = DRY_RUN + ["trainer.devices=1"] if dry else ["trainer.accelerator=gpu", "trainer.devices=1"]
-    runs = [distill(out, "distill_fused", teacher_file, args.steps, "auto", one),
-            distill(out, "distill_ref", teacher_file, args.steps, "ref", one)]
+    runs = [
+        distill(out, "distill_fused", teacher_file, args.steps, "auto", one),
+        distill(out, "distill_ref", teacher_file, args.steps, "ref", one),
+    ]
     if gpus >= 2:
-        runs.append(distill(out, "distill_ddp2_fused", teacher_file, args.steps, "auto",
-                            ["trainer=ddp", "trainer.devices=2", "trainer.precision=32-true"]))
+        runs.append(
+            distill(
+                out,
+                "distill_ddp2_fused",
+                teacher_file,
+                args.steps,
+                "auto",
+                ["trainer=ddp", "trainer.devices=2", "trainer.precision=32-true"],
+            )
+        )
     else:
         rows.append(("DDP on 2 GPUs", "not run: one GPU"))
     for r in runs:
         if r["ok"]:
             peak = "-" if r["peak_gib"] is None else f"{r['peak_gib']:.1f} GiB"
-            rows.append((f"ffhq1024 step, batch {r['global_batch']} on {r['processes']} GPU(s), ops={r['ops']}",
-                         f"{r['step_s'] * 1000:.0f} ms/step, {r['images_per_s']:.1f} img/s, peak {peak} "
-                         f"(run {r['wall_s']} s)"))
+            rows.append(
+                (
+                    f"ffhq1024 step, batch {r['global_batch']} on {r['processes']} GPU(s), ops={r['ops']}",
+                    f"{r['step_s'] * 1000:.0f} ms/step, {r['images_per_s']:.1f} img/s, peak {peak} "
+                    f"(run {r['wall_s']} s)",
+                )
+            )
         else:
             rows.append((f"{r['run']}", f"FAILED: {r['error']}"))
     fused, ref = runs[0], runs[1]
     if fused["ok"] and ref["ok"] and not dry:
-        rows.append(("ffhq1024 step, fused vs reference", f"{ref['step_s'] / fused['step_s']:.2f}x faster, "
-                     f"{fused['peak_gib'] / ref['peak_gib']:.2f}x the memory"))
+        rows.append(
+            (
+                "ffhq1024 step, fused vs reference",
+                f"{ref['step_s'] / fused['step_s']:.2f}x faster, {fused['peak_gib'] / ref['peak_gib']:.2f}x the memory",
+            )
+        )
     (out / "results.json").write_text(json.dumps({"header": header, "rows": rows, "runs": runs}, indent=1))
     width = max(len(k) for k, _ in rows)
     print(f"\n{header}\n")

@@ -27,7 +27,9 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -35,6 +37,9 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from export.bench.common import cpu_name
+
+if TYPE_CHECKING:
+    import openvino as ov  # typing only: imported lazily at run time
 
 aten = torch.ops.aten
 
@@ -47,7 +52,9 @@ class _Census(TorchDispatchMode):
         self.macs: dict[str, int] = defaultdict(int)
         self.elems: dict[str, int] = defaultdict(int)
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+    def __torch_dispatch__(
+        self, func: Any, types: tuple[type, ...], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
         out = func(*args, **(kwargs or {}))
         if func is aten.convolution.default:
             x, w, groups = args[0], args[1], args[8]
@@ -69,7 +76,7 @@ class _Census(TorchDispatchMode):
         return out
 
 
-def _ov_compile(model, precision: str, threads: int, perf: bool = False):
+def _ov_compile(model: ov.Model | str, precision: str, threads: int, perf: bool = False) -> ov.CompiledModel:
     import openvino as ov
 
     cfg = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision}
@@ -78,7 +85,7 @@ def _ov_compile(model, precision: str, threads: int, perf: bool = False):
     return ov.Core().compile_model(model, "CPU", cfg)
 
 
-def _time(fn, runs: int, warmup: int = 2, best: bool = False) -> float:
+def _time(fn: Callable[[], object], runs: int, warmup: int = 2, best: bool = False) -> float:
     """Median (or, for a ceiling, minimum) seconds of ``runs`` calls after ``warmup``."""
     for _ in range(warmup):
         fn()
@@ -107,10 +114,11 @@ class _Chain(torch.nn.Module):
     def __init__(self, channels: int, depthwise: bool, depth: int) -> None:
         super().__init__()
         k, g = (3, channels) if depthwise else (1, 1)
-        self.convs = torch.nn.ModuleList(torch.nn.Conv2d(channels, channels, k, padding=k // 2, groups=g)
-                                         for _ in range(depth))
+        self.convs = torch.nn.ModuleList(
+            torch.nn.Conv2d(channels, channels, k, padding=k // 2, groups=g) for _ in range(depth)
+        )
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         for conv in self.convs:
             x = F.leaky_relu(conv(x), 0.2)
         return x
@@ -126,8 +134,10 @@ def ceilings(threads: int, runs: int, depth: int = 12) -> dict[str, dict[str, fl
         t_pw = _micro(_Chain(512, False, depth), (1, 512, 64, 64), prec, threads, runs) / depth
         big = (1, 64, 512, 512)
         t_dw = _micro(_Chain(64, True, depth), big, prec, threads, runs) / depth
-        out[prec] = {"peak_gflops": 2 * 512 * 512 * 64 * 64 / t_pw / 1e9,
-                     "dw_gbs": 2 * int(np.prod(big)) * nbytes / t_dw / 1e9}
+        out[prec] = {
+            "peak_gflops": 2 * 512 * 512 * 64 * 64 / t_pw / 1e9,
+            "dw_gbs": 2 * int(np.prod(big)) * nbytes / t_dw / 1e9,
+        }
     return out
 
 
@@ -168,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                 reqs[(name, prec)] = _ov_compile(str(path), prec, args.threads, perf=True).create_infer_request()
         w = np.zeros((1, G.w_dim), np.float32)
         times: dict[tuple[str, str], list[float]] = defaultdict(list)
-        for k, r in reqs.items():
+        for _k, r in reqs.items():
             r.infer({0: w})
         for _ in range(args.runs):
             for k, r in reqs.items():
@@ -179,10 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         profiles = {prec: reqs[("ours", prec)].profiling_info for prec in ("f32", "bf16")}
 
     base = med[("published", "f32")]
-    print(f"\nlatency, alternating, median of {args.runs}: published f32 {base:.1f} ms, bf16 "
-          f"{med[('published', 'bf16')]:.1f} ms; ours f32 {med[('ours', 'f32')]:.1f} ms "
-          f"({med[('ours', 'f32')] / base:.3f}x), bf16 {med[('ours', 'bf16')]:.1f} ms "
-          f"({med[('ours', 'bf16')] / base:.3f}x)")
+    print(
+        f"\nlatency, alternating, median of {args.runs}: published f32 {base:.1f} ms, bf16 "
+        f"{med[('published', 'bf16')]:.1f} ms; ours f32 {med[('ours', 'f32')]:.1f} ms "
+        f"({med[('ours', 'f32')] / base:.3f}x), bf16 {med[('ours', 'bf16')]:.1f} ms "
+        f"({med[('ours', 'bf16')] / base:.3f}x)"
+    )
     for prec in ("f32", "bf16"):
         c, nbytes = caps[prec], (4 if prec == "f32" else 2)
         measured: dict[str, float] = defaultdict(float)
@@ -194,8 +206,13 @@ def main(argv: list[str] | None = None) -> int:
             measured[kind or "noise / bias / lrelu / scale (eltwise)"] += t
         print(f"\n{prec}: op class | GMAC | MB in + out (unfused) | measured ms | floor ms | floor basis")
         floor_total = 0.0
-        for kind in ("dense 1x1 conv", "depthwise conv", "IDWT band mix (grouped 1x1)", "DepthToSpace",
-                     "noise / bias / lrelu / scale (eltwise)"):
+        for kind in (
+            "dense 1x1 conv",
+            "depthwise conv",
+            "IDWT band mix (grouped 1x1)",
+            "DepthToSpace",
+            "noise / bias / lrelu / scale (eltwise)",
+        ):
             macs, mb = census.macs.get(kind, 0), census.elems.get(kind, 0) * nbytes / 1e6
             if kind == "dense 1x1 conv":  # the peak: the micro-benchmark's, or what our graph reached if higher
                 peak = max(c["peak_gflops"], 2 * macs / (measured.get(kind, 0.0) or float("inf")) / 1e6)
@@ -208,8 +225,10 @@ def main(argv: list[str] | None = None) -> int:
             floor_total += floor
             print(f"  {kind} | {macs / 1e9:.2f} | {mb:.0f} | {measured.get(kind, 0.0):.1f} | {floor:.1f} | {basis}")
         goal = {"f32": 0.4, "bf16": 0.22}[prec]
-        print(f"  total | | | {sum(measured.values()):.1f} | {floor_total:.1f} | floor {floor_total / base:.3f}x the "
-              f"published f32 (measured {med[('ours', prec)] / base:.3f}x; goal {goal}x = {goal * base:.1f} ms)")
+        print(
+            f"  total | | | {sum(measured.values()):.1f} | {floor_total:.1f} | floor {floor_total / base:.3f}x the "
+            f"published f32 (measured {med[('ours', prec)] / base:.3f}x; goal {goal}x = {goal * base:.1f} ms)"
+        )
     return 0
 
 

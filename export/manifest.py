@@ -1,22 +1,23 @@
 """``manifest.json``: what an export directory holds and how to run it.
 
-Standard library only (no numpy, no torch), so the standalone runtime can read it. The exporter
-writes it (:func:`export.exporter.write_manifest`), :mod:`export.runtime` reads it. Layout (``MANIFEST_VERSION`` 1)::
+Standard library only (no numpy, no torch), so the standalone runtime can read it. The exporter writes it
+(:func:`export.pipeline.write_manifest`), :mod:`export.runtime` reads it. Layout (``MANIFEST_VERSION`` 1)::
 
     {"format": "mobilestylegan-export", "manifest_version": 1, "toolkit_version": "0.1.0",
-     "artefact_format": "onnx" | "openvino" | "executorch" | "coreml" | "tflite" | "web",
-     "onnx_opset": 17 (ONNX files), "precision": "fp32" | "fp16" | "int8",
-     "batch": 1 | "dynamic", "w_input": "w" | "wplus",
+     "artefact_format": the format's name (export.targets; "tflite" in LiteRT exports made before it was "litert"),
+     "precision": "fp32" | "fp16" | "int8", "weights_dtype": what the files store,
+     "batch": 1 | "dynamic", "w_input": "w" | "wplus", "modulation": "weights" | "activations",
      "model": {"z_dim", "w_dim", "num_ws", "img_resolution", "channels"},
      "noise": {"mode": "const" | "input" | "none", "inputs": [...], "shapes": [...], "const_file": ...},
      "truncation": {"psi": float | null, "baked_into_mapping": bool, "w_avg": [w_dim floats]},
      "graphs": {"mapping" | "synthesis" | "generator": {"files": [...], "bytes", "inputs": [{"name", "shape", "dtype"}],
-                "outputs": [...], "inference_precision": "f32" | "bf16" | "f16" (OpenVINO)}},
-     "output": {...}, "parity": {...}, "quality": {...}, "size_gate": {...}, "source": {...}, "versions": {...},
-     "delegation": {...} (executorch), "coreml": {...} (coreml), "litert": {...} (tflite),
-     "web": {...} and "browser": {...} (web)}
+                "outputs": [...], "inference_precision": "f32" | null (OpenVINO's CPU default)}},
+     "output": {...}, "seeds": "...", "source": {...}, "versions": {...},
+     "parity": {...}, "size_gate": {...}, "quality": {...}, "timings_s": {...},
+     plus the format's own entries (its conversion records, e.g. "delegation", "litert", "coreml", "web", and its own
+     gates' results, e.g. "browser"): see the format's module in export/targets/}
 
-Shapes hold ints, with the string ``"batch"`` for a dynamic batch axis.
+Shapes hold ints, with the string ``"batch"`` for a dynamic batch axis. A runtime opens ``graphs[name]["files"][0]``.
 """
 
 from __future__ import annotations
@@ -24,14 +25,14 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "mobilestylegan-export"
 MANIFEST_VERSION = 1
 BATCH_AXIS = "batch"
-GRAPHS = ("mapping", "synthesis", "generator")
 
 
 class ManifestError(ValueError):
@@ -51,8 +52,10 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise ManifestError(f"{path} is not a {FORMAT} manifest")
     if m.get("manifest_version") != MANIFEST_VERSION:
-        raise ManifestError(f"{path}: manifest version {m.get('manifest_version')!r} is not supported "
-                            f"(this runtime reads version {MANIFEST_VERSION})")
+        raise ManifestError(
+            f"{path}: manifest version {m.get('manifest_version')!r} is not supported "
+            f"(this runtime reads version {MANIFEST_VERSION})"
+        )
     graphs = m.get("graphs")
     if not isinstance(graphs, dict) or "synthesis" not in graphs or "mapping" not in graphs:
         raise ManifestError(f"{path} lists no mapping and synthesis graphs")
@@ -68,11 +71,18 @@ def graph_path(directory: str | os.PathLike, manifest: dict[str, Any], graph: st
     return Path(directory) / manifest["graphs"][graph]["files"][0]
 
 
-def io_spec(names: list[str], shapes: list[tuple[int, ...]], dynamic: bool, dtype: str = "float32"
-            ) -> list[dict[str, Any]]:
+def io_spec(
+    names: list[str], shapes: list[tuple[int, ...]], dynamic: bool, dtype: str = "float32"
+) -> list[dict[str, Any]]:
     """``[{"name", "shape", "dtype"}]`` with the batch axis symbolic when ``dynamic``."""
-    return [{"name": n, "shape": [BATCH_AXIS if (dynamic and i == 0) else int(s) for i, s in enumerate(shape)],
-             "dtype": dtype} for n, shape in zip(names, shapes)]
+    return [
+        {
+            "name": n,
+            "shape": [BATCH_AXIS if (dynamic and i == 0) else int(s) for i, s in enumerate(shape)],
+            "dtype": dtype,
+        }
+        for n, shape in zip(names, shapes)
+    ]
 
 
 def graph_bytes(paths: Sequence[str | os.PathLike]) -> int:

@@ -1,4 +1,4 @@
-"""The export directory: checked before the work, created in full beside it, renamed onto it at the end."""
+"""The export directory: checked before the work, built in full beside it, renamed onto it at the end."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-from export.options import ExportError
-from teacher.fs import current_umask
+from export.errors import ExportError
+from teacher.fs import replace_dir
 
 
 def prepare_out(out: Path, force: bool) -> list[Path]:
@@ -24,23 +25,30 @@ def prepare_out(out: Path, force: bool) -> list[Path]:
     except OSError as err:
         raise ExportError(f"cannot create output directory {out.parent}: {err.strerror}") from None
     if not os.access(out.parent, os.W_OK | os.X_OK) or (out.is_dir() and not os.access(out, os.W_OK)):
-        for d in reversed(missing):
-            with contextlib.suppress(OSError):
-                d.rmdir()
+        _remove(missing)
         raise ExportError(f"output directory {out} is not writable")
     return missing
 
 
-def move_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished ``tmp`` onto ``out`` (an existing non-empty ``out`` is swapped out, then deleted)."""
-    old = None
-    if out.is_dir():
-        if any(out.iterdir()):  # --force: swap, then delete the old contents
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / "x")
-        else:
-            out.rmdir()
-    os.replace(tmp, out)
-    os.chmod(out, 0o777 & ~current_umask())
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+@contextlib.contextmanager
+def staged(out: Path, force: bool) -> Iterator[Path]:
+    """A temporary directory beside ``out`` to build the export in; renamed onto ``out`` when the block ends without
+    an error (an existing ``out`` is replaced only with ``force``). On any error, or Ctrl-C, the temporary directory
+    and the parents this call created are removed: nothing is left behind."""
+    created = prepare_out(out, force)
+    tmp: Path | None = None
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        yield tmp
+        replace_dir(tmp, out)
+    except BaseException:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        _remove(created)
+        raise
+
+
+def _remove(created: list[Path]) -> None:
+    for d in reversed(created):  # parents this call created, deepest first
+        with contextlib.suppress(OSError):
+            d.rmdir()

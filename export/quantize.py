@@ -25,32 +25,67 @@ The ``modulation-aware`` plan (the default):
 The ``weights`` plan is NNCF weight compression (INT8_ASYM, activations stay float): a 4x smaller file,
 no speed-up on CPU (OpenVINO decompresses conv weights at compile time).
 
-Measured on the FFHQ-1024 student (16 seeds, PSNR vs fp32 PyTorch, 64 calibration latents; README
-"Benchmark" has the commands): NNCF default 21.3 dB; MIXED preset 22.1; every dense conv 27.3; NNCF's
-own SmoothQuant on convs 27.9; modulation-aware, convs >= 256 px, alpha 0.75: 40.5 dB with the f32 hint
-for the float ops (39.6 with bf16). Weight quantisation alone (per-channel INT8, every conv) already
-costs ~40 dB: the 40 dB gate leaves no room for 8-bit activations in the low-resolution layers. On
-2 cores the INT8 graph is not faster than the bf16 one (the quantised half of the MACs runs in INT8,
-the rest and the memory-bound depthwise convs do not).
+Measured on the FFHQ-1024 student (16 seeds, PSNR vs fp32 PyTorch, 64 calibration latents; docs/export.md has
+the commands): NNCF default 21.3 dB; MIXED preset 22.1; every dense conv 27.3; NNCF's own SmoothQuant on convs
+27.9; modulation-aware, convs >= 256 px, alpha 0.75: 40.5 dB with the f32 hint for the float ops (39.6 with
+bf16). Weight quantisation alone (per-channel INT8, every conv) already costs ~40 dB: the 40 dB gate leaves no
+room for 8-bit activations in the low-resolution layers. Only the quantised half of the MACs runs in INT8; the
+rest and the memory-bound depthwise convs do not, which bounds what INT8 can gain on a CPU.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:
+    import openvino as ov
+
 PLANS = ("modulation-aware", "conv", "default", "weights")
 # Op types NNCF could quantise that the modulation-aware and conv plans keep in floating point.
-_FLOAT_TYPES = ("GroupConvolution", "MatMul", "Multiply", "Add", "Subtract", "Divide", "ConvolutionBackpropData",
-                "GroupConvolutionBackpropData", "Interpolate", "MVN", "ReduceMean", "ReduceSum", "Concat",
-                "AvgPool", "MaxPool", "DepthToSpace", "Transpose", "Reshape", "PRelu", "Maximum", "Minimum",
-                "Einsum", "Sqrt", "Power", "Split", "VariadicSplit", "StridedSlice", "Slice", "Gather")
+_FLOAT_TYPES = (
+    "GroupConvolution",
+    "MatMul",
+    "Multiply",
+    "Add",
+    "Subtract",
+    "Divide",
+    "ConvolutionBackpropData",
+    "GroupConvolutionBackpropData",
+    "Interpolate",
+    "MVN",
+    "ReduceMean",
+    "ReduceSum",
+    "Concat",
+    "AvgPool",
+    "MaxPool",
+    "DepthToSpace",
+    "Transpose",
+    "Reshape",
+    "PRelu",
+    "Maximum",
+    "Minimum",
+    "Einsum",
+    "Sqrt",
+    "Power",
+    "Split",
+    "VariadicSplit",
+    "StridedSlice",
+    "Slice",
+    "Gather",
+)
 
 
-def calibration_inputs(G, seeds: Iterable[int] = range(10_000, 10_064), input_name: str = "w",
-                       truncation_psi: float | None = None, num_ws: int | None = None) -> list[dict[str, np.ndarray]]:
+def calibration_inputs(
+    G: Any,
+    seeds: Iterable[int] = range(10_000, 10_064),
+    input_name: str = "w",
+    truncation_psi: float | None = None,
+    num_ws: int | None = None,
+) -> list[dict[str, np.ndarray]]:
     """Synthesis inputs from generated latents: seeded z -> ``G.mapping`` -> one w per sample.
 
     Args:
@@ -80,9 +115,16 @@ def calibration_inputs(G, seeds: Iterable[int] = range(10_000, 10_064), input_na
     return out
 
 
-def quantize_int8(ov_model, calibration_inputs: Sequence[dict[str, np.ndarray]], plan: str = "modulation-aware",
-                  min_resolution: int = 256, alpha: float = 0.75, subset_size: int | None = None,
-                  fast_bias_correction: bool = True, progress: bool = False):
+def quantize_int8(
+    ov_model: ov.Model,
+    calibration_inputs: Sequence[dict[str, np.ndarray]],
+    plan: str = "modulation-aware",
+    min_resolution: int = 256,
+    alpha: float = 0.75,
+    subset_size: int | None = None,
+    fast_bias_correction: bool = True,
+    progress: bool = False,
+) -> ov.Model:
     """Quantise a synthesis (or end-to-end generator) OpenVINO model to INT8 with NNCF.
 
     Args:
@@ -132,23 +174,35 @@ def quantize_int8(ov_model, calibration_inputs: Sequence[dict[str, np.ndarray]],
         keep_names = {c.get_friendly_name() for c in targets}
         ignored = nncf.IgnoredScope(
             names=[c.get_friendly_name() for c in convs if c.get_friendly_name() not in keep_names],
-            types=list(_FLOAT_TYPES), validate=False)
-        return nncf.quantize(model, dataset, subset_size=n, preset=nncf.QuantizationPreset.MIXED,
-                             ignored_scope=ignored, advanced_parameters=advanced)
+            types=list(_FLOAT_TYPES),
+            validate=False,
+        )
+        return nncf.quantize(
+            model,
+            dataset,
+            subset_size=n,
+            preset=nncf.QuantizationPreset.MIXED,
+            ignored_scope=ignored,
+            advanced_parameters=advanced,
+        )
 
 
-def fake_quantize_report(model) -> dict[str, Any]:
+def fake_quantize_report(model: ov.Model) -> dict[str, Any]:
     """Where the FakeQuantize nodes of a quantised model sit: counts by consumer op type, and whether any
     feeds the modulation path (a Multiply or MatMul)."""
     fqs = [op for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"]
     consumers = Counter(t.get_node().get_type_name() for fq in fqs for t in fq.output(0).get_target_inputs())
-    return {"fake_quantize": len(fqs), "consumers": dict(consumers),
-            "on_modulation_path": consumers.get("Multiply", 0) + consumers.get("MatMul", 0)}
+    return {
+        "fake_quantize": len(fqs),
+        "consumers": dict(consumers),
+        "on_modulation_path": consumers.get("Multiply", 0) + consumers.get("MatMul", 0),
+    }
 
 
 # ------------------------------------------------------------------------------------------------ helpers
 
-def _feed(model, sample: dict) -> dict:
+
+def _feed(model: ov.Model, sample: dict) -> dict:
     """Feed dict keyed by input index (NNCF passes it to ``infer``), checked against the model's inputs."""
     names = [set(p.get_names()) for p in model.inputs]
     out = {}
@@ -158,25 +212,26 @@ def _feed(model, sample: dict) -> dict:
         else:
             idx = next((i for i, n in enumerate(names) if key in n), None)
             if idx is None:
-                raise ValueError(f"calibration input {key!r} is not an input of the model "
-                                 f"(inputs: {[sorted(n) for n in names]})")
+                raise ValueError(
+                    f"calibration input {key!r} is not an input of the model (inputs: {[sorted(n) for n in names]})"
+                )
         out[idx] = np.ascontiguousarray(value, dtype=np.float32)
     if len(out) != len(names):
         raise ValueError(f"calibration samples feed {len(out)} of the model's {len(names)} inputs")
     return out
 
 
-def _out_height(conv) -> int:
+def _out_height(conv: ov.Node) -> int:
     ps = conv.output(0).get_partial_shape()
     return int(ps[2].get_length()) if ps.rank.is_static and ps[2].is_static else 0
 
 
-def _weight_const(conv):
+def _weight_const(conv: ov.Node) -> ov.Node | None:
     node = conv.input_value(1).get_node()
     return node if node.get_type_name() == "Constant" else None
 
 
-def _equalize(model, convs, calib, alpha: float) -> None:
+def _equalize(model: ov.Model, convs: list[ov.Node], calib: list[dict], alpha: float) -> None:
     """Per input channel c of each conv: ``x_c / m_c`` before it, ``W[:, c] * m_c`` in it (same output)."""
     import openvino as ov
     from openvino import opset13 as ops
@@ -217,7 +272,7 @@ class _nncf_quiet:
     def __init__(self, progress: bool) -> None:
         self.progress = progress
 
-    def __enter__(self):
+    def __enter__(self) -> _nncf_quiet:
         import contextlib
         import io
         import logging
@@ -231,7 +286,7 @@ class _nncf_quiet:
             self.stdout.__enter__()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if not self.progress:
             self.stdout.__exit__(*exc)
         self.logger.setLevel(self.level)

@@ -1,6 +1,7 @@
 """Standalone runtime for ``mobilestylegan-export`` directories: numpy + OpenVINO, ONNX Runtime or the LiteRT
-interpreter (``.tflite``), no torch (ExecuTorch ``.pte`` exports run through :mod:`export.pte`, which needs torch as
-ExecuTorch itself does).
+interpreter (``.tflite``), no torch (ExecuTorch ``.pte`` programs run through :mod:`export.runtime_pte`, which needs
+torch as ExecuTorch itself does). One :class:`Graph` class per backend; the backend follows from the graph file's type,
+so the runtime needs to know engines and file types, not export formats.
 
 An edge user can ship this file with :mod:`export.manifest` (both import only the standard library
 and numpy; the inference engine is imported lazily)::
@@ -26,37 +27,25 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from export.manifest import BATCH_AXIS, ManifestError, graph_path, read_manifest
 
 BACKENDS = ("openvino", "onnxruntime", "executorch", "litert")
-INSTALL = {"openvino": "pip install openvino==2026.4.1", "onnxruntime": "pip install onnxruntime==1.31.1",
-           "executorch": 'pip install -e ".[executorch]"   (executorch==1.5.1)',
-           "litert": "pip install ai-edge-litert==2.3.0"}
-# The backend each artefact format runs in by default, and the only one it can run in (ONNX files: also OpenVINO).
-OWN_BACKEND = {"onnx": "onnxruntime", "web": "onnxruntime", "executorch": "executorch", "tflite": "litert",
-               "openvino": "openvino"}
+INSTALL = {
+    "openvino": "pip install openvino==2026.4.1",
+    "onnxruntime": "pip install onnxruntime==1.31.1",
+    "executorch": 'pip install -e ".[executorch]"   (executorch==1.5.1)',
+    "litert": "pip install ai-edge-litert==2.3.0",
+}
 
 
 class RuntimeMissingError(ImportError):
     """The inference engine an export needs is not installed."""
-
-
-def _import_engine(backend: str):
-    try:
-        if backend == "openvino":
-            import openvino
-
-            return openvino
-        import onnxruntime
-
-        return onnxruntime
-    except ImportError as err:
-        raise RuntimeMissingError(f"{backend} is not installed ({err}); install it with `{INSTALL[backend]}`") from None
 
 
 def seeded_z(seeds: Sequence[int], z_dim: int) -> np.ndarray:
@@ -77,9 +66,9 @@ def seeded_z(seeds: Sequence[int], z_dim: int) -> np.ndarray:
         u = _uniform24(bg, z_dim)
         out = np.empty(z_dim, np.float32)
         for i in range(0, z_dim - 15, 16):
-            out[i:i + 16] = _box_muller16(u[i:i + 16])
+            out[i : i + 16] = _box_muller16(u[i : i + 16])
         if z_dim % 16:
-            out[z_dim - 16:] = _box_muller16(_uniform24(bg, 16))
+            out[z_dim - 16 :] = _box_muller16(_uniform24(bg, 16))
         rows.append(out)
     return np.stack(rows) if rows else np.zeros((0, z_dim), np.float32)
 
@@ -101,74 +90,178 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
     return np.round(x).astype(np.uint8).transpose(0, 2, 3, 1)
 
 
-class _Graph:
-    """One compiled graph: ``run(list of arrays in input order) -> first output``."""
+class Graph:
+    """One compiled graph of one backend: ``run(arrays in input order) -> first output`` (float32).
 
-    def __init__(self, path: Path, backend: str, inputs: list[dict], threads: int | None, device: str,
-                 precision: str | None) -> None:
-        self.input_names = [i["name"] for i in inputs]
-        self.input_shapes = [i["shape"] for i in inputs]
-        self.backend, self.precision = backend, precision
-        if backend == "executorch":
-            if precision not in (None, "f32") or device.upper() != "CPU":
-                raise ValueError("the ExecuTorch backend runs the program as stored, on the CPU (XNNPACK)")
-            try:
-                from export.pte import PteGraph  # ExecuTorch's Python runtime works on torch tensors
-            except ImportError as err:
-                raise RuntimeMissingError(f"executorch is not installed ({err}); install it with "
-                                          f"`{INSTALL[backend]}`") from None
-            self._pte = PteGraph(path, threads)
-            return
-        if backend == "litert":
-            self._runner, self._sig_in, self._sig_out = litert_runner(path, threads, precision, device)
-            return
-        engine = _import_engine(backend)
-        if backend == "openvino":
-            config: dict[str, Any] = {}
-            if precision:
-                config["INFERENCE_PRECISION_HINT"] = precision
-            if threads:
-                config["INFERENCE_NUM_THREADS"] = int(threads)
-            core = engine.Core()
-            self._compiled = core.compile_model(core.read_model(str(path)), device, config)
-            self._request = self._compiled.create_infer_request()
-            self._output = self._compiled.output(0)
-        else:
-            if device.upper() != "CPU":
-                raise ValueError(f"the ONNX Runtime backend here runs on CPU only, not {device!r}")
-            if precision not in (None, "f32"):
-                raise ValueError(f"ONNX Runtime takes no precision hint (got {precision!r}); it runs the graph as stored")
-            opts = engine.SessionOptions()
-            if threads:
-                opts.intra_op_num_threads = int(threads)
-            opts.inter_op_num_threads = 1
-            opts.log_severity_level = 3
-            self._session = engine.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    Subclasses open the file types in :attr:`suffixes`; :data:`GRAPHS` maps each backend name to its class.
+    """
+
+    backend: str = ""
+    suffixes: tuple[str, ...] = ()
 
     def run(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
-        if self.backend == "executorch":
-            return self._pte.run(arrays)
-        if self.backend == "litert":
-            x = np.ascontiguousarray(arrays[0], np.float32)
-            return np.asarray(self._runner(**{self._sig_in: x})[self._sig_out])
-        feeds = {n: np.ascontiguousarray(a, dtype=np.float32) for n, a in zip(self.input_names, arrays)}
-        if self.backend == "openvino":
-            return np.array(self._request.infer(feeds)[self._output], dtype=np.float32, copy=True)
+        raise NotImplementedError
+
+    def inference_precision(self) -> str | None:
+        """The precision the engine computes in, where it reports one (None: as stored)."""
+        return None
+
+    @staticmethod
+    def _import(module: str, backend: str) -> Any:
+        try:
+            return __import__(module, fromlist=["_"])
+        except ImportError as err:
+            raise RuntimeMissingError(
+                f"{backend} is not installed ({err}); install it with `{INSTALL[backend]}`"
+            ) from None
+
+    @staticmethod
+    def _cpu_only(backend: str, device: str, precision: str | None) -> None:
+        if device.upper() != "CPU":
+            raise ValueError(f"the {backend} backend here runs on CPU only, not {device!r}")
+        if precision not in (None, "f32"):
+            raise ValueError(f"{backend} takes no precision hint (got {precision!r}); it runs the file as stored")
+
+
+class OpenVINOGraph(Graph):
+    """OpenVINO on an IR (``.xml`` + ``.bin``) or an ONNX file, or on an ``openvino.Model``; any OpenVINO device."""
+
+    backend, suffixes = "openvino", (".xml", ".onnx")
+
+    def __init__(
+        self,
+        path: Path | Any,
+        threads: int | None = None,
+        device: str = "CPU",
+        precision: str | None = None,
+        perf_count: bool = False,
+    ) -> None:
+        ov = self._import("openvino", self.backend)
+        config: dict[str, Any] = {}
+        if precision:
+            config["INFERENCE_PRECISION_HINT"] = precision
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        if perf_count:
+            config["PERF_COUNT"] = True
+        core = ov.Core()
+        model = core.read_model(str(path)) if isinstance(path, (str, Path)) else path
+        self._compiled = core.compile_model(model, device, config)
+        self._request = self._compiled.create_infer_request()
+        self._output = self._compiled.output(0)
+
+    def run(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        feeds = {i: np.ascontiguousarray(a, dtype=np.float32) for i, a in enumerate(arrays)}
+        return np.array(self._request.infer(feeds)[self._output], dtype=np.float32, copy=True)
+
+    def inference_precision(self) -> str | None:
+        return self._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+
+    def profiling_info(self) -> list[Any]:
+        """OpenVINO's per-layer counters of the last run (with ``perf_count``)."""
+        return list(self._request.profiling_info)
+
+
+class OnnxRuntimeGraph(Graph):
+    """ONNX Runtime's CPU provider on an ``.onnx`` file."""
+
+    backend, suffixes = "onnxruntime", (".onnx",)
+
+    def __init__(
+        self, path: Path, threads: int | None = None, device: str = "CPU", precision: str | None = None
+    ) -> None:
+        self._cpu_only(self.backend, device, precision)
+        ort = self._import("onnxruntime", self.backend)
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self._names = [i.name for i in self._session.get_inputs()]
+
+    def run(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        feeds = {n: np.ascontiguousarray(a, dtype=np.float32) for n, a in zip(self._names, arrays)}
         return self._session.run(None, feeds)[0]
 
 
-def litert_runner(path: Path, threads: int | None, precision: str | None, device: str):
-    """The LiteRT interpreter (XNNPACK delegate) on a one-input ``.tflite``: its signature runner and I/O names."""
-    if precision not in (None, "f32") or device.upper() != "CPU":
-        raise ValueError("the LiteRT backend runs the flatbuffer as stored, on the CPU (XNNPACK)")
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError as err:
-        raise RuntimeMissingError(f"the LiteRT interpreter is not installed ({err}); install it with "
-                                  f"`{INSTALL['litert']}`") from None
-    it = Interpreter(model_path=str(path), num_threads=int(threads) if threads else None)
-    (key, io), = it.get_signature_list().items()
-    return it.get_signature_runner(key), io["inputs"][0], io["outputs"][0]
+class LiteRTGraph(Graph):
+    """The LiteRT interpreter (its default XNNPACK delegate) on a one-input ``.tflite`` flatbuffer."""
+
+    backend, suffixes = "litert", (".tflite",)
+
+    def __init__(
+        self, path: Path, threads: int | None = None, device: str = "CPU", precision: str | None = None
+    ) -> None:
+        self._cpu_only(self.backend, device, precision)
+        interpreter = self._import("ai_edge_litert.interpreter", self.backend)
+        it = interpreter.Interpreter(model_path=str(path), num_threads=int(threads) if threads else None)
+        ((key, io),) = it.get_signature_list().items()
+        self._runner, self._input, self._output = it.get_signature_runner(key), io["inputs"][0], io["outputs"][0]
+
+    def run(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        return np.asarray(self._runner(**{self._input: np.ascontiguousarray(arrays[0], np.float32)})[self._output])
+
+
+class ExecuTorchGraph(Graph):
+    """ExecuTorch's runtime (XNNPACK) on a ``.pte`` program; it works on torch tensors (:mod:`export.runtime_pte`)."""
+
+    backend, suffixes = "executorch", (".pte",)
+
+    def __init__(
+        self, path: Path, threads: int | None = None, device: str = "CPU", precision: str | None = None
+    ) -> None:
+        self._cpu_only(self.backend, device, precision)
+        try:
+            from export.runtime_pte import PteProgram
+        except ImportError as err:
+            raise RuntimeMissingError(
+                f"executorch is not installed ({err}); install it with `{INSTALL[self.backend]}`"
+            ) from None
+        self._program = PteProgram(path, threads)
+
+    def run(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        return self._program.run(arrays)
+
+
+GRAPHS: dict[str, type[Graph]] = {g.backend: g for g in (OpenVINOGraph, OnnxRuntimeGraph, ExecuTorchGraph, LiteRTGraph)}
+# The backend that runs a file type by default (the file's own engine; ONNX files also run in OpenVINO).
+DEFAULT_BACKEND = {".xml": "openvino", ".onnx": "onnxruntime", ".pte": "executorch", ".tflite": "litert"}
+
+
+def open_graph(
+    path: str | Path,
+    backend: str | None = None,
+    threads: int | None = None,
+    device: str = "CPU",
+    precision: str | None = None,
+) -> Graph:
+    """One graph file in ``backend`` (None: the file type's own, :data:`DEFAULT_BACKEND`)."""
+    path = _not_core_ml(Path(path))
+    backend = backend or DEFAULT_BACKEND.get(path.suffix)
+    if backend not in GRAPHS:
+        raise ValueError(
+            f"backend must be one of {BACKENDS}, got {backend!r}"
+            if backend
+            else f"no backend here runs {path.suffix} files ({path.name})"
+        )
+    cls = GRAPHS[backend]
+    if path.suffix not in cls.suffixes:
+        raise ValueError(
+            f"{backend} runs {', '.join(cls.suffixes)} files, not {path.name}: "
+            f"use backend={DEFAULT_BACKEND.get(path.suffix)!r}"
+        )
+    return cls(path, threads, device, precision)
+
+
+def _not_core_ml(path: Path) -> Path:
+    if path.name == "Manifest.json" and path.parent.suffix == ".mlpackage":
+        raise ValueError(
+            "a Core ML export runs in Core ML on Apple devices; check it with "
+            "`mobilestylegan-export --check DIR` on macOS"
+        )
+    return path
 
 
 class Runtime:
@@ -176,27 +269,36 @@ class Runtime:
 
     Attributes:
         manifest: The directory's manifest.
-        graphs: ``{"mapping": _Graph, "synthesis": _Graph[, "generator": _Graph]}``.
+        graphs: ``{"mapping": Graph, "synthesis": Graph[, "generator": Graph]}``.
         batch: The graphs' fixed batch, or None (dynamic). Calls with other batch sizes are split and padded.
     """
 
-    def __init__(self, directory: Path, manifest: dict[str, Any], backend: str, threads: int | None, device: str,
-                 precision_hint: str | None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        manifest: dict[str, Any],
+        backend: str,
+        threads: int | None,
+        device: str,
+        precision_hint: str | None,
+    ) -> None:
         self.directory, self.manifest, self.backend = directory, manifest, backend
         model = manifest["model"]
         self.z_dim, self.w_dim, self.num_ws = model["z_dim"], model["w_dim"], model["num_ws"]
         self.img_resolution = model["img_resolution"]
-        self.batch = None if manifest["batch"] == BATCH_AXIS or manifest["batch"] == "dynamic" else int(manifest["batch"])
+        self.batch = (
+            None if manifest["batch"] == BATCH_AXIS or manifest["batch"] == "dynamic" else int(manifest["batch"])
+        )
         self.w_input, self.noise_mode = manifest["w_input"], manifest["noise"]["mode"]
         trunc = manifest["truncation"]
         self.baked_psi = trunc.get("psi")
         self.w_avg = np.asarray(trunc["w_avg"], np.float32) if trunc.get("w_avg") is not None else None
-        self.graphs: dict[str, _Graph] = {}
+        self.graphs: dict[str, Graph] = {}
         for name, g in manifest["graphs"].items():
             hint = precision_hint
             if hint is None and backend == "openvino":
                 hint = g.get("inference_precision", "f32")
-            self.graphs[name] = _Graph(graph_path(directory, manifest, name), backend, g["inputs"], threads, device, hint)
+            self.graphs[name] = open_graph(graph_path(directory, manifest, name), backend, threads, device, hint)
         self._noise_const: list[np.ndarray] | None = None
 
     # ---- graphs -------------------------------------------------------------------------------------------
@@ -205,7 +307,7 @@ class Runtime:
         z = np.asarray(z, np.float32)
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"z must be [N, {self.z_dim}], got {list(z.shape)}")
-        w = self._batched(self.graphs["mapping"].run, [z])
+        w = self.run_graph("mapping", [z])
         return self.truncate(w, truncation_psi)
 
     def truncate(self, w: np.ndarray, truncation_psi: float | None) -> np.ndarray:
@@ -213,8 +315,10 @@ class Runtime:
         if truncation_psi is None or truncation_psi == 1:
             return w
         if self.baked_psi is not None:
-            raise ValueError(f"this export bakes truncation psi={self.baked_psi} into its mapping graph; "
-                             "re-export without --truncation-psi to choose psi at run time")
+            raise ValueError(
+                f"this export bakes truncation psi={self.baked_psi} into its mapping graph; "
+                "re-export without --truncation-psi to choose psi at run time"
+            )
         if self.w_avg is None:
             raise ValueError("this export stores no w_avg, so it cannot truncate")
         return (self.w_avg + np.float32(truncation_psi) * (w - self.w_avg)).astype(np.float32)
@@ -227,7 +331,9 @@ class Runtime:
             if x.ndim == 2 and x.shape[1] == self.w_dim:
                 x = np.repeat(x[:, None], self.num_ws, axis=1)
             if x.ndim != 3 or x.shape[1:] != (self.num_ws, self.w_dim):
-                raise ValueError(f"ws must be [N, {self.num_ws}, {self.w_dim}] or [N, {self.w_dim}], got {list(x.shape)}")
+                raise ValueError(
+                    f"ws must be [N, {self.num_ws}, {self.w_dim}] or [N, {self.w_dim}], got {list(x.shape)}"
+                )
         elif x.ndim != 2 or x.shape[1] != self.w_dim:
             hint = " (this export takes one w per sample; export with --w-input wplus for W+)" if x.ndim == 3 else ""
             raise ValueError(f"w must be [N, {self.w_dim}], got {list(x.shape)}{hint}")
@@ -241,13 +347,13 @@ class Runtime:
             noise = tuple(np.broadcast_to(np.asarray(m, np.float32), (n, *s[1:])) for m, s in zip(noise, shapes))
         elif noise:
             raise ValueError(f"this export bakes its noise ({self.noise_mode}); it takes no noise inputs")
-        return self._batched(self.graphs["synthesis"].run, [x, *noise])
+        return self.run_graph("synthesis", [x, *noise])
 
     def generator(self, z: np.ndarray) -> np.ndarray:
         """The end-to-end graph (exported with ``--end-to-end``): z -> image."""
         if "generator" not in self.graphs:
             raise ValueError("this export has no end-to-end graph (export with --end-to-end)")
-        return self._batched(self.graphs["generator"].run, [np.asarray(z, np.float32)])
+        return self.run_graph("generator", [np.asarray(z, np.float32)])
 
     def const_noise(self) -> list[np.ndarray]:
         """The student's constant noise maps ``[1, 1, r, r]`` (exports with noise inputs ship them)."""
@@ -284,13 +390,14 @@ class Runtime:
         """uint8 images ``[N, R, R, 3]`` for seeds."""
         return to_uint8(self.render(seeds, truncation_psi, noise))
 
-    def _batched(self, fn: Callable[[list[np.ndarray]], np.ndarray], arrays: list[np.ndarray]) -> np.ndarray:
-        n = arrays[0].shape[0]
+    def run_graph(self, name: str, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        """Graph ``name`` on inputs of any batch size (split into, and padded to, the graph's fixed batch)."""
+        fn, n = self.graphs[name].run, arrays[0].shape[0]
         if self.batch is None:
             return fn(arrays)
         out = []
         for i in range(0, n, self.batch):
-            chunk = [a[i:i + self.batch] for a in arrays]
+            chunk = [a[i : i + self.batch] for a in arrays]
             k = chunk[0].shape[0]
             if k < self.batch:  # pad to the compiled batch with copies of the first row
                 chunk = [np.concatenate([c, np.repeat(c[:1], self.batch - k, axis=0)]) for c in chunk]
@@ -298,8 +405,13 @@ class Runtime:
         return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
 
-def load_runtime(directory: str | Path, threads: int | None = None, device: str = "CPU",
-                 precision_hint: str | None = None, backend: str | None = None) -> Runtime:
+def load_runtime(
+    directory: str | Path,
+    threads: int | None = None,
+    device: str = "CPU",
+    precision_hint: str | None = None,
+    backend: str | None = None,
+) -> Runtime:
     """Open an export directory.
 
     Args:
@@ -313,19 +425,10 @@ def load_runtime(directory: str | Path, threads: int | None = None, device: str 
     """
     d = Path(directory)
     manifest = read_manifest(d)
-    fmt = manifest["artefact_format"]
-    if fmt == "coreml":
-        raise ValueError("a Core ML export runs in Core ML on Apple devices; check it with "
-                         "`mobilestylegan-export --check DIR` on macOS")
-    backend = backend or OWN_BACKEND.get(fmt, "openvino")
+    synthesis = _not_core_ml(graph_path(d, manifest, "synthesis"))
+    backend = backend or DEFAULT_BACKEND.get(synthesis.suffix)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if fmt == "openvino" and backend != "openvino":
-        raise ValueError("OpenVINO IR runs in OpenVINO only (backend='openvino')")
-    if (fmt == "executorch") != (backend == "executorch"):
-        raise ValueError("an ExecuTorch program (.pte) runs in ExecuTorch only, and ExecuTorch runs only .pte files")
-    if (fmt == "tflite") != (backend == "litert"):
-        raise ValueError("a LiteRT flatbuffer (.tflite) runs in LiteRT only, and LiteRT runs only .tflite files")
     return Runtime(d, manifest, backend, threads, device, precision_hint)
 
 
@@ -363,18 +466,24 @@ def _save(arr: np.ndarray, path: Path) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m export.runtime", description="Render faces from a mobilestylegan-export directory "
+        prog="python -m export.runtime",
+        description="Render faces from a mobilestylegan-export directory "
         "(numpy + OpenVINO or ONNX Runtime, no torch; ExecuTorch .pte exports need torch).",
         epilog="example:\n  python -m export.runtime exported/ --seeds 0-3 --trunc 0.7 --out faces/",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("directory", help="export directory (holds manifest.json)")
     p.add_argument("--seeds", default="0-3", help="seeds, e.g. 0-7,10 (default 0-3)")
     p.add_argument("--trunc", type=float, default=None, help="truncation psi (exports without a baked psi)")
     p.add_argument("--out", default="faces", help="output folder for seedNNNN.png (.npy without Pillow)")
     p.add_argument("--threads", type=int, default=None, help="inference threads")
     p.add_argument("--device", default="CPU", help="OpenVINO device (default CPU)")
-    p.add_argument("--precision-hint", choices=["f32", "bf16", "f16"], default=None,
-                   help="OpenVINO inference precision (default: the manifest's)")
+    p.add_argument(
+        "--precision-hint",
+        choices=["f32", "bf16", "f16"],
+        default=None,
+        help="OpenVINO inference precision (default: the manifest's)",
+    )
     p.add_argument("--backend", choices=BACKENDS, default=None, help="default: the export's own runtime")
     args = p.parse_args(argv)
     try:

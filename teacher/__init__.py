@@ -1,8 +1,8 @@
 """The frozen StyleGAN2 teacher: networks, fused ops and checkpoint loaders.
 
-    G = teacher.load_generator("stylegan2-ffhq-config-f.pkl")   # any supported format
-    ws = G.mapping(z, truncation_psi=0.7)                       # [N, num_ws, w_dim]
-    img, noise = G.synthesis(ws, noise_mode="random", return_noise=True)
+G = teacher.load_generator("stylegan2-ffhq-config-f.pkl")   # any supported format
+ws = G.mapping(z, truncation_psi=0.7)                       # [N, num_ws, w_dim]
+img, noise = G.synthesis(ws, noise_mode="random", return_noise=True)
 """
 
 from __future__ import annotations
@@ -20,9 +20,23 @@ from teacher.mapping import MappingNetwork, truncate
 from teacher.synthesis import SynthesisNetwork
 
 __all__ = [
-    "Checkpoint", "CheckpointError", "Discriminator", "DiscriminatorConfig", "Generator", "GeneratorConfig",
-    "MappingNetwork", "SynthesisNetwork", "default_channels", "load_discriminator", "load_generator",
-    "load_mapping", "mix_styles", "random_mixing_cutoff", "read_checkpoint", "save_checkpoint", "truncate",
+    "Checkpoint",
+    "CheckpointError",
+    "Discriminator",
+    "DiscriminatorConfig",
+    "Generator",
+    "GeneratorConfig",
+    "MappingNetwork",
+    "SynthesisNetwork",
+    "default_channels",
+    "load_discriminator",
+    "load_generator",
+    "load_mapping",
+    "mix_styles",
+    "random_mixing_cutoff",
+    "read_checkpoint",
+    "save_checkpoint",
+    "truncate",
 ]
 
 
@@ -63,7 +77,7 @@ def load_mapping(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     ckpt = read_checkpoint(path)
     if ckpt.g_config is not None:
         cfg = ckpt.g_config
-        state = {k[len("mapping."):]: v for k, v in ckpt.g_state.items() if k.startswith("mapping.")}
+        state = {k[len("mapping.") :]: v for k, v in ckpt.g_state.items() if k.startswith("mapping.")}
         m = MappingNetwork(cfg.z_dim, cfg.w_dim, cfg.mapping_layers, cfg.mapping_lr_mul)
     elif "mapping_state" in ckpt.extra:
         info = ckpt.extra["mapping_info"]

@@ -28,6 +28,25 @@ def _int_keys(table: dict[Any, int]) -> dict[int, int]:
     return {int(k): int(v) for k, v in sorted(table.items(), key=lambda kv: int(kv[0]))}
 
 
+def _normalise(cfg: GeneratorConfig | DiscriminatorConfig) -> None:
+    """Give a config's channel table int keys and its filter float taps (JSON brings strings and lists), then check
+    its resolution and channel table."""
+    name = type(cfg).__name__
+    object.__setattr__(cfg, "channels", _int_keys(cfg.channels))
+    object.__setattr__(cfg, "resample_filter", tuple(float(t) for t in cfg.resample_filter))
+    if cfg.img_resolution < 8:
+        raise ValueError(f"{name}.img_resolution must be >= 8, got {cfg.img_resolution}")
+    _check_channels(name, cfg.channels, cfg.img_resolution)
+
+
+def _to_dict(cfg: GeneratorConfig | DiscriminatorConfig) -> dict[str, Any]:
+    """A config as JSON-ready values: string channel keys, the filter as a list."""
+    d = dataclasses.asdict(cfg)
+    d["channels"] = {str(k): v for k, v in cfg.channels.items()}
+    d["resample_filter"] = list(cfg.resample_filter)
+    return d
+
+
 def _check_channels(name: str, channels: dict[int, int], img_resolution: int) -> None:
     expected = [4 * 2**i for i in range(_log2(img_resolution) - 1)]
     if sorted(channels) != expected:
@@ -64,11 +83,7 @@ class GeneratorConfig:
     resample_filter: tuple[float, ...] = (1.0, 3.0, 3.0, 1.0)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "channels", _int_keys(self.channels))
-        object.__setattr__(self, "resample_filter", tuple(float(t) for t in self.resample_filter))
-        if self.img_resolution < 8:
-            raise ValueError(f"GeneratorConfig.img_resolution must be >= 8, got {self.img_resolution}")
-        _check_channels("GeneratorConfig", self.channels, self.img_resolution)
+        _normalise(self)
         for name in ("z_dim", "w_dim", "mapping_layers", "img_channels"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"GeneratorConfig.{name} must be positive, got {getattr(self, name)}")
@@ -80,23 +95,24 @@ class GeneratorConfig:
 
     @property
     def resolutions(self) -> list[int]:
+        """The synthesis resolutions, 4 .. img_resolution."""
         return sorted(self.channels)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["channels"] = {str(k): v for k, v in self.channels.items()}
-        d["resample_filter"] = list(self.resample_filter)
-        return d
+        """The config as JSON-ready values (:meth:`from_dict` reads them back)."""
+        return _to_dict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "GeneratorConfig":
+    def from_dict(cls, d: dict[str, Any]) -> GeneratorConfig:
+        """The config of :meth:`to_dict`'s values (unknown fields are a ValueError)."""
         return cls(**_known_fields(cls, d))
 
     @classmethod
-    def stylegan2(cls, img_resolution: int = 1024, z_dim: int = 512, w_dim: int = 512, **kw: Any) -> "GeneratorConfig":
+    def stylegan2(cls, img_resolution: int = 1024, z_dim: int = 512, w_dim: int = 512, **kw: Any) -> GeneratorConfig:
         """Config-f defaults at a given resolution."""
-        return cls(z_dim=z_dim, w_dim=w_dim, img_resolution=img_resolution,
-                   channels=default_channels(img_resolution), **kw)
+        return cls(
+            z_dim=z_dim, w_dim=w_dim, img_resolution=img_resolution, channels=default_channels(img_resolution), **kw
+        )
 
 
 @dataclass(frozen=True)
@@ -124,20 +140,15 @@ class DiscriminatorConfig:
     resample_filter: tuple[float, ...] = (1.0, 3.0, 3.0, 1.0)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "channels", _int_keys(self.channels))
-        object.__setattr__(self, "resample_filter", tuple(float(t) for t in self.resample_filter))
-        if self.img_resolution < 8:
-            raise ValueError(f"DiscriminatorConfig.img_resolution must be >= 8, got {self.img_resolution}")
-        _check_channels("DiscriminatorConfig", self.channels, self.img_resolution)
+        _normalise(self)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["channels"] = {str(k): v for k, v in self.channels.items()}
-        d["resample_filter"] = list(self.resample_filter)
-        return d
+        """The config as JSON-ready values (:meth:`from_dict` reads them back)."""
+        return _to_dict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DiscriminatorConfig":
+    def from_dict(cls, d: dict[str, Any]) -> DiscriminatorConfig:
+        """The config of :meth:`to_dict`'s values (unknown fields are a ValueError)."""
         return cls(**_known_fields(cls, d))
 
 

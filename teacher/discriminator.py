@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -23,18 +24,25 @@ class DiscriminatorBlock(nn.Module):
         resample_filter: 1-D FIR taps of the down-sampling blur.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, from_rgb: bool, img_channels: int,
-                 conv_clamp: float | None, resample_filter: tuple[float, ...]) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        from_rgb: bool,
+        img_channels: int,
+        conv_clamp: float | None,
+        resample_filter: tuple[float, ...],
+    ) -> None:
         super().__init__()
         kw = dict(conv_clamp=conv_clamp, resample_filter=resample_filter)
         if from_rgb:
             self.fromrgb = Conv2dLayer(img_channels, in_channels, 1, activation="lrelu", **kw)
         self.conv0 = Conv2dLayer(in_channels, in_channels, 3, activation="lrelu", **kw)
-        self.conv1 = Conv2dLayer(in_channels, out_channels, 3, activation="lrelu", down=True,
-                                 gain=math.sqrt(0.5), **kw)
+        self.conv1 = Conv2dLayer(in_channels, out_channels, 3, activation="lrelu", down=True, gain=math.sqrt(0.5), **kw)
         self.skip = Conv2dLayer(in_channels, out_channels, 1, bias=False, down=True, gain=math.sqrt(0.5), **kw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, in_channels, r, r]`` (the image at the highest resolution) -> ``[N, out_channels, r/2, r/2]``."""
         if hasattr(self, "fromrgb"):
             x = self.fromrgb(x)
         y = self.skip(x)
@@ -76,10 +84,21 @@ class Discriminator(nn.Module):
             res //= 2
         self.b4 = DiscriminatorEpilogue(ch[4], cfg.mbstd_group_size, cfg.mbstd_num_channels, cfg.conv_clamp)
 
+    def set_mbstd_group_size(self, group_size: int | None) -> None:
+        """Form the minibatch-stddev groups of ``group_size`` samples from now on (None: one group holding the whole
+        batch). No weight depends on it; :attr:`cfg` records the new size."""
+        if group_size is not None and group_size < 1:
+            raise ValueError(f"the minibatch-stddev group size must be >= 1 or None, got {group_size}")
+        self.cfg = dataclasses.replace(self.cfg, mbstd_group_size=group_size)
+        self.b4.mbstd_group_size = group_size
+
     def forward(self, img: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, 1]`` of images ``[N, C, R, R]``."""
         expected = (self.cfg.img_channels, self.img_resolution, self.img_resolution)
         if img.ndim != 4 or tuple(img.shape[1:]) != expected:
-            raise ValueError(f"discriminator expects images [N, {', '.join(map(str, expected))}], got {tuple(img.shape)}")
+            raise ValueError(
+                f"discriminator expects images [N, {', '.join(map(str, expected))}], got {tuple(img.shape)}"
+            )
         x = img
         res = self.img_resolution
         while res > 4:
@@ -91,15 +110,17 @@ class Discriminator(nn.Module):
 class DiscriminatorEpilogue(nn.Module):
     """``b4``: minibatch-stddev, 3x3 conv, FC, output FC."""
 
-    def __init__(self, channels: int, mbstd_group_size: int | None, mbstd_num_channels: int,
-                 conv_clamp: float | None) -> None:
+    def __init__(
+        self, channels: int, mbstd_group_size: int | None, mbstd_num_channels: int, conv_clamp: float | None
+    ) -> None:
         super().__init__()
         self.mbstd_group_size, self.mbstd_num_channels = mbstd_group_size, mbstd_num_channels
         self.conv = Conv2dLayer(channels + mbstd_num_channels, channels, 3, activation="lrelu", conv_clamp=conv_clamp)
         self.fc = FullyConnected(channels * 16, channels, activation="lrelu")
         self.out = FullyConnected(channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, C, 4, 4] -> [N, 1]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, C, 4, 4]`` -> logits ``[N, 1]``."""
         if self.mbstd_num_channels > 0:
             x = minibatch_stddev(x, self.mbstd_group_size, self.mbstd_num_channels)
         x = self.conv(x)

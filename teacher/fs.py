@@ -8,8 +8,8 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 CACHE_ENV = "MOBILESTYLEGAN_CACHE"
 
@@ -65,3 +65,27 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
 
 
 __all__ = ["CACHE_ENV", "OutputPathError", "atomic_write", "cache_root", "current_umask", "sha256_file"]
+
+
+def replace_dir(stage: str | os.PathLike, final: str | os.PathLike) -> Path:
+    """Put the finished directory ``stage`` at ``final`` (on the same filesystem), replacing what is there.
+
+    ``final`` is never a half-written directory: an existing non-empty one is first renamed aside, ``stage`` is
+    renamed in, and only then is the old one deleted. The new directory gets the mode a plain ``mkdir`` would give
+    it (``0o777`` less the umask).
+    """
+    import shutil
+
+    stage, final = Path(stage), Path(final)
+    old = None
+    if final.is_dir():
+        if any(final.iterdir()):
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+            os.replace(final, old / "contents")
+        else:
+            final.rmdir()
+    os.replace(stage, final)
+    os.chmod(final, 0o777 & ~current_umask())
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return final

@@ -29,9 +29,15 @@ class Generator(nn.Module):
         self.mapping = MappingNetwork(cfg.z_dim, cfg.w_dim, cfg.mapping_layers, cfg.mapping_lr_mul, num_ws=cfg.num_ws)
         self.synthesis = SynthesisNetwork(cfg)
 
-    def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
-                noise_mode: str = "const", noise: list[torch.Tensor | None] | None = None,
-                fused_modconv: bool = True) -> torch.Tensor:
+    def forward(
+        self,
+        z: torch.Tensor,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        noise_mode: str = "const",
+        noise: list[torch.Tensor | None] | None = None,
+        fused_modconv: bool = True,
+    ) -> torch.Tensor:
         ws = self.mapping(z, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
         return self.synthesis(ws, noise_mode=noise_mode, noise=noise, fused_modconv=fused_modconv)
 
@@ -48,8 +54,9 @@ def mix_styles(ws: torch.Tensor, ws2: torch.Tensor, cutoff: int | torch.Tensor) 
     return torch.where((layer[None] >= cut)[:, :, None], ws2, ws)
 
 
-def random_mixing_cutoff(batch: int, num_ws: int, prob: float, generator: torch.Generator | None = None,
-                         device: torch.device | str = "cpu") -> torch.Tensor:
+def random_mixing_cutoff(
+    batch: int, num_ws: int, prob: float, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Per-sample crossover points as in StyleGAN2 training: with probability ``prob`` a uniform
     cutoff in [1, num_ws), else ``num_ws`` (no mixing). Returns ``[N]`` int64."""
     cut = torch.randint(1, num_ws, [batch], generator=generator, device=device)

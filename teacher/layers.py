@@ -28,8 +28,14 @@ class FullyConnected(nn.Module):
         bias_init: Initial *effective* bias (1 for style affines).
     """
 
-    def __init__(self, in_features: int, out_features: int, activation: str = "linear",
-                 lr_mul: float = 1.0, bias_init: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        activation: str = "linear",
+        lr_mul: float = 1.0,
+        bias_init: float = 0.0,
+    ) -> None:
         super().__init__()
         self.activation = activation
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
@@ -105,9 +111,17 @@ class SynthesisLayer(nn.Module):
         resample_filter: 1-D FIR taps of the blur.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int,
-                 up: bool = False, conv_clamp: float | None = None,
-                 resample_filter: tuple[float, ...] = (1, 3, 3, 1), kernel_size: int = 3) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        up: bool = False,
+        conv_clamp: float | None = None,
+        resample_filter: tuple[float, ...] = (1, 3, 3, 1),
+        kernel_size: int = 3,
+    ) -> None:
         super().__init__()
         self.up = up
         self.resolution = resolution
@@ -120,8 +134,9 @@ class SynthesisLayer(nn.Module):
         self.register_buffer("resample_filter", setup_filter(resample_filter, gain=4), persistent=False)
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None,
-                fused_modconv: bool = True) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None, fused_modconv: bool = True
+    ) -> torch.Tensor:
         """x [N, I, r', r'], w [N, w_dim], noise [N or 1, 1, r, r] or None (no noise).
 
         The caller resolves the noise (``make_noise``), so this layer never draws it itself.
@@ -134,17 +149,23 @@ class SynthesisLayer(nn.Module):
             x = x + noise * self.noise_strength
         return bias_act(x, self.bias, act="lrelu", clamp=self.conv_clamp)
 
-    def make_noise(self, batch: int, noise_mode: str, device: torch.device | None = None,
-                   dtype: torch.dtype | None = None, generator: torch.Generator | None = None
-                   ) -> torch.Tensor | None:
+    def make_noise(
+        self,
+        batch: int,
+        noise_mode: str,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor | None:
         """Noise map ``[N, 1, r, r]`` for a mode, or None for ``"none"``."""
         r = self.resolution
         if noise_mode == "const":
             return self.noise_const.to(dtype=dtype)[None, None].expand(batch, 1, r, r)
         if noise_mode == "random":
             device = self.noise_const.device if device is None else device
-            return torch.randn([batch, 1, r, r], device=device, generator=generator,
-                               dtype=self.noise_const.dtype).to(dtype=dtype)
+            return torch.randn([batch, 1, r, r], device=device, generator=generator, dtype=self.noise_const.dtype).to(
+                dtype=dtype
+            )
         if noise_mode == "none":
             return None
         raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
@@ -189,9 +210,18 @@ class Conv2dLayer(nn.Module):
         resample_filter: 1-D FIR taps of the anti-aliasing blur.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
-                 activation: str = "linear", down: bool = False, gain: float = 1.0,
-                 conv_clamp: float | None = None, resample_filter: tuple[float, ...] = (1, 3, 3, 1)) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        bias: bool = True,
+        activation: str = "linear",
+        down: bool = False,
+        gain: float = 1.0,
+        conv_clamp: float | None = None,
+        resample_filter: tuple[float, ...] = (1, 3, 3, 1),
+    ) -> None:
         super().__init__()
         self.activation = activation
         self.down = down

@@ -19,8 +19,9 @@ class MappingNetwork(nn.Module):
         num_ws: Broadcast w to ``[N, num_ws, w_dim]``; None returns ``[N, w_dim]``.
     """
 
-    def __init__(self, z_dim: int, w_dim: int, num_layers: int = 8, lr_mul: float = 0.01,
-                 num_ws: int | None = None) -> None:
+    def __init__(
+        self, z_dim: int, w_dim: int, num_layers: int = 8, lr_mul: float = 0.01, num_ws: int | None = None
+    ) -> None:
         super().__init__()
         self.z_dim, self.w_dim, self.num_layers, self.num_ws = z_dim, w_dim, num_layers, num_ws
         for i in range(num_layers):
@@ -37,8 +38,9 @@ class MappingNetwork(nn.Module):
             x = getattr(self, f"fc{i}")(x)
         return x
 
-    def forward(self, z: torch.Tensor, truncation_psi: float = 1.0,
-                truncation_cutoff: int | None = None) -> torch.Tensor:
+    def forward(
+        self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None
+    ) -> torch.Tensor:
         """z ``[N, z_dim]`` -> w ``[N, w_dim]`` or ``[N, num_ws, w_dim]``.
 
         Truncation ``w_avg + psi * (w - w_avg)`` applies to the first ``truncation_cutoff`` ws

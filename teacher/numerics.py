@@ -95,5 +95,15 @@ def _numpy(x: Array) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-__all__ = ["F32_EPS", "F64_EPS", "PARITY_RULE", "PARITY_ULPS", "PSNR_CAP_DB", "assert_parity", "max_abs_diff",
-           "parity_tolerance", "pooled_psnr_db", "psnr_db"]
+__all__ = [
+    "F32_EPS",
+    "F64_EPS",
+    "PARITY_RULE",
+    "PARITY_ULPS",
+    "PSNR_CAP_DB",
+    "assert_parity",
+    "max_abs_diff",
+    "parity_tolerance",
+    "pooled_psnr_db",
+    "psnr_db",
+]

@@ -23,8 +23,16 @@ class SynthesisBlock(nn.Module):
         resample_filter: 1-D FIR taps for every up-sampling.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int,
-                 img_channels: int, conv_clamp: float | None, resample_filter: tuple[float, ...]) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        img_channels: int,
+        conv_clamp: float | None,
+        resample_filter: tuple[float, ...],
+    ) -> None:
         super().__init__()
         self.resolution = resolution
         kw = dict(w_dim=w_dim, resolution=resolution, conv_clamp=conv_clamp, resample_filter=resample_filter)
@@ -40,8 +48,14 @@ class SynthesisBlock(nn.Module):
     def layers(self) -> list[SynthesisLayer]:
         return [self.conv1] if self.num_conv == 1 else [self.conv0, self.conv1]
 
-    def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor,
-                noise: list[torch.Tensor | None], fused_modconv: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        x: torch.Tensor | None,
+        img: torch.Tensor | None,
+        ws: torch.Tensor,
+        noise: list[torch.Tensor | None],
+        fused_modconv: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """ws ``[N, num_conv + 1, w_dim]``; noise: one map (or None) per conv layer."""
         if self.num_conv == 1:
             x = self.const[None].expand(ws.shape[0], -1, -1, -1).to(ws.dtype)  # [N, C, 4, 4]
@@ -68,8 +82,15 @@ class SynthesisNetwork(nn.Module):
         self.w_dim, self.img_resolution, self.img_channels = cfg.w_dim, cfg.img_resolution, cfg.img_channels
         self.num_ws = cfg.num_ws
         for res in cfg.resolutions:
-            block = SynthesisBlock(0 if res == 4 else cfg.channels[res // 2], cfg.channels[res], cfg.w_dim, res,
-                                   cfg.img_channels, cfg.conv_clamp, cfg.resample_filter)
+            block = SynthesisBlock(
+                0 if res == 4 else cfg.channels[res // 2],
+                cfg.channels[res],
+                cfg.w_dim,
+                res,
+                cfg.img_channels,
+                cfg.conv_clamp,
+                cfg.resample_filter,
+            )
             setattr(self, f"b{res}", block)
 
     def blocks(self) -> list[SynthesisBlock]:
@@ -81,16 +102,29 @@ class SynthesisNetwork(nn.Module):
 
     @property
     def noise_shapes(self) -> list[tuple[int, int, int]]:
-        return [(1, l.resolution, l.resolution) for l in self.noise_layers()]
+        return [(1, layer.resolution, layer.resolution) for layer in self.noise_layers()]
 
-    def make_noise(self, batch: int, noise_mode: str = "random", device: torch.device | None = None,
-                   generator: torch.Generator | None = None) -> list[torch.Tensor | None]:
+    def make_noise(
+        self,
+        batch: int,
+        noise_mode: str = "random",
+        device: torch.device | None = None,
+        generator: torch.Generator | None = None,
+    ) -> list[torch.Tensor | None]:
         """The per-layer noise maps ``[N, 1, r, r]`` for ``noise_mode`` (None entries for "none")."""
-        return [l.make_noise(batch, noise_mode, device=device, generator=generator) for l in self.noise_layers()]
+        return [
+            layer.make_noise(batch, noise_mode, device=device, generator=generator) for layer in self.noise_layers()
+        ]
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "const", noise: list[torch.Tensor | None] | None = None,
-                fused_modconv: bool = True, return_noise: bool = False, inference: bool = False
-                ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor | None]]:
+    def forward(
+        self,
+        ws: torch.Tensor,
+        noise_mode: str = "const",
+        noise: list[torch.Tensor | None] | None = None,
+        fused_modconv: bool = True,
+        return_noise: bool = False,
+        inference: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor | None]]:
         """Render ``ws``.
 
         Args:
@@ -114,8 +148,13 @@ class SynthesisNetwork(nn.Module):
         x = img = None
         w_idx = n_idx = 0
         for block in self.blocks():
-            x, img = block(x, img, ws[:, w_idx:w_idx + block.num_conv + 1], noise[n_idx:n_idx + block.num_conv],
-                           fused_modconv=fused_modconv)
+            x, img = block(
+                x,
+                img,
+                ws[:, w_idx : w_idx + block.num_conv + 1],
+                noise[n_idx : n_idx + block.num_conv],
+                fused_modconv=fused_modconv,
+            )
             w_idx += block.num_conv
             n_idx += block.num_conv
         return (img, list(noise)) if return_noise else img

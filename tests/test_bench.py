@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from export.bench.common import MMAP_TUNABLE
+from mobilestylegan.allocator import MMAP_TUNABLE
 from mobilestylegan.cli import bench
 from mobilestylegan.io.checkpoint import save_student
 from mobilestylegan.io.load import load_any_student
@@ -20,7 +20,7 @@ from mobilestylegan.student.generator import StudentGenerator
 from mobilestylegan.student.synthesis import StudentConfig
 from teacher import load_generator
 from teacher.mapping import MappingNetwork
-from tests.helpers import randomize
+from tests.helpers.teachers import randomize
 
 pytest.importorskip("openvino")
 
@@ -39,9 +39,24 @@ def student_path(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def report(student_path, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    argv = [str(student_path), "--runtimes", "eager,openvino-f32", "--runs", "2", "--warmup", "1",
-            "--quality-seeds", "2", "--teacher", str(TINY_TEACHER), "--threads", "1", "--no-progress",
-            "--out", str(out)]
+    argv = [
+        str(student_path),
+        "--runtimes",
+        "eager,openvino-f32",
+        "--runs",
+        "2",
+        "--warmup",
+        "1",
+        "--quality-seeds",
+        "2",
+        "--teacher",
+        str(TINY_TEACHER),
+        "--threads",
+        "1",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
     assert bench.main(argv) == 0
     return out, json.loads((out / "bench.json").read_text()), (out / "bench.md").read_text()
 
@@ -63,10 +78,18 @@ def test_json_rows(report, student_path):
     S = load_any_student(student_path).requires_grad_(False)
     T = load_generator(TINY_TEACHER).requires_grad_(False)
     # Independently: params, MACs (FlopCounterMode / 2 of one batch-1 forward) and sizes.
-    want = {"student": {"params": count_params(S.synthesis), "macs": macs(S.synthesis, S.w_dim),
-                        "bytes": 4 * (count_params(S.synthesis) + sum(b.numel() for b in S.synthesis.buffers()))},
-            "teacher": {"params": count_params(T.synthesis), "macs": macs(T.synthesis, T.w_dim),
-                        "bytes": 4 * count_params(T.synthesis)}}
+    want = {
+        "student": {
+            "params": count_params(S.synthesis),
+            "macs": macs(S.synthesis, S.w_dim),
+            "bytes": 4 * (count_params(S.synthesis) + sum(b.numel() for b in S.synthesis.buffers())),
+        },
+        "teacher": {
+            "params": count_params(T.synthesis),
+            "macs": macs(T.synthesis, T.w_dim),
+            "bytes": 4 * count_params(T.synthesis),
+        },
+    }
     ir = out / "artifacts" / "export_openvino_fp32" / "synthesis.xml"
     for (model, rt), r in rows.items():
         assert "error" not in r, r.get("error")

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO
-from tests.helpers import tiny_checkpoint
-from tests.test_training import compose_cfg
+from tests.helpers.config import compose_cfg
+from tests.helpers.paths import REPO
+from tests.helpers.teachers import tiny_checkpoint
 
 GROUPS = {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in sorted((REPO / "conf").iterdir()) if d.is_dir()}
 OPTIONS = [(group, option) for group, options in GROUPS.items() for option in options]
@@ -26,7 +26,7 @@ def test_the_groups_are_the_documented_ones():
 
 def fake_stylegan2_ffhq(tmp_path: Path) -> Path:
     """A tiny StyleGAN2 in the TensorFlow release format of ``stylegan2-ffhq-config-f.pkl`` (G, D, Gs)."""
-    from tests.fake_checkpoints import write_tf_pkl
+    from tests.helpers.fake_checkpoints import write_tf_pkl
 
     ck = tiny_checkpoint(32, with_d=True, seed=3)
     path = tmp_path / "stylegan2-ffhq-config-f.pkl"
@@ -120,8 +120,11 @@ def test_every_option_composes_and_builds(group, option, tmp_path, monkeypatch, 
 
 
 # Nested groups: what a run builds from a _target_ node (schedule, discriminator, cache renderer).
-NESTED = {f"{d.parent.name}/{d.name}": sorted(p.stem for p in d.glob("*.yaml"))
-          for d in sorted((REPO / "conf").glob("*/*")) if d.is_dir()}
+NESTED = {
+    f"{d.parent.name}/{d.name}": sorted(p.stem for p in d.glob("*.yaml"))
+    for d in sorted((REPO / "conf").glob("*/*"))
+    if d.is_dir()
+}
 
 
 def test_the_nested_groups_are_the_documented_ones():
@@ -134,13 +137,21 @@ def test_schedules_from_config():
     _, cfg = compose_cfg([*TINY, "trainer.steps=11"])
     module, _ = training.build_module(cfg, Path("."))
     assert [module.schedule(i) for i in (0, 5, 10)] == [1.0, 1.0, 1.0]
-    _, cfg = compose_cfg([*TINY, "trainer.steps=11", "optim/schedule=cosine", "optim.schedule.warmup_steps=2",
-                          "optim.schedule.min_lr_ratio=0.1"])
+    _, cfg = compose_cfg(
+        [
+            *TINY,
+            "trainer.steps=11",
+            "optim/schedule=cosine",
+            "optim.schedule.warmup_steps=2",
+            "optim.schedule.min_lr_ratio=0.1",
+        ]
+    )
     module, _ = training.build_module(cfg, Path("."))
     f = [module.schedule(i) for i in range(12)]
     assert f[:2] == [0.5, 1.0] and f[2] == 1.0  # linear warm-up, then the peak
-    assert f[11] == pytest.approx(0.1, abs=1e-12) and f[10] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(
-        math.pi * 8 / 9)), abs=1e-12)
+    assert f[11] == pytest.approx(0.1, abs=1e-12) and f[10] == pytest.approx(
+        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 8 / 9)), abs=1e-12
+    )
     assert all(a >= b for a, b in zip(f[2:], f[3:]))  # non-increasing after the warm-up
 
 

@@ -29,15 +29,16 @@ from mobilestylegan.student.wavelets import dwt
 from teacher.mapping import MappingNetwork
 from teacher.numerics import assert_parity
 from teacher.synthesis import SynthesisNetwork
-from tests.helpers import randomize
+from tests.helpers.teachers import randomize
 
 W = 16
 
 
 @pytest.fixture(scope="module")
 def G() -> teacher.Generator:
-    cfg = teacher.GeneratorConfig(z_dim=W, w_dim=W, img_resolution=64, channels={4: 16, 8: 16, 16: 8, 32: 8, 64: 8},
-                                  mapping_layers=2)
+    cfg = teacher.GeneratorConfig(
+        z_dim=W, w_dim=W, img_resolution=64, channels={4: 16, 8: 16, 16: 8, 32: 8, 64: 8}, mapping_layers=2
+    )
     return randomize(teacher.Generator(cfg), seed=3).eval()
 
 
@@ -104,7 +105,11 @@ def test_shapes(G, res):
     assert [tuple(w.shape) for w in tr.wavelets] == [(3, 12, r, r) for r in heads]
     assert tr.images[-1].shape[-1] == res
     sub = tr.subset([2, 0])
-    assert len(sub) == 2 and torch.equal(sub.images[0][1], tr.images[0][0]) and torch.equal(sub.noise[3][0], tr.noise[3][2])
+    assert (
+        len(sub) == 2
+        and torch.equal(sub.images[0][1], tr.images[0][0])
+        and torch.equal(sub.noise[3][0], tr.noise[3][2])
+    )
     assert len(tr.subset(slice(1, 3))) == 2 and tr.to("cpu").ws.device.type == "cpu"
 
 
@@ -230,8 +235,12 @@ def test_validation_errors(G):
     odd = types.SimpleNamespace(w_dim=W, img_resolution=96, synthesis=G.synthesis, mapping=G.mapping)
     with pytest.raises(ValueError, match="power of two"):
         TripleSource(odd, scfg(32))
-    few = types.SimpleNamespace(w_dim=W, img_resolution=64, mapping=G.mapping,
-                                synthesis=types.SimpleNamespace(noise_shapes=[(1, 4, 4), (1, 8, 8)]))
+    few = types.SimpleNamespace(
+        w_dim=W,
+        img_resolution=64,
+        mapping=G.mapping,
+        synthesis=types.SimpleNamespace(noise_shapes=[(1, 4, 4), (1, 8, 8)]),
+    )
     with pytest.raises(ValueError, match="cannot supply the 32-px student's noise"):
         TripleSource(few, scfg(32))
     with pytest.raises(ValueError, match="style_mixing_prob"):
@@ -252,8 +261,9 @@ def test_student_generator_as_teacher(student_teacher):
     styles, noise = src.draw(6, g, "cpu")
     ws_t = src.teacher_ws(styles)
     assert ws_t.shape == (6, 11, W) and tr.ws.shape == (6, 8, W)
-    assert _rows_switch_at(ws_t, styles.w1, styles.w2, src.teacher_resolutions) == \
-        _rows_switch_at(tr.ws, styles.w1, styles.w2, src.student_resolutions)
+    assert _rows_switch_at(ws_t, styles.w1, styles.w2, src.teacher_resolutions) == _rows_switch_at(
+        tr.ws, styles.w1, styles.w2, src.student_resolutions
+    )
     with torch.no_grad():
         img = T.synthesis(ws_t, noise=noise)
     for level in tr.images:
@@ -265,8 +275,7 @@ def test_student_generator_as_teacher(student_teacher):
 # -- pre-rendered cache -------------------------------------------------------------------------------------
 def test_cached_source(G):
     src = TripleSource(G, scfg(32), truncation_psi=0.7, style_mixing_prob=0.9)
-    exact = CachedTripleSource(src, size=7, seed=3, chunk=3, progress=False,
-                               storage_dtype=torch.float32).fill("cpu")
+    exact = CachedTripleSource(src, size=7, seed=3, chunk=3, progress=False, storage_dtype=torch.float32).fill("cpu")
     half = CachedTripleSource(src, size=7, seed=3, chunk=3, progress=False).fill("cpu")
     assert len(exact) == 7 and half.images.dtype == torch.float16 and half.images.shape == (7, 3, 32, 32)
     # float32 storage: bit-identical to the live source drawing the same chunks.
@@ -298,8 +307,7 @@ def test_cached_source(G):
 def test_cached_source_mean_image_is_the_pool_mean(G):
     """Without mixing the pool is a sample of the validation distribution: its mean is the baseline's image."""
     src = TripleSource(G, scfg(32), truncation_psi=0.7, style_mixing_prob=0.0)
-    pool = CachedTripleSource(src, size=600, seed=3, chunk=200, progress=False,
-                              storage_dtype=torch.float32).fill("cpu")
+    pool = CachedTripleSource(src, size=600, seed=3, chunk=200, progress=False, storage_dtype=torch.float32).fill("cpu")
     mean = pool.mean_image(4, seed=9, device="cpu")
     assert mean.shape == (1, 3, 32, 32) and mean.dtype == torch.float32
     assert_parity(mean, pool.images.double().mean(0, keepdim=True), "pool mean")
@@ -317,12 +325,12 @@ def test_openvino_cache_renderer_matches_torch():
     src = TripleSource(T, StudentConfig(img_resolution=32, w_dim=16, channels=(16, 16, 8)), style_mixing_prob=0.5)
     ref = CachedTripleSource(src, size=5, seed=3, chunk=2, progress=False, storage_dtype=torch.float32).fill("cpu")
     ov = OpenVINOSynthesis(T.synthesis, batch_size=2, precision="f32")  # 5 = 2 + 2 + 1 (padded)
-    ov_cache = CachedTripleSource(src, size=5, seed=3, chunk=2, progress=False, storage_dtype=torch.float32,
-                                  renderer=ov).fill("cpu")
+    ov_cache = CachedTripleSource(
+        src, size=5, seed=3, chunk=2, progress=False, storage_dtype=torch.float32, renderer=ov
+    ).fill("cpu")
     assert_parity(ov_cache.images, ref.images, "OpenVINO f32 cache")
     with pytest.raises(ValueError, match="precision"):
         OpenVINOSynthesis(T.synthesis, batch_size=2, precision="int4")
-
 
 
 def test_openvino_cache_renderer_student_teacher_lean_graph():
@@ -333,35 +341,46 @@ def test_openvino_cache_renderer_student_teacher_lean_graph():
     from teacher.mapping import MappingNetwork
 
     torch.manual_seed(0)
-    T = StudentGenerator(StudentConfig(img_resolution=64, w_dim=16, channels=(16, 16, 16, 8), trainable_demod=True),
-                         MappingNetwork(16, 16, 2)).eval()
+    T = StudentGenerator(
+        StudentConfig(img_resolution=64, w_dim=16, channels=(16, 16, 16, 8), trainable_demod=True),
+        MappingNetwork(16, 16, 2),
+    ).eval()
     with torch.no_grad():
         for p in T.synthesis.parameters():
             p.add_(0.1 * torch.randn_like(p))  # non-trivial noise strengths and biases
     src = TripleSource(T, StudentConfig(img_resolution=32, w_dim=16, channels=(16, 16, 8)), style_mixing_prob=0.5)
     ref = CachedTripleSource(src, size=3, seed=3, chunk=2, progress=False, storage_dtype=torch.float32).fill("cpu")
     ov = OpenVINOSynthesis(T.synthesis, batch_size=2, precision="f32", out_resolution=32)
-    ov_cache = CachedTripleSource(src, size=3, seed=3, chunk=2, progress=False, storage_dtype=torch.float32,
-                                  renderer=ov).fill("cpu")
+    ov_cache = CachedTripleSource(
+        src, size=3, seed=3, chunk=2, progress=False, storage_dtype=torch.float32, renderer=ov
+    ).fill("cpu")
     assert ov_cache.images.shape == (3, 3, 32, 32)
     assert_parity(ov_cache.images, ref.images, "OpenVINO f32 cache of the lean graph")
     with pytest.raises(ValueError, match="out_resolution"):
         OpenVINOSynthesis(T.synthesis, batch_size=2, out_resolution=48)
 
+
 def _tiny_teacher_for_ov():
     import teacher
-    from tests.helpers import randomize
+    from tests.helpers.teachers import randomize
 
-    cfg = teacher.GeneratorConfig(z_dim=16, w_dim=16, img_resolution=64, channels={4: 16, 8: 16, 16: 8, 32: 8, 64: 8},
-                                  mapping_layers=2)
+    cfg = teacher.GeneratorConfig(
+        z_dim=16, w_dim=16, img_resolution=64, channels={4: 16, 8: 16, 16: 8, 32: 8, 64: 8}, mapping_layers=2
+    )
     return randomize(teacher.Generator(cfg), seed=4).eval().requires_grad_(False)
 
 
 # -- process-count independence ------------------------------------------------------------------------------
 def test_sample_generators_and_shards():
     draw = lambda *key: torch.rand(4, generator=sample_generator(*key)).tolist()  # noqa: E731
-    keys = [(0, 0, 0, STREAM_TRIPLE), (0, 0, 1, STREAM_TRIPLE), (0, 1, 0, STREAM_TRIPLE), (1, 0, 0, STREAM_TRIPLE),
-            (0, 0, 0, STREAM_POOL), (0, 0, -1, STREAM_TRIPLE)]
+    keys = [
+        (0, 0, 0, STREAM_TRIPLE),
+        (0, 0, 1, STREAM_TRIPLE),
+        (0, 1, 0, STREAM_TRIPLE),
+        (1, 0, 0, STREAM_TRIPLE),
+        (0, 0, 0, STREAM_POOL),
+        (0, 0, -1, STREAM_TRIPLE),
+    ]
     streams = [draw(*k) for k in keys]
     assert draw(*keys[0]) == streams[0]  # a stream is a function of its key alone
     assert len({tuple(x) for x in streams}) == len(keys)  # any other seed, step, sample or purpose differs
@@ -445,7 +464,8 @@ def test_cache_filled_by_two_processes_is_the_cache_of_one(G):
             if src_rank == r:
                 owner_images[c] = t.clone()
             else:
-                t.copy_(owner_images.setdefault(c, one.images[2 * c:2 * c + 2].clone()))
+                t.copy_(owner_images.setdefault(c, one.images[2 * c : 2 * c + 2].clone()))
+
         pool.fill("cpu", rank=r, world=2, broadcast=broadcast)
     assert rendered == {0: 4, 1: 3}  # chunks 0, 2 (2 + 2 images) and 1, 3 (2 + 1)
     for pool in ranks:
@@ -466,8 +486,14 @@ def test_validation_set_and_mean_image_split_across_processes(G):
     sums = [src.image_sum(6, 9, "cpu", rank=r, world=2) for r in range(2)]
     assert [c for _, c in sums] == [3, 3]
     assert_parity((sums[0][0] + sums[1][0]) / 6, src.mean_image(6, 9, "cpu"), "mean image")
-    pool = CachedTripleSource(TripleSource(G, scfg(32), style_mixing_prob=0.0), size=5, seed=1, chunk=2,
-                              progress=False, storage_dtype=torch.float32).fill("cpu")
+    pool = CachedTripleSource(
+        TripleSource(G, scfg(32), style_mixing_prob=0.0),
+        size=5,
+        seed=1,
+        chunk=2,
+        progress=False,
+        storage_dtype=torch.float32,
+    ).fill("cpu")
     psums = [pool.image_sum(0, 0, "cpu", rank=r, world=2) for r in range(2)]
     assert [c for _, c in psums] == [2, 3]
     assert_parity((psums[0][0] + psums[1][0]) / 5, pool.images.double().mean(0, keepdim=True), "pool mean")

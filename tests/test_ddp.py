@@ -17,22 +17,31 @@ import pytest
 import torch
 
 from teacher.numerics import assert_parity
-from tests.conftest import REPO
-from tests.test_training import compose_cfg
+from tests.helpers.config import compose_cfg
+from tests.helpers.paths import REPO
 
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
 # A short run with every loss on (pixel, VGG with random weights, GAN, R1 every 2nd step, augmentation).
 # Minibatch-stddev groups form within each process's batch, so a process count-independent run needs
 # groups of one (loss.mbstd_group_size=1); everything else is the same by design.
-RUN = ["experiment=tiny", "trainer.steps=4", "trainer.val_every=2", "trainer.checkpoint_every=2",
-       "loss.mbstd_group_size=1", "trainer.progress_bar=false"]
+RUN = [
+    "experiment=tiny",
+    "trainer.steps=4",
+    "trainer.val_every=2",
+    "trainer.checkpoint_every=2",
+    "loss.mbstd_group_size=1",
+    "trainer.progress_bar=false",
+]
 PER_PROCESS = 2
 
 
 def train_py(out: Path, *overrides: str) -> dict:
     """Run train.py as a user does; returns its summary.json."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MASTER_PORT", "MASTER_ADDR", "LOCAL_RANK", "RANK",
-                                                             "WORLD_SIZE", "NODE_RANK")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MASTER_PORT", "MASTER_ADDR", "LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK")
+    }
     cmd = [sys.executable, str(REPO / "train.py"), *overrides, f"hydra.run.dir={out}"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stderr[-4000:]}"
@@ -68,15 +77,18 @@ def test_two_processes_train_on_their_own_slices_and_equal_one_process(ddp_run, 
     assert [b["rank"] for b in first] == [0, 1] and [b["samples"] for b in first] == [[0, 2], [2, 4]]
     assert abs(first[0]["sum"] - first[1]["sum"]) > 1.0
     # ... that together are the single process's global batch, and the whole run is the same run.
-    train, cfg = compose_cfg([*RUN, f"data.batch_size={2 * PER_PROCESS}", "trainer.accelerator=cpu",
-                              "trainer.devices=1"])
+    train, cfg = compose_cfg(
+        [*RUN, f"data.batch_size={2 * PER_PROCESS}", "trainer.accelerator=cpu", "trainer.devices=1"]
+    )
     single, _ = train.train(cfg, tmp_path)
     assert single["processes"] == 1 and single["global_batch"] == 2 * PER_PROCESS
     (whole,) = single["first_batches"]
     assert whole["samples"] == [0, 4]
     assert_parity(torch.tensor(first[0]["sum"] + first[1]["sum"]), torch.tensor(whole["sum"]), "first batch")
     assert_same_run(ddp, single)
-    assert single["final_losses"]["gan_g"] > 0 and single["final_losses"]["gan_d"] > 0  # the GAN path ran (R1: steps 0, 2)
+    assert (
+        single["final_losses"]["gan_g"] > 0 and single["final_losses"]["gan_d"] > 0
+    )  # the GAN path ran (R1: steps 0, 2)
 
 
 def test_resume_under_ddp_reproduces_the_uninterrupted_run(ddp_run, tmp_path):

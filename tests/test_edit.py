@@ -13,7 +13,7 @@ from mobilestylegan.edit import directions as D
 from mobilestylegan.errors import UsageError
 from mobilestylegan.io.load import load_generator_any
 from mobilestylegan.student.routing import student_ws_resolution, teacher_ws_resolution
-from tests.helpers import tiny_teacher_student_pair
+from tests.helpers.teachers import tiny_teacher_student_pair
 
 
 @pytest.fixture(autouse=True)
@@ -54,9 +54,13 @@ def test_weighted_sefa_keeps_to_where_w_varies(pair):
     # Weighting by the covariance of w favours directions along which mapped latents spread.
     assert sigmas[0] > plain_sigmas[0]
     A = D.style_affines(S)
-    n_channels = sum(m.out_features for name, m in S.synthesis.named_modules() if name.endswith(".modulation")
-                     and not name.startswith("to_img1") and not any(name.startswith(f"layers.{i}.to_img")
-                                                                    for i in range(len(S.synthesis.layers) - 1)))
+    n_channels = sum(
+        m.out_features
+        for name, m in S.synthesis.named_modules()
+        if name.endswith(".modulation")
+        and not name.startswith("to_img1")
+        and not any(name.startswith(f"layers.{i}.to_img") for i in range(len(S.synthesis.layers) - 1))
+    )
     assert A.shape == (n_channels, S.w_dim)
 
 
@@ -92,8 +96,12 @@ def test_direction_files(pair, tmp_path):
     torch.save(torch.from_numpy(v), tmp_path / "b.pt")
     assert torch.allclose(D.resolve(str(tmp_path / "b.pt"), S).vector, -d.vector, atol=1e-6)
     np.save(tmp_path / "wrong.npy", np.zeros((2, S.w_dim + 1), np.float32))
-    for spec, message in [(tmp_path / "wrong.npy", "a direction file is"), (f"{tmp_path / 'b.npy'}:5", "row 5"),
-                          (tmp_path / "none.npy", "does not exist"), ("ganspace:x", "give the component")]:
+    for spec, message in [
+        (tmp_path / "wrong.npy", "a direction file is"),
+        (f"{tmp_path / 'b.npy'}:5", "row 5"),
+        (tmp_path / "none.npy", "does not exist"),
+        ("ganspace:x", "give the component"),
+    ]:
         with pytest.raises(UsageError, match=message):
             D.resolve(str(spec), S)
     np.save(tmp_path / "zero.npy", np.zeros(S.w_dim, np.float32))
@@ -114,11 +122,35 @@ def test_apply_moves_only_the_chosen_entries(pair):
 def test_edit_cli_strips_grid_and_teacher_comparison(pair, tmp_path, capsys):
     d, T, S = pair
     out = tmp_path / "edits"
-    assert edit_main(["--seeds", "0-1", "--generator", str(d / "student.pt"), "--compare", str(d / "teacher.pt"),
-                      "--directions-from", "compare", "--direction", "ganspace:0", "--strength", "-2:2:5",
-                      "--layers", "0-5", "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["edits.json", "grid.png", "seed0000_ganspace_0.png",
-                                                     "seed0001_ganspace_0.png"]
+    assert (
+        edit_main(
+            [
+                "--seeds",
+                "0-1",
+                "--generator",
+                str(d / "student.pt"),
+                "--compare",
+                str(d / "teacher.pt"),
+                "--directions-from",
+                "compare",
+                "--direction",
+                "ganspace:0",
+                "--strength",
+                "-2:2:5",
+                "--layers",
+                "0-5",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "edits.json",
+        "grid.png",
+        "seed0000_ganspace_0.png",
+        "seed0001_ganspace_0.png",
+    ]
     report = json.loads((out / "edits.json").read_text())
     assert report["strengths"] == [-2, -1, 0, 1, 2] and report["compare_ws"] == list(range(6))
     for e in report["latents"]:
@@ -131,10 +163,25 @@ def test_edit_cli_strips_grid_and_teacher_comparison(pair, tmp_path, capsys):
     assert strip.shape == (2 + 2 * (64 + 2), 2 + 5 * (64 + 2), 3)  # student row over teacher row, 5 strengths
     # The strength-0 column is the unedited face: the same pixels for every direction.
     other = tmp_path / "other"
-    assert edit_main(["--seeds", "0", "--generator", str(d / "student.pt"), "--direction", "sefa:1",
-                      "--strength", "0", "--out", str(other)]) == 0
+    assert (
+        edit_main(
+            [
+                "--seeds",
+                "0",
+                "--generator",
+                str(d / "student.pt"),
+                "--direction",
+                "sefa:1",
+                "--strength",
+                "0",
+                "--out",
+                str(other),
+            ]
+        )
+        == 0
+    )
     first = np.asarray(Image.open(other / "seed0000_sefa_1.png"))[2:66, 2:66]
-    assert np.array_equal(first, strip[2:66, 2 + 2 * 66:2 * 66 + 66])
+    assert np.array_equal(first, strip[2:66, 2 + 2 * 66 : 2 * 66 + 66])
     assert edit_main(["--generator", str(d / "student.pt"), "--direction", "ganspace:0", "--out", str(other)]) == 2
     assert "give latent files or --seeds" in capsys.readouterr().err
 
@@ -148,19 +195,55 @@ def test_edit_a_projected_latent_with_its_target_first(pair, tmp_path):
 
     d, _, S = pair
     with torch.no_grad():
-        face = S.synthesis(S.mapping.embed(torch.randn(1, S.z_dim, generator=torch.Generator().manual_seed(3))),
-                           noise_mode="const")
+        face = S.synthesis(
+            S.mapping.embed(torch.randn(1, S.z_dim, generator=torch.Generator().manual_seed(3))), noise_mode="const"
+        )
     png = save_png(to_uint8(face)[0], tmp_path / "face.png")
-    assert project_main([str(png), "--generator", str(d / "student.pt"), "--steps", "20", "--out", str(tmp_path / "p"),
-                         "-q"]) == 0
+    assert (
+        project_main(
+            [str(png), "--generator", str(d / "student.pt"), "--steps", "20", "--out", str(tmp_path / "p"), "-q"]
+        )
+        == 0
+    )
     out = tmp_path / "e"
-    assert edit_main([str(tmp_path / "p" / "face.npy"), "--generator", str(d / "student.pt"), "--direction",
-                      "ganspace:0", "--strength", "0,-2,2,4", "--show-target", "--size", "32", "--out", str(out)]) == 0
+    assert (
+        edit_main(
+            [
+                str(tmp_path / "p" / "face.npy"),
+                "--generator",
+                str(d / "student.pt"),
+                "--direction",
+                "ganspace:0",
+                "--strength",
+                "0,-2,2,4",
+                "--show-target",
+                "--size",
+                "32",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     strip = np.asarray(Image.open(out / "face_ganspace_0.png"))
     assert strip.shape == (2 + 34, 2 + 5 * 34, 3)  # target + 4 strengths, 32 px each
     target = np.asarray(Image.open(png).resize((32, 32), Image.BOX))
     assert np.abs(strip[2:34, 2:34].astype(int) - target).max() <= 2  # the first face is the target
     projection = np.asarray(Image.open(tmp_path / "p" / "face.png").resize((32, 32), Image.BOX))
     assert np.abs(strip[2:34, 36:68].astype(int) - projection).max() <= 2  # then the projection itself
-    assert edit_main(["--seeds", "0", "--generator", str(d / "student.pt"), "--direction", "ganspace:0",
-                      "--show-target", "--out", str(out)]) == 2
+    assert (
+        edit_main(
+            [
+                "--seeds",
+                "0",
+                "--generator",
+                str(d / "student.pt"),
+                "--direction",
+                "ganspace:0",
+                "--show-target",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )

@@ -18,13 +18,25 @@ from mobilestylegan.metrics.registry import ppl
 from mobilestylegan.metrics.sources import Source, load_stats, save_stats
 from mobilestylegan.nets import inception as inc
 from mobilestylegan.nets import vgg as vgg_mod
-from tests.helpers import tiny_teacher_student_pair
+from tests.helpers.teachers import tiny_teacher_student_pair
 
 pytestmark = pytest.mark.usefixtures("one_thread", "no_weight_files")
 
 # Tiny network inputs: every number is then non-comparable, which the lines must say.
-FAST = ["--allow-random-weights", "--inception-size", "75", "--pr-size", "32", "--lpips-size", "32",
-        "--kid-subsets", "5", "--batch-size", "8", "--quiet"]
+FAST = [
+    "--allow-random-weights",
+    "--inception-size",
+    "75",
+    "--pr-size",
+    "32",
+    "--lpips-size",
+    "32",
+    "--kid-subsets",
+    "5",
+    "--batch-size",
+    "8",
+    "--quiet",
+]
 LINE_KEYS = {"metric", "value", "gen", "gen_hash", "ref", "ref_hash", "truncation", "seed", "comparable"}
 
 
@@ -47,8 +59,19 @@ def read_lines(path) -> list[dict]:
 
 def test_generator_vs_folder_writes_self_describing_jsonl(models, tmp_path, capsys):
     out = tmp_path / "r.jsonl"
-    argv = ["--gen", str(models / "student.pt"), "--ref", str(models / "real"), "--metrics",
-            "fid,kid,pr,ppl,complexity", "--num", "16", "--out", str(out), *FAST]
+    argv = [
+        "--gen",
+        str(models / "student.pt"),
+        "--ref",
+        str(models / "real"),
+        "--metrics",
+        "fid,kid,pr,ppl,complexity",
+        "--num",
+        "16",
+        "--out",
+        str(out),
+        *FAST,
+    ]
     assert E.main(argv) == 0
     lines = read_lines(out)
     assert [d["metric"] for d in lines] == ["fid", "kid", "precision", "recall", "ppl", "params", "macs"]
@@ -59,8 +82,12 @@ def test_generator_vs_folder_writes_self_describing_jsonl(models, tmp_path, caps
         assert d["ref_hash"] is None or d["ref_hash"].startswith("sha256:"), d
     fid, kid, prec, rec, ppl, params, macs = lines
     assert fid["num_samples"] == 16 and fid["num_ref"] == 24 and fid["resize"] == "clean"
-    assert fid["convention"] == {"network": "pt_inception-2015-12-05 (pytorch-fid port), pool3 2048-d",
-                                 "weights": "random-seed0", "resize": "clean", "size": 75}
+    assert fid["convention"] == {
+        "network": "pt_inception-2015-12-05 (pytorch-fid port), pool3 2048-d",
+        "weights": "random-seed0",
+        "resize": "clean",
+        "size": 75,
+    }
     assert "--inception-size 75 (standard: 299)" in fid["not_comparable_because"]
     assert fid["value"] > 0 and np.isfinite(kid["value"]) and kid["std"] >= 0
     assert 0 <= prec["value"] <= 1 and 0 <= rec["value"] <= 1
@@ -75,9 +102,26 @@ def test_generator_vs_folder_writes_self_describing_jsonl(models, tmp_path, caps
 
 def test_student_vs_teacher_on_the_same_latents_and_noise(models, tmp_path):
     out = tmp_path / "st.jsonl"
-    assert E.main(["--gen", str(models / "student.pt"), "--gen", str(models / "teacher.pt"), "--ref",
-                   str(models / "teacher.pt"), "--metrics", "fidelity,fid", "--num", "10", "--out", str(out),
-                   *FAST]) == 0
+    assert (
+        E.main(
+            [
+                "--gen",
+                str(models / "student.pt"),
+                "--gen",
+                str(models / "teacher.pt"),
+                "--ref",
+                str(models / "teacher.pt"),
+                "--metrics",
+                "fidelity,fid",
+                "--num",
+                "10",
+                "--out",
+                str(out),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     lines = read_lines(out)
     by = {(d["gen"].rsplit("/", 1)[-1], d["metric"]): d for d in lines}
     assert set(by) == {(g, m) for g in ("student.pt", "teacher.pt") for m in ("psnr", "l1", "perceptual", "fid")}
@@ -92,8 +136,19 @@ def test_student_vs_teacher_on_the_same_latents_and_noise(models, tmp_path):
 
 
 def test_reference_statistics_are_cached_by_content(models, tmp_path, monkeypatch):
-    argv = ["--gen", str(models / "teacher.pt"), "--ref", str(models / "real"), "--metrics", "fid,kid",
-            "--num", "12", "--out", str(tmp_path / "a.jsonl"), *FAST]
+    argv = [
+        "--gen",
+        str(models / "teacher.pt"),
+        "--ref",
+        str(models / "real"),
+        "--metrics",
+        "fid,kid",
+        "--num",
+        "12",
+        "--out",
+        str(tmp_path / "a.jsonl"),
+        *FAST,
+    ]
     assert E.main(argv) == 0
     cached = sorted((tmp_path / "cache" / "stats").glob("*.npz"))
     assert len(cached) == 1 and "-inception-" in cached[0].name
@@ -104,9 +159,10 @@ def test_reference_statistics_are_cached_by_content(models, tmp_path, monkeypatc
 
     monkeypatch.setattr(Evaluator, "_folder_batches", no_reading)
     assert E.main(argv) == 0
-    second = read_lines(tmp_path / "a.jsonl")[len(first):]
-    assert [(d["metric"], d["value"], d.get("std")) for d in second] == \
-        [(d["metric"], d["value"], d.get("std")) for d in first]
+    second = read_lines(tmp_path / "a.jsonl")[len(first) :]
+    assert [(d["metric"], d["value"], d.get("std")) for d in second] == [
+        (d["metric"], d["value"], d.get("std")) for d in first
+    ]
     # Another resize convention is another cache entry (and another number).
     monkeypatch.undo()
     monkeypatch.setenv("MOBILESTYLEGAN_CACHE", str(tmp_path / "cache"))
@@ -117,8 +173,12 @@ def test_reference_statistics_are_cached_by_content(models, tmp_path, monkeypatc
 def test_statistics_file_round_trip(models, tmp_path, capsys):
     stats = tmp_path / "ref_stats.npz"
     common = ["--gen", str(models / "student.pt"), "--metrics", "fid,kid,pr", "--num", "12", *FAST]
-    assert E.main([*common, "--ref", str(models / "real"), "--save-ref-stats", str(stats),
-                   "--out", str(tmp_path / "a.jsonl")]) == 0
+    assert (
+        E.main(
+            [*common, "--ref", str(models / "real"), "--save-ref-stats", str(stats), "--out", str(tmp_path / "a.jsonl")]
+        )
+        == 0
+    )
     loaded = load_stats(stats)
     assert loaded["header"]["format"] == "mobilestylegan-stats" and loaded["header"]["num"] == 24
     assert loaded["features"].shape == (24, 2048) and loaded["vgg_features"].shape == (24, 4096)
@@ -143,8 +203,12 @@ def test_fid_from_moments_only_file(models, tmp_path):
     """A file with mean and covariance only: FID through the 2048 x 2048 eigendecompositions (seconds)."""
     stats = tmp_path / "ref_stats.npz"
     common = ["--gen", str(models / "student.pt"), "--metrics", "fid", "--num", "12", *FAST]
-    assert E.main([*common, "--ref", str(models / "real"), "--save-ref-stats", str(stats),
-                   "--out", str(tmp_path / "a.jsonl")]) == 0
+    assert (
+        E.main(
+            [*common, "--ref", str(models / "real"), "--save-ref-stats", str(stats), "--out", str(tmp_path / "a.jsonl")]
+        )
+        == 0
+    )
     loaded = load_stats(stats)
     save_stats(tmp_path / "moments.npz", loaded["header"], loaded["mu"], loaded["sigma"], None, None)
     assert E.main([*common, "--ref", str(tmp_path / "moments.npz"), "--out", str(tmp_path / "b.jsonl")]) == 0
@@ -185,18 +249,24 @@ def test_ppl_is_zero_for_a_generator_that_ignores_its_input(models):
     assert ppl(ev, Source("teacher", "generator", "none", G=G))[0] > 0
 
 
-@pytest.mark.parametrize("argv,match", [
-    (["--gen", "{student}", "--metrics", "fid,bogus"], "unknown metric(s) bogus"),
-    (["--gen", "{student}", "--metrics", "fid"], "need --ref"),
-    (["--gen", "{student}", "--ref", "{real}", "--metrics", "fidelity"], "fidelity needs a generator as --ref"),
-    (["--gen", "{real}", "--metrics", "ppl"], "ppl needs a generator as --gen"),
-    (["--gen", "{student}", "--ref", "{real}", "--num", "1"], "--num must be >= 2"),
-    (["--gen", "missing.pt", "--ref", "{real}"], "neither a file nor a pretrained name"),
-    (["--gen", "{student}", "--ref", "{real}", "--out", "/nonexistent/dir/x.jsonl"], "does not exist"),
-    (["--gen", "{student}", "--ref", "{real}", "--device", "cuda:7"] if not torch.cuda.is_available() else
-     ["--gen", "{student}", "--ref", "{real}", "--batch-size", "0"], "cuda" if not torch.cuda.is_available() else
-     "batch-size"),
-])
+@pytest.mark.parametrize(
+    "argv,match",
+    [
+        (["--gen", "{student}", "--metrics", "fid,bogus"], "unknown metric(s) bogus"),
+        (["--gen", "{student}", "--metrics", "fid"], "need --ref"),
+        (["--gen", "{student}", "--ref", "{real}", "--metrics", "fidelity"], "fidelity needs a generator as --ref"),
+        (["--gen", "{real}", "--metrics", "ppl"], "ppl needs a generator as --gen"),
+        (["--gen", "{student}", "--ref", "{real}", "--num", "1"], "--num must be >= 2"),
+        (["--gen", "missing.pt", "--ref", "{real}"], "neither a file nor a pretrained name"),
+        (["--gen", "{student}", "--ref", "{real}", "--out", "/nonexistent/dir/x.jsonl"], "does not exist"),
+        (
+            ["--gen", "{student}", "--ref", "{real}", "--device", "cuda:7"]
+            if not torch.cuda.is_available()
+            else ["--gen", "{student}", "--ref", "{real}", "--batch-size", "0"],
+            "cuda" if not torch.cuda.is_available() else "batch-size",
+        ),
+    ],
+)
 def test_bad_arguments_give_one_clear_message(models, capsys, argv, match):
     fill = {"student": models / "student.pt", "real": models / "real"}
     assert E.main([a.format(**fill) for a in argv] + FAST) == 2

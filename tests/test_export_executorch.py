@@ -12,34 +12,33 @@ import numpy as np
 import pytest
 import torch
 
-from export.exporter import PARITY_SEEDS, ExportError, export
+from export.exporter import PARITY_SEEDS, SIZE_LIMIT, ExportError, export
 from export.manifest import read_manifest
 from export.runtime import load_runtime
-from mobilestylegan.cli.export import main as cli_main
-from mobilestylegan.io.checkpoint import save_student
 from mobilestylegan.student.lean import LeanSynthesis
 from teacher.numerics import assert_parity, pooled_psnr_db
-from tests.helpers import assert_runtime_cli_renders_the_pytorch_faces, float64_reference, require_toolchain
-from tests.test_export import export_student
+from tests.helpers.records import check_parity_record, check_parity_tolerances_are_fresh, check_quality_record
+from tests.helpers.runtime import assert_runtime_cli_renders_the_pytorch_faces, export_through_cli
+from tests.helpers.students import export_student, float64_reference
+from tests.helpers.toolchains import require_toolchain
 
 
 def need_executorch() -> None:
-    require_toolchain(importlib.util.find_spec("executorch") is not None, "executorch", 'pip install -e ".[executorch]"')
+    require_toolchain(
+        importlib.util.find_spec("executorch") is not None, "executorch", 'pip install -e ".[executorch]"'
+    )
 
 
 @pytest.fixture(scope="module")
 def pte(tmp_path_factory):
     need_executorch()
     G = export_student()
-    path = tmp_path_factory.mktemp("ckpt") / "student.pt"
-    save_student(path, G)
-    out = tmp_path_factory.mktemp("pte") / "export"
-    assert cli_main([str(path), "--format", "executorch", "--out", str(out), "-q"]) == 0
+    out, path = export_through_cli(G, tmp_path_factory.mktemp("pte"), "executorch")
     return out, G, path
 
 
 def test_files_manifest_and_delegation(pte):
-    out, _, _ = pte
+    out, G, _ = pte
     m = read_manifest(out)
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "mapping.pte", "synthesis.pte"]
     assert m["artefact_format"] == "executorch" and m["modulation"] == "activations" and m["precision"] == "fp32"
@@ -47,7 +46,9 @@ def test_files_manifest_and_delegation(pte):
     assert d["backend"] == "XNNPACK" and d["convolutions"] > 0
     assert d["convolutions_delegated"] == d["convolutions"] and d["convolutions_outside"] == 0
     assert d["delegates"] == 1 and d["ops_outside"] == []  # nothing splits the program
-    assert m["parity"]["passed"] and set(m["parity"]["max_abs_diff"]) == {"executorch"}
+    check_parity_record(m)  # every recorded max |diff| finite and within its recorded tolerance
+    check_parity_tolerances_are_fresh(m, G)  # each tolerance the rule's on a fresh float64 reference
+    assert set(m["parity"]["max_abs_diff"]) == {"executorch"}
     assert "executorch" in m["versions"]
 
 
@@ -59,7 +60,7 @@ def test_parity_and_size_recomputed(pte):
     assert_parity(rt.synthesis(w.float().numpy()), ref.numpy(), "ExecuTorch synthesis vs float64 PyTorch")
     lean = LeanSynthesis(G.synthesis, w_input="w", noise="const", modulation="activations")
     ratio = (out / "synthesis.pte").stat().st_size / lean.num_params_bytes()
-    assert ratio <= 1.15 and ratio == pytest.approx(read_manifest(out)["size_gate"]["ratio"], abs=1e-4)
+    assert ratio <= SIZE_LIMIT and ratio == pytest.approx(read_manifest(out)["size_gate"]["ratio"], abs=1e-4)
 
 
 def test_runtime_cli_renders_the_pytorch_faces(pte, tmp_path):
@@ -81,17 +82,16 @@ def test_fp16_programs_pass_the_gates(tmp_path):
 
     stock = node_visitor._node_visitor_dict["aten.convolution.default"]
     G = export_student(channels=FP16_CHANNELS)
-    ckpt, out = tmp_path / "student.pt", tmp_path / "fp16"
-    save_student(ckpt, G)
-    assert cli_main([str(ckpt), "--format", "executorch", "--precision", "fp16", "--out", str(out), "-q"]) == 0
+    out, _ = export_through_cli(G, tmp_path, "executorch", "--precision", "fp16")
     assert node_visitor._node_visitor_dict["aten.convolution.default"] is stock
     m = read_manifest(out)
-    assert m["precision"] == "fp16" and m["weights_dtype"].startswith("float16") and m["quality"]["passed"]
+    assert m["precision"] == "fp16" and m["weights_dtype"].startswith("float16")
+    check_quality_record(out, G, m)  # PSNR of the files on the recorded seeds, recomputed against the fp32 student
     assert m["quality"]["measured_inference_precision"]["synthesis"] == "f16 (executorch)"
     d = m["delegation"]["synthesis"]
     assert d["convolutions"] > 0 and d["convolutions_delegated"] == d["convolutions"]
     fp32_bytes = LeanSynthesis(G.synthesis, w_input="w", noise="const", modulation="activations").num_params_bytes()
-    assert (out / "synthesis.pte").stat().st_size <= 1.15 * fp32_bytes / 2
+    assert (out / "synthesis.pte").stat().st_size <= SIZE_LIMIT * fp32_bytes / 2
     rt = load_runtime(out)
     w, _ = float64_reference(G, PARITY_SEEDS)
     got = rt.synthesis(w.float().numpy())
@@ -107,12 +107,13 @@ def test_size_gate_catches_fp32_conv_weights(tmp_path, monkeypatch):
     need_executorch()
     import contextlib
 
-    from export import pte
+    from export.targets import executorch as target
 
-    monkeypatch.setattr(pte, "_conv_weights_kept_in_fp16", contextlib.nullcontext)
+    monkeypatch.setattr(target, "_conv_weights_kept_in_fp16", contextlib.nullcontext)
     with pytest.raises(ExportError, match=r"size gate failed: synthesis\.pte weighs \d+ bytes, [\d.]+x the \d+ fp16"):
-        export(export_student(channels=FP16_CHANNELS), "executorch", tmp_path / "fp16", precision="fp16",
-               progress=False)
+        export(
+            export_student(channels=FP16_CHANNELS), "executorch", tmp_path / "fp16", precision="fp16", progress=False
+        )
     assert not any(tmp_path.iterdir())
 
 

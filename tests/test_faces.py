@@ -14,14 +14,16 @@ import torch
 from mobilestylegan.edit import faces
 from mobilestylegan.edit.align import align, align_image, ffhq_quad, to_aligned
 from mobilestylegan.errors import UsageError
-from tests.helpers import require_toolchain
+from tests.helpers.toolchains import require_toolchain
 
 PHOTOS = Path(__file__).parent / "fixtures" / "photos"
 
 
 def _points(eye_l, eye_r, mouth_l, mouth_r) -> dict[str, np.ndarray]:
-    return {k: np.asarray(v, np.float64) for k, v in
-            zip(("eye_left", "eye_right", "mouth_left", "mouth_right"), (eye_l, eye_r, mouth_l, mouth_r))}
+    return {
+        k: np.asarray(v, np.float64)
+        for k, v in zip(("eye_left", "eye_right", "mouth_left", "mouth_right"), (eye_l, eye_r, mouth_l, mouth_r))
+    }
 
 
 def _similar(points: dict[str, np.ndarray], angle_deg: float, scale: float, shift) -> dict[str, np.ndarray]:
@@ -85,8 +87,7 @@ def test_align_image_resamples_the_photo_where_the_quad_says(angle, scale, shift
 
 
 def _require_faces():
-    require_toolchain(faces._package_dir(faces.LANDMARK_PACKAGE[2]) is not None, "the face models",
-                      faces.INSTALL_HINT)
+    require_toolchain(faces.landmark_package_installed(), "the face models", faces.INSTALL_HINT)
 
 
 def _require_identity():
@@ -179,8 +180,22 @@ def test_project_cli_aligns_and_reports_identity(tmp_path, capsys):
     from mobilestylegan.cli.project import main as project_main
 
     out = tmp_path / "proj"
-    assert project_main([str(PHOTOS / "astronaut.png"), "--align", "--generator", "embedded:tiny64", "--steps", "3",
-                         "--out", str(out), "-q"]) == 0
+    assert (
+        project_main(
+            [
+                str(PHOTOS / "astronaut.png"),
+                "--align",
+                "--generator",
+                "embedded:tiny64",
+                "--steps",
+                "3",
+                "--out",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
     aligned = Image.open(out / "astronaut_aligned.png")
     assert aligned.size == (1024, 1024)
     line = json.loads((out / "projections.jsonl").read_text().splitlines()[-1])
@@ -197,8 +212,12 @@ def test_project_cli_align_without_models_is_one_clear_error(tmp_path, capsys, m
     from mobilestylegan.cli.project import main as project_main
 
     monkeypatch.setattr(faces, "_package_dir", lambda module: None)
-    assert project_main([str(PHOTOS / "astronaut.png"), "--align", "--generator", "embedded:tiny64", "--out",
-                         str(tmp_path / "o")]) == 2
+    assert (
+        project_main(
+            [str(PHOTOS / "astronaut.png"), "--align", "--generator", "embedded:tiny64", "--out", str(tmp_path / "o")]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "bash scripts/setup.sh --faces" in err and "Traceback" not in err
 
@@ -212,8 +231,12 @@ def test_projection_adds_the_perceptual_term():
 
     G = load_generator_any("embedded:tiny64", "cpu").float().eval()
     with torch.no_grad():
-        target = G.synthesis(G.mapping.embed(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(3)))
-                             [:, None].expand(-1, G.num_ws, -1), noise_mode="const")
+        target = G.synthesis(
+            G.mapping.embed(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(3)))[:, None].expand(
+                -1, G.num_ws, -1
+            ),
+            noise_mode="const",
+        )
     vgg, _ = load_vgg16_full(None, allow_random_weights=True, classifier=False)
     perceptual = PerceptualDistance(vgg, None, 64)
     opts = ProjectOptions(steps=1, w_noise=0.0, w_avg_samples=500)
@@ -237,16 +260,21 @@ def _small_ov_model(extra_sigmoid: bool = False):
     c = lambda *s: op.constant(rng.standard_normal(s).astype(np.float32))  # noqa: E731
     x = op.parameter([1, 11, 11, 3], np.float32, name="x")
     t = op.transpose(x, op.constant(np.array([0, 3, 1, 2], np.int64)))
-    a = op.relu(op.add(op.convolution(t, c(4, 3, 3, 3), [2, 2], [0, 0], [0, 0], [1, 1], auto_pad="same_upper"),
-                       c(1, 4, 1, 1)))
+    a = op.relu(
+        op.add(op.convolution(t, c(4, 3, 3, 3), [2, 2], [0, 0], [0, 0], [1, 1], auto_pad="same_upper"), c(1, 4, 1, 1))
+    )
     b = op.convolution(t, c(4, 3, 1, 1), [2, 2], [0, 0], [0, 0], [1, 1])
     y = op.concat([a, op.multiply(b, c(1, 4, 1, 1))], 1)
     y = op.max_pool(y, [1, 1], [1, 1], [1, 1], [1, 1], [3, 3]).output(0)
     y = op.avg_pool(y, [2, 2], [0, 0], [0, 0], [2, 2], exclude_pad=True)
     y = op.reshape(y, op.constant(np.array([0, -1], np.int64)), special_zero=True)
     y = op.subtract(op.matmul(y, c(8 * 3 * 3, 5), False, False), c(1, 5))
-    norm = op.power(op.maximum(op.reduce_sum(op.multiply(y, y), op.constant(np.array([1], np.int64)), True),
-                               op.constant(np.float32(1e-10))), op.constant(np.float32(0.5)))
+    norm = op.power(
+        op.maximum(
+            op.reduce_sum(op.multiply(y, y), op.constant(np.array([1], np.int64)), True), op.constant(np.float32(1e-10))
+        ),
+        op.constant(np.float32(0.5)),
+    )
     y = op.divide(y, norm)
     if extra_sigmoid:
         y = op.sigmoid(y)
@@ -308,8 +336,21 @@ def test_project_cli_no_face_and_identity_weight_errors(tmp_path, capsys, monkey
     assert "wall.png: no face found in the photo" in err and "Traceback" not in err
     monkeypatch.setattr(faces, "identity_model_path", lambda: None)
     faces.identity_network.cache_clear()
-    assert project_main([str(PHOTOS / "astronaut.png"), "--align", "--identity-weight", "0.1", "--generator",
-                         "embedded:tiny64", "--out", str(tmp_path / "o2")]) == 2
+    assert (
+        project_main(
+            [
+                str(PHOTOS / "astronaut.png"),
+                "--align",
+                "--identity-weight",
+                "0.1",
+                "--generator",
+                "embedded:tiny64",
+                "--out",
+                str(tmp_path / "o2"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "bash scripts/setup.sh --identity" in err and "Traceback" not in err
     assert not (tmp_path / "o2" / "projections.jsonl").exists()

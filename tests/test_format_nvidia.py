@@ -15,7 +15,7 @@ from teacher.config import DiscriminatorConfig, GeneratorConfig
 from teacher.formats import CheckpointError, nvidia, read_checkpoint, tensorflow
 from teacher.formats.layout import discriminator_shapes, generator_shapes
 from teacher.formats.safe_pickle import pickle_globals
-from tests.fake_checkpoints import (
+from tests.helpers.fake_checkpoints import (
     Global,
     Reduce,
     dump,
@@ -28,8 +28,9 @@ from tests.fake_checkpoints import (
     write_tf_pkl,
 )
 
-G_CFG = GeneratorConfig(z_dim=12, w_dim=16, img_resolution=16, channels={4: 16, 8: 16, 16: 8}, mapping_layers=3,
-                        conv_clamp=256.0)
+G_CFG = GeneratorConfig(
+    z_dim=12, w_dim=16, img_resolution=16, channels={4: 16, 8: 16, 16: 8}, mapping_layers=3, conv_clamp=256.0
+)
 D_CFG = DiscriminatorConfig(img_resolution=16, channels={4: 16, 8: 16, 16: 8}, conv_clamp=256.0)
 
 
@@ -46,8 +47,14 @@ def assert_same_state(got: dict, want: dict) -> None:
 
 def write(tmp_path, states, name="net.pkl", g_state=None, d_state=None, **options) -> str:
     path = str(tmp_path / name)
-    write_nvidia_pkl(path, G_CFG, states[0] if g_state is None else g_state, D_CFG,
-                     states[1] if d_state is None else d_state, **options)
+    write_nvidia_pkl(
+        path,
+        G_CFG,
+        states[0] if g_state is None else g_state,
+        D_CFG,
+        states[1] if d_state is None else d_state,
+        **options,
+    )
     return path
 
 
@@ -96,7 +103,8 @@ def test_prefers_g_ema_and_falls_back_to_g(tmp_path, states):
 def test_generator_only_and_bare_network(tmp_path, states):
     ck = nvidia.read(write(tmp_path, states, networks=("G_ema",)))
     assert ck.d_state is None and ck.g_config == G_CFG
-    from tests.fake_checkpoints import nvidia_discriminator
+    from tests.helpers.fake_checkpoints import nvidia_discriminator
+
     path = tmp_path / "bare_d.pkl"
     dump(path, nvidia_discriminator(D_CFG, states[1]), 3)
     ck = nvidia.read(str(path))
@@ -111,10 +119,23 @@ def test_generator_only_and_bare_network(tmp_path, states):
 def test_architecture_inferred_from_shapes(tmp_path, layout, clamp):
     # channels that no channel_base/channel_max pair produces, z_dim != w_dim, a custom filter
     custom = {} if layout == "none" else {"mapping_lr_mul": 0.05, "resample_filter": (1, 2, 1)}
-    g_cfg = GeneratorConfig(z_dim=8, w_dim=12, img_resolution=32, channels={4: 16, 8: 12, 16: 12, 32: 8},
-                            mapping_layers=2, conv_clamp=clamp, **custom)
-    d_cfg = DiscriminatorConfig(img_resolution=32, channels={4: 16, 8: 12, 16: 12, 32: 8}, img_channels=1,
-                                mbstd_group_size=2, mbstd_num_channels=2, conv_clamp=clamp)
+    g_cfg = GeneratorConfig(
+        z_dim=8,
+        w_dim=12,
+        img_resolution=32,
+        channels={4: 16, 8: 12, 16: 12, 32: 8},
+        mapping_layers=2,
+        conv_clamp=clamp,
+        **custom,
+    )
+    d_cfg = DiscriminatorConfig(
+        img_resolution=32,
+        channels={4: 16, 8: 12, 16: 12, 32: 8},
+        img_channels=1,
+        mbstd_group_size=2,
+        mbstd_num_channels=2,
+        conv_clamp=clamp,
+    )
     g_state, d_state = random_state(generator_shapes(g_cfg), 2), random_state(discriminator_shapes(d_cfg), 3)
     path = str(tmp_path / "arch.pkl")
     write_nvidia_pkl(path, g_cfg, g_state, d_cfg, d_state, layout=layout)
@@ -128,8 +149,9 @@ def test_architecture_inferred_from_shapes(tmp_path, layout, clamp):
 
 
 def test_custom_filter_without_layout_is_refused(tmp_path):
-    g_cfg = GeneratorConfig(z_dim=8, w_dim=8, img_resolution=8, channels={4: 8, 8: 8}, mapping_layers=1,
-                            resample_filter=(1, 2, 1))
+    g_cfg = GeneratorConfig(
+        z_dim=8, w_dim=8, img_resolution=8, channels={4: 8, 8: 8}, mapping_layers=1, resample_filter=(1, 2, 1)
+    )
     path = str(tmp_path / "f.pkl")
     write_nvidia_pkl(path, g_cfg, random_state(generator_shapes(g_cfg)), layout="none", networks=("G_ema",))
     with pytest.raises(CheckpointError, match=r"resample_filter .* is not the filter \[1.0, 3.0, 3.0, 1.0\]"):
@@ -137,7 +159,8 @@ def test_custom_filter_without_layout_is_refused(tmp_path):
 
 
 def test_init_kwargs_must_agree_with_tensors(tmp_path, states):
-    from tests.fake_checkpoints import nvidia_g_kwargs
+    from tests.helpers.fake_checkpoints import nvidia_g_kwargs
+
     kw = {**nvidia_g_kwargs(G_CFG), "z_dim": 99}
     path = write(tmp_path, states, g_options={"kwargs": {"": kw}})
     with pytest.raises(CheckpointError, match=r"z_dim=99 but the tensors say 12"):
@@ -147,12 +170,15 @@ def test_init_kwargs_must_agree_with_tensors(tmp_path, states):
 # --- strictness -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("edit, key", [
-    ("drop", "synthesis.b8.conv1.noise_const"),
-    ("extra", "synthesis.b8.conv1.surprise"),
-    ("shape", "synthesis.b8.conv1.bias"),
-    ("drop", "mapping.w_avg"),
-])
+@pytest.mark.parametrize(
+    "edit, key",
+    [
+        ("drop", "synthesis.b8.conv1.noise_const"),
+        ("extra", "synthesis.b8.conv1.surprise"),
+        ("shape", "synthesis.b8.conv1.bias"),
+        ("drop", "mapping.w_avg"),
+    ],
+)
 def test_generator_key_errors_name_the_key(tmp_path, states, edit, key):
     g = dict(states[0])
     if edit == "drop":
@@ -161,8 +187,12 @@ def test_generator_key_errors_name_the_key(tmp_path, states, edit, key):
         g[key] = torch.zeros(3)
     else:
         g[key] = torch.zeros(15)
-    with pytest.raises(CheckpointError, match={"drop": "missing", "extra": "unexpected", "shape": "mis-shaped"}[edit]
-                       + r" key\(s\): .*" + key.replace(".", r"\.")):
+    with pytest.raises(
+        CheckpointError,
+        match={"drop": "missing", "extra": "unexpected", "shape": "mis-shaped"}[edit]
+        + r" key\(s\): .*"
+        + key.replace(".", r"\."),
+    ):
         nvidia.read(write(tmp_path, states, g_state=g))
 
 
@@ -186,7 +216,8 @@ def test_refuses_conditional_generator(tmp_path, states):
     g = {**states[0], "mapping.embed.weight": torch.zeros(16, 3), "mapping.embed.bias": torch.zeros(16)}
     with pytest.raises(CheckpointError, match="conditional generator"):
         nvidia.read(write(tmp_path, states, g_state=g))
-    from tests.fake_checkpoints import nvidia_g_kwargs
+    from tests.helpers.fake_checkpoints import nvidia_g_kwargs
+
     path = write(tmp_path, states, "c.pkl", g_options={"kwargs": {"": {**nvidia_g_kwargs(G_CFG), "c_dim": 3}}})
     with pytest.raises(CheckpointError, match=r"conditional generator \(c_dim=3"):
         nvidia.read(path)
@@ -208,7 +239,8 @@ def test_refuses_non_skip_synthesis(tmp_path, states, variant):
         for k in [k for k in g if k.startswith("synthesis.b8.torgb.")]:
             del g[k]
     else:
-        from tests.fake_checkpoints import nvidia_g_kwargs
+        from tests.helpers.fake_checkpoints import nvidia_g_kwargs
+
         kw = nvidia_g_kwargs(G_CFG)
         kw["synthesis_kwargs"]["architecture"] = "orig"
         options = {"g_options": {"kwargs": {"": kw}}}
@@ -228,11 +260,16 @@ def test_refuses_non_resnet_discriminator(tmp_path, states, variant):
 
 
 def test_refuses_stylegan3(tmp_path):
-    g = {"mapping.fc0.weight": torch.zeros(16, 12), "mapping.fc0.bias": torch.zeros(16),
-         "mapping.w_avg": torch.zeros(16),
-         "synthesis.input.weight": torch.zeros(16, 4), "synthesis.input.affine.weight": torch.zeros(4, 16),
-         "synthesis.input.freqs": torch.zeros(16, 2), "synthesis.L0_36_16.weight": torch.zeros(16, 16, 3, 3),
-         "synthesis.L0_36_16.magnitude_ema": torch.ones([])}
+    g = {
+        "mapping.fc0.weight": torch.zeros(16, 12),
+        "mapping.fc0.bias": torch.zeros(16),
+        "mapping.w_avg": torch.zeros(16),
+        "synthesis.input.weight": torch.zeros(16, 4),
+        "synthesis.input.affine.weight": torch.zeros(4, 16),
+        "synthesis.input.freqs": torch.zeros(16, 2),
+        "synthesis.L0_36_16.weight": torch.zeros(16, 16, 3, 3),
+        "synthesis.L0_36_16.magnitude_ema": torch.ones([]),
+    }
     path = str(tmp_path / "sg3.pkl")
     write_nvidia_pkl(path, G_CFG, g, layout="none", networks=("G_ema",))
     with pytest.raises(CheckpointError, match="StyleGAN3"):
@@ -241,7 +278,8 @@ def test_refuses_stylegan3(tmp_path):
 
 def test_whole_minibatch_stddev(tmp_path, states):
     """legacy.py writes mbstd_group_size=None (one group = the whole minibatch) for TF discriminators."""
-    from tests.fake_checkpoints import nvidia_d_kwargs
+    from tests.helpers.fake_checkpoints import nvidia_d_kwargs
+
     kw = nvidia_d_kwargs(D_CFG)
     kw["epilogue_kwargs"]["mbstd_group_size"] = None
     ck = nvidia.read(write(tmp_path, states, d_options={"kwargs": {"": kw}}))
@@ -253,7 +291,8 @@ def test_whole_minibatch_stddev(tmp_path, states):
 
 
 def test_malformed_settings(tmp_path, states):
-    from tests.fake_checkpoints import nvidia_d_kwargs, nvidia_g_kwargs
+    from tests.helpers.fake_checkpoints import nvidia_d_kwargs, nvidia_g_kwargs
+
     kw = nvidia_d_kwargs(D_CFG)
     kw["epilogue_kwargs"]["mbstd_group_size"] = "four"
     with pytest.raises(CheckpointError, match="malformed network settings"):
@@ -278,8 +317,9 @@ def test_tensorflow_pickle_gets_a_pointer_to_the_right_reader(tmp_path, states):
 def test_corrupt_file(tmp_path, states, damage):
     path = Path(write(tmp_path, states))
     data = path.read_bytes()
-    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": os.urandom(4096), "empty": b"",
-                      "tail": data[:-1]}[damage])
+    path.write_bytes(
+        {"truncate": data[: len(data) // 2], "garbage": os.urandom(4096), "empty": b"", "tail": data[:-1]}[damage]
+    )
     with pytest.raises(CheckpointError):
         nvidia.read(str(path))
 
@@ -287,9 +327,14 @@ def test_corrupt_file(tmp_path, states, damage):
 def test_pickle_globals(tmp_path, states):
     path = write(tmp_path, states, protocol=4)
     found = pickle_globals(path)
-    assert {"torch_utils.persistence._reconstruct_persistent_obj", "torch._utils._rebuild_tensor_v2",
-            "torch._utils._rebuild_parameter", "torch.storage._load_from_bytes", "collections.OrderedDict",
-            "dnnlib.util.EasyDict"} <= found
+    assert {
+        "torch_utils.persistence._reconstruct_persistent_obj",
+        "torch._utils._rebuild_tensor_v2",
+        "torch._utils._rebuild_parameter",
+        "torch.storage._load_from_bytes",
+        "collections.OrderedDict",
+        "dnnlib.util.EasyDict",
+    } <= found
     assert "?" not in "".join(found)
     assert "torch_utils.persistence._reconstruct_persistent_obj" in pickle_globals(write(tmp_path, states, protocol=2))
     junk = tmp_path / "junk.bin"
@@ -340,7 +385,8 @@ def test_refuses_payload_nested_deep_in_a_valid_file(tmp_path, states):
     with pytest.raises(CheckpointError, match=r"builtins\.exec"):
         nvidia.read(path)
     assert not marker.exists()
-    from tests.fake_checkpoints import EasyDict, nvidia_d_kwargs
+    from tests.helpers.fake_checkpoints import EasyDict, nvidia_d_kwargs
+
     kw = nvidia_d_kwargs(D_CFG)
     kw["block_kwargs"] = EasyDict(resample_filter=exec_payload(marker))
     with pytest.raises(CheckpointError, match=r"builtins\.exec"):
@@ -389,4 +435,3 @@ def test_refuses_persistent_ids_and_hooked_tensors(tmp_path):
     dump(path, Reduce(Global("torch._utils", "_rebuild_tensor_v2"), ("x", 0, (1,), (1,), False, OrderedDict())), 4)
     with pytest.raises(CheckpointError, match="not a storage"):
         nvidia.read(str(path))
-

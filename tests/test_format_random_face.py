@@ -68,7 +68,11 @@ def test_generic_loader(ir_files, converted):
 def test_structure_and_raw_scales(converted):
     state, info = converted
     assert {k: info[k] for k in ("z_dim", "w_dim", "num_layers", "lr_mul")} == {
-        "z_dim": 512, "w_dim": 512, "num_layers": 8, "lr_mul": 0.01}
+        "z_dim": 512,
+        "w_dim": 512,
+        "num_layers": 8,
+        "lr_mul": 0.01,
+    }
     assert info["output_shape"] == [1, 512]  # a single w, not a broadcast W+
     assert (info["input_name"], info["output_name"]) == ("var", "style")
     assert "estimated" in info["w_avg_source"]

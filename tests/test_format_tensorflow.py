@@ -16,7 +16,7 @@ from teacher.formats import CheckpointError, nvidia, read_checkpoint, tensorflow
 from teacher.formats.layout import discriminator_shapes, generator_shapes
 from teacher.formats.safe_pickle import pickle_globals
 from teacher.numerics import assert_parity
-from tests.fake_checkpoints import (
+from tests.helpers.fake_checkpoints import (
     Global,
     Reduce,
     dump,
@@ -48,8 +48,14 @@ def assert_same_state(got: dict, want: dict) -> None:
 
 def write(tmp_path, states, name="tf.pkl", g_state=None, d_state=None, **options) -> str:
     path = str(tmp_path / name)
-    write_tf_pkl(path, G_CFG, states[0] if g_state is None else g_state, D_CFG,
-                 states[1] if d_state is None else d_state, **options)
+    write_tf_pkl(
+        path,
+        G_CFG,
+        states[0] if g_state is None else g_state,
+        D_CFG,
+        states[1] if d_state is None else d_state,
+        **options,
+    )
     return path
 
 
@@ -70,8 +76,9 @@ def test_fake_writer_uses_tf_layouts(states):
     for o, i, kh, kw in [(0, 0, 0, 0), (7, 15, 0, 2), (3, 5, 1, 2), (2, 9, 2, 1)]:
         assert tf_up[2 - kh, 2 - kw, i, o] == w_up[o, i, kh, kw]  # Conv0_up: flipped in both spatial axes
         assert tf[kh, kw, i % 8, o] == w[o, i % 8, kh, kw]
-    np.testing.assert_array_equal(syn["8x8/Conv1/mod_bias"] + np.float32(1),
-                                  g["synthesis.b8.conv1.affine.bias"].numpy())
+    np.testing.assert_array_equal(
+        syn["8x8/Conv1/mod_bias"] + np.float32(1), g["synthesis.b8.conv1.affine.bias"].numpy()
+    )
     np.testing.assert_array_equal(syn["8x8/Conv1/mod_weight"], g["synthesis.b8.conv1.affine.weight"].numpy().T)
     # noise{2*log2(r)-5} feeds b{r}.conv0, noise{2*log2(r)-4} b{r}.conv1
     np.testing.assert_array_equal(syn["noise3"][0, 0], g["synthesis.b16.conv0.noise_const"].numpy())
@@ -120,22 +127,46 @@ def test_mod_bias_of_any_value_is_restored_to_float32_rounding(tmp_path, states)
     g = dict(states[0])
     g["synthesis.b8.conv0.affine.bias"] = torch.randn(16) * 3  # outside [0.5, 2] (x - 1) + 1 may round
     ck = tensorflow.read(write(tmp_path, states, g_state=g))
-    assert_parity(ck.g_state["synthesis.b8.conv0.affine.bias"], g["synthesis.b8.conv0.affine.bias"],
-                  "modulation bias after TF's (x - 1) + 1")
+    assert_parity(
+        ck.g_state["synthesis.b8.conv0.affine.bias"],
+        g["synthesis.b8.conv0.affine.bias"],
+        "modulation bias after TF's (x - 1) + 1",
+    )
 
 
 @pytest.mark.parametrize("clamp", [None, 256.0])
 def test_architecture_inferred_from_shapes(tmp_path, clamp):
-    g_cfg = GeneratorConfig(z_dim=8, w_dim=12, img_resolution=32, channels={4: 16, 8: 12, 16: 12, 32: 8},
-                            mapping_layers=2, img_channels=1, conv_clamp=clamp, mapping_lr_mul=0.05,
-                            resample_filter=(1, 2, 1))
-    d_cfg = DiscriminatorConfig(img_resolution=32, channels={4: 16, 8: 12, 16: 12, 32: 8}, img_channels=1,
-                                mbstd_group_size=8, mbstd_num_channels=2, conv_clamp=clamp, resample_filter=(1, 2, 1))
+    g_cfg = GeneratorConfig(
+        z_dim=8,
+        w_dim=12,
+        img_resolution=32,
+        channels={4: 16, 8: 12, 16: 12, 32: 8},
+        mapping_layers=2,
+        img_channels=1,
+        conv_clamp=clamp,
+        mapping_lr_mul=0.05,
+        resample_filter=(1, 2, 1),
+    )
+    d_cfg = DiscriminatorConfig(
+        img_resolution=32,
+        channels={4: 16, 8: 12, 16: 12, 32: 8},
+        img_channels=1,
+        mbstd_group_size=8,
+        mbstd_num_channels=2,
+        conv_clamp=clamp,
+        resample_filter=(1, 2, 1),
+    )
     path = str(tmp_path / "arch.pkl")
     extra = {"mapping_lrmul": 0.05, "resample_kernel": [1, 2, 1]}
-    write_tf_pkl(path, g_cfg, random_state(generator_shapes(g_cfg)), d_cfg, random_state(discriminator_shapes(d_cfg)),
-                 g_options={"static_kwargs": extra},
-                 d_options={"static_kwargs": {"resample_kernel": [1, 2, 1], "conv_clamp": clamp}})
+    write_tf_pkl(
+        path,
+        g_cfg,
+        random_state(generator_shapes(g_cfg)),
+        d_cfg,
+        random_state(discriminator_shapes(d_cfg)),
+        g_options={"static_kwargs": extra},
+        d_options={"static_kwargs": {"resample_kernel": [1, 2, 1], "conv_clamp": clamp}},
+    )
     ck = tensorflow.read(path)
     assert ck.g_config == g_cfg and ck.d_config == d_cfg
 
@@ -172,13 +203,25 @@ def test_unknown_variable_is_named(tmp_path, states):
 
 
 def test_misshaped_variable_is_named(tmp_path, states):
-    path = write(tmp_path, states, g_options={"drop_vars": ("synthesis/8x8/Conv1/bias",),
-                                              "extra_vars": {"synthesis/8x8/Conv1/bias": np.zeros(15, np.float32)}})
+    path = write(
+        tmp_path,
+        states,
+        g_options={
+            "drop_vars": ("synthesis/8x8/Conv1/bias",),
+            "extra_vars": {"synthesis/8x8/Conv1/bias": np.zeros(15, np.float32)},
+        },
+    )
     with pytest.raises(CheckpointError, match=r"mis-shaped key\(s\): synthesis\.b8\.conv1\.bias: file \(15,\)"):
         tensorflow.read(path)
-    path = write(tmp_path, states, "rank.pkl", g_options={
-        "drop_vars": ("synthesis/8x8/Conv1/weight",),
-        "extra_vars": {"synthesis/8x8/Conv1/weight": np.zeros((9, 16, 16), np.float32)}})
+    path = write(
+        tmp_path,
+        states,
+        "rank.pkl",
+        g_options={
+            "drop_vars": ("synthesis/8x8/Conv1/weight",),
+            "extra_vars": {"synthesis/8x8/Conv1/weight": np.zeros((9, 16, 16), np.float32)},
+        },
+    )
     with pytest.raises(CheckpointError, match=r"Conv1/weight -> synthesis\.b8\.conv1\.weight: expected 4 dims"):
         tensorflow.read(path)
 
@@ -194,8 +237,11 @@ def test_refuses_conditional_networks(tmp_path, states, how):
         options = {"g_options": {"extra_vars": {"mapping/LabelConcat/weight": np.zeros((10, 12), np.float32)}}}
     with pytest.raises(CheckpointError, match="conditional generator"):
         tensorflow.read(write(tmp_path, states, **options))
-    options = {"d_options": {"static_kwargs": {"label_size": 10}}} if how == "kwarg" else \
-        {"d_options": {"extra_vars": {"LabelEmbed/weight": np.zeros((10, 16), np.float32)}}}
+    options = (
+        {"d_options": {"static_kwargs": {"label_size": 10}}}
+        if how == "kwarg"
+        else {"d_options": {"extra_vars": {"LabelEmbed/weight": np.zeros((10, 16), np.float32)}}}
+    )
     with pytest.raises(CheckpointError, match="conditional discriminator"):
         tensorflow.read(write(tmp_path, states, "d.pkl", **options))
 
@@ -203,35 +249,50 @@ def test_refuses_conditional_networks(tmp_path, states, how):
 @pytest.mark.parametrize("how", ["resnet", "orig"])
 def test_refuses_non_skip_synthesis(tmp_path, states, how):
     if how == "resnet":
-        options = {"static_kwargs": {"architecture": "resnet"},
-                   "extra_vars": {"synthesis/8x8/Skip/weight": np.zeros((1, 1, 16, 16), np.float32)}}
+        options = {
+            "static_kwargs": {"architecture": "resnet"},
+            "extra_vars": {"synthesis/8x8/Skip/weight": np.zeros((1, 1, 16, 16), np.float32)},
+        }
     else:  # progressive growing (configs B-D, StyleGAN1): ToRGB_lod{n}
-        options = {"drop_vars": ("synthesis/8x8/ToRGB/weight",),
-                   "extra_vars": {"synthesis/ToRGB_lod1/weight": np.zeros((1, 1, 16, 3), np.float32)}}
+        options = {
+            "drop_vars": ("synthesis/8x8/ToRGB/weight",),
+            "extra_vars": {"synthesis/ToRGB_lod1/weight": np.zeros((1, 1, 16, 3), np.float32)},
+        }
     with pytest.raises(CheckpointError, match=rf"synthesis architecture '{how}.*only 'skip'"):
         tensorflow.read(write(tmp_path, states, g_options=options))
 
 
 @pytest.mark.parametrize("how", ["skip", "orig", "kwarg"])
 def test_refuses_non_resnet_discriminator(tmp_path, states, how):
-    options = {"skip": {"extra_vars": {"8x8/FromRGB/weight": np.zeros((1, 1, 3, 16), np.float32)}},
-               "orig": {"drop_vars": ("8x8/Skip/weight",)},
-               "kwarg": {"static_kwargs": {"architecture": "skip"}}}[how]
-    with pytest.raises(CheckpointError, match=rf"discriminator architecture '{how.replace('kwarg', 'skip')}'; "
-                                              "only 'resnet' is supported"):
+    options = {
+        "skip": {"extra_vars": {"8x8/FromRGB/weight": np.zeros((1, 1, 3, 16), np.float32)}},
+        "orig": {"drop_vars": ("8x8/Skip/weight",)},
+        "kwarg": {"static_kwargs": {"architecture": "skip"}},
+    }[how]
+    with pytest.raises(
+        CheckpointError,
+        match=rf"discriminator architecture '{how.replace('kwarg', 'skip')}'; "
+        "only 'resnet' is supported",
+    ):
         tensorflow.read(write(tmp_path, states, d_options=options))
 
 
-@pytest.mark.parametrize("kwargs, match", [({"normalize_latents": False}, "normalize_latents"),
-                                           ({"mapping_nonlinearity": "relu"}, "lrelu"),
-                                           ({"use_noise": False}, "noise")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"normalize_latents": False}, "normalize_latents"),
+        ({"mapping_nonlinearity": "relu"}, "lrelu"),
+        ({"use_noise": False}, "noise"),
+    ],
+)
 def test_refuses_unsupported_generator_settings(tmp_path, states, kwargs, match):
     with pytest.raises(CheckpointError, match=match):
         tensorflow.read(write(tmp_path, states, g_options={"static_kwargs": kwargs}))
 
 
 def test_refuses_old_pickle_versions_and_wrong_structures(tmp_path, states):
-    from tests.fake_checkpoints import tf_generator
+    from tests.helpers.fake_checkpoints import tf_generator
+
     gs = tf_generator(G_CFG, states[0])
     gs.state["version"] = 3
     path = tmp_path / "v3.pkl"
@@ -264,8 +325,13 @@ def test_corrupt_file(tmp_path, states, damage):
 
 def test_pickle_globals(tmp_path, states):
     found = pickle_globals(write(tmp_path, states))
-    assert found == {"dnnlib.tflib.network.Network", "numpy.core.multiarray._reconstruct", "numpy.ndarray",
-                     "numpy.dtype", "numpy.core.multiarray.scalar"}
+    assert found == {
+        "dnnlib.tflib.network.Network",
+        "numpy.core.multiarray._reconstruct",
+        "numpy.ndarray",
+        "numpy.dtype",
+        "numpy.core.multiarray.scalar",
+    }
     assert "dnnlib.tflib.network.Network" in pickle_globals(write(tmp_path, states, "p2.pkl", protocol=2))
 
 
@@ -280,8 +346,11 @@ def test_refuses_code_execution(tmp_path, states, where):
         dump(path, Reduce(Global("os", "system"), (f"touch {marker}",)), 4)
         name = r"os\.system"
     else:
-        options = {"extra_vars": {"synthesis/8x8/Conv1/evil": exec_payload(marker)}} if where == "variables" else \
-            {"static_kwargs": {"resample_kernel": exec_payload(marker)}}
+        options = (
+            {"extra_vars": {"synthesis/8x8/Conv1/evil": exec_payload(marker)}}
+            if where == "variables"
+            else {"static_kwargs": {"resample_kernel": exec_payload(marker)}}
+        )
         write_tf_pkl(str(path), G_CFG, states[0], D_CFG, states[1], g_options=options)
         name = r"builtins\.exec"
     with pytest.raises(CheckpointError, match=f"refused to load the global {name}"):
@@ -300,7 +369,8 @@ def test_refuses_torch_globals(tmp_path, states):
 
 
 def test_build_module_src_is_never_executed(tmp_path, states):
-    from tests.fake_checkpoints import tf_discriminator, tf_generator
+    from tests.helpers.fake_checkpoints import tf_discriminator, tf_generator
+
     marker = tmp_path / "pwned"
     src = f"open({str(marker)!r}, 'w').close()\n"
     gs = tf_generator(G_CFG, states[0])

@@ -13,7 +13,7 @@ from mobilestylegan.cli.convert import main as convert_main
 from teacher.formats import CheckpointError, read_checkpoint, rosinality
 from teacher.fs import OutputPathError
 from teacher.numerics import assert_parity
-from tests.helpers import tiny_checkpoint
+from tests.helpers.teachers import tiny_checkpoint
 
 
 def assert_same_state(a: dict, b: dict) -> None:
@@ -42,15 +42,24 @@ def test_native_pt_loads_with_weights_only(tmp_path):
     assert obj["format"] == "mobilestylegan-teacher" and obj["d_config"] is None
 
 
-@pytest.mark.parametrize("damage,match", [
-    (lambda s: s.pop("synthesis.b8.conv0.weight"), r"1 missing key\(s\): synthesis\.b8\.conv0\.weight"),
-    (lambda s: s.__setitem__("synthesis.b8.extra", torch.zeros(1)), r"1 unexpected key\(s\): synthesis\.b8\.extra"),
-    (lambda s: s.__setitem__("mapping.fc1.bias", torch.zeros(3)), r"mis-shaped.*mapping\.fc1\.bias: file \(3,\)"),
-])
+@pytest.mark.parametrize(
+    "damage,match",
+    [
+        (lambda s: s.pop("synthesis.b8.conv0.weight"), r"1 missing key\(s\): synthesis\.b8\.conv0\.weight"),
+        (lambda s: s.__setitem__("synthesis.b8.extra", torch.zeros(1)), r"1 unexpected key\(s\): synthesis\.b8\.extra"),
+        (lambda s: s.__setitem__("mapping.fc1.bias", torch.zeros(3)), r"mis-shaped.*mapping\.fc1\.bias: file \(3,\)"),
+    ],
+)
 def test_native_strictness(tmp_path, damage, match):
     ck = tiny_checkpoint(16, with_d=False)
-    obj = {"format": "mobilestylegan-teacher", "version": 1, "g_config": ck.g_config.to_dict(),
-           "g_state": dict(ck.g_state), "d_config": None, "d_state": None}
+    obj = {
+        "format": "mobilestylegan-teacher",
+        "version": 1,
+        "g_config": ck.g_config.to_dict(),
+        "g_state": dict(ck.g_state),
+        "d_config": None,
+        "d_state": None,
+    }
     damage(obj["g_state"])
     torch.save(obj, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match=match):
@@ -81,8 +90,13 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
 
 def test_native_version_and_config_errors(tmp_path):
     ck = tiny_checkpoint(16, with_d=False)
-    base = {"format": "mobilestylegan-teacher", "g_config": ck.g_config.to_dict(), "g_state": ck.g_state,
-            "d_config": None, "d_state": None}
+    base = {
+        "format": "mobilestylegan-teacher",
+        "g_config": ck.g_config.to_dict(),
+        "g_state": ck.g_state,
+        "d_config": None,
+        "d_state": None,
+    }
     torch.save({**base, "version": 99}, tmp_path / "v.pt")
     with pytest.raises(CheckpointError, match="version 99"):
         read_checkpoint(tmp_path / "v.pt")
@@ -130,10 +144,15 @@ def test_rosinality_training_checkpoint_roundtrip(tmp_path):
     d = rosinality.to_dict(ck)
     g_ema = d.pop("g_ema")
     latent_avg = d.pop("latent_avg")
-    train = {"g": {k: v + 1 for k, v in g_ema.items()}, "g_ema": g_ema, "d": d["d"],
-             "g_optim": {"state": {}, "param_groups": [{"lr": 0.002, "params": [0]}]},
-             "d_optim": {"state": {}, "param_groups": [{"lr": 0.002, "params": [0]}]},
-             "args": argparse.Namespace(size=32, batch=16, r1=10.0), "ada_aug_p": 0.0}
+    train = {
+        "g": {k: v + 1 for k, v in g_ema.items()},
+        "g_ema": g_ema,
+        "d": d["d"],
+        "g_optim": {"state": {}, "param_groups": [{"lr": 0.002, "params": [0]}]},
+        "d_optim": {"state": {}, "param_groups": [{"lr": 0.002, "params": [0]}]},
+        "args": argparse.Namespace(size=32, batch=16, r1=10.0),
+        "ada_aug_p": 0.0,
+    }
     torch.save(train, tmp_path / "050000.pt")
     back = read_checkpoint(tmp_path / "050000.pt")
     assert back.source_format == "rosinality" and back.extra["generator_key"] == "g_ema"

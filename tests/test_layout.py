@@ -28,8 +28,12 @@ def all_modules() -> list[str]:
 
 
 def test_the_walk_sees_every_source_file():
-    files = {p.relative_to(REPO).with_suffix("").as_posix().replace("/", ".").removesuffix(".__init__")
-             for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py") if p.name != "__main__.py"}
+    files = {
+        p.relative_to(REPO).with_suffix("").as_posix().replace("/", ".").removesuffix(".__init__")
+        for pkg in PACKAGES
+        for p in (REPO / pkg).rglob("*.py")
+        if p.name != "__main__.py"
+    }
     assert files == set(all_modules())
 
 

@@ -25,8 +25,9 @@ def perturbed_student(seed: int = 0) -> MobileSynthesisNetwork:
 
 @pytest.mark.parametrize("w_input", ["w", "wplus"])
 @pytest.mark.parametrize("noise", ["const", "input", "none"])
-@pytest.mark.parametrize("idwt_mode,modulation", [("conv", "weights"), ("conv", "activations"),
-                                                 ("matmul", "activations")])
+@pytest.mark.parametrize(
+    "idwt_mode,modulation", [("conv", "weights"), ("conv", "activations"), ("matmul", "activations")]
+)
 def test_lean_synthesis_equals_the_student(w_input, noise, idwt_mode, modulation):
     net = perturbed_student()
     lean = LeanSynthesis(net, w_input, noise, idwt_mode, modulation)

@@ -33,8 +33,8 @@ from mobilestylegan.student.synthesis import StudentConfig
 from teacher.formats.common import CheckpointError
 from teacher.mapping import MappingNetwork
 from teacher.numerics import assert_parity
-from tests.helpers import randomize
-from tests.test_format_msg_split import tiny_config, tiny_native_state, write_split
+from tests.helpers.msg_split import tiny_config, tiny_native_state, write_split
+from tests.helpers.teachers import randomize
 
 FAKE_NAMES = ("pytorch_lightning", "evilpkg")
 
@@ -89,10 +89,22 @@ class Payload:
 def adam_state(params: int, step: int) -> dict:
     """An Adam state dict in the torch 1.x format (integer step)."""
     g = torch.Generator().manual_seed(params)
-    return {"state": {i: {"step": step, "exp_avg": torch.randn(3, generator=g), "exp_avg_sq": torch.rand(3, generator=g)}
-                      for i in range(params)},
-            "param_groups": [{"lr": 5e-4, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0, "amsgrad": False,
-                              "params": list(range(params))}]}
+    return {
+        "state": {
+            i: {"step": step, "exp_avg": torch.randn(3, generator=g), "exp_avg_sq": torch.rand(3, generator=g)}
+            for i in range(params)
+        },
+        "param_groups": [
+            {
+                "lr": 5e-4,
+                "betas": (0.9, 0.999),
+                "eps": 1e-8,
+                "weight_decay": 0,
+                "amsgrad": False,
+                "params": list(range(params)),
+            }
+        ],
+    }
 
 
 def distiller_state_dict(student, tcfg, tstate, split_dir: Path) -> dict[str, torch.Tensor]:
@@ -111,9 +123,13 @@ def distiller_state_dict(student, tcfg, tstate, split_dir: Path) -> dict[str, to
     sd["style_mean"] = tstate["mapping.w_avg"][None, None].repeat(1, tcfg.num_ws, 1)
     sd["device_info"] = torch.tensor(1)
     g = torch.Generator().manual_seed(5)
-    for name, shape in [("loss.perceptual_loss.net.net.0.weight", (4, 3, 3, 3)), ("loss.gan_loss.m.convs.0.0.weight",
-                        (4, 3, 1, 1)), ("loss.dwt.h0_col", (1, 1, 2, 1)), ("loss.idwt.g0_col", (1, 1, 2, 1)),
-                        ("inception.blocks.0.0.conv.weight", (4, 3, 3, 3))]:
+    for name, shape in [
+        ("loss.perceptual_loss.net.net.0.weight", (4, 3, 3, 3)),
+        ("loss.gan_loss.m.convs.0.0.weight", (4, 3, 1, 1)),
+        ("loss.dwt.h0_col", (1, 1, 2, 1)),
+        ("loss.idwt.g0_col", (1, 1, 2, 1)),
+        ("inception.blocks.0.0.conv.weight", (4, 3, 3, 3)),
+    ]:
         sd[name] = torch.randn(shape, generator=g)
     return sd
 
@@ -126,7 +142,7 @@ def originals(tmp_path_factory):
     tstate = tiny_native_state(tcfg, seed=1)
     tstate["mapping.w_avg"] = torch.randn(tcfg.w_dim, generator=torch.Generator().manual_seed(2))
     mapping = MappingNetwork(tcfg.z_dim, tcfg.w_dim, tcfg.mapping_layers)  # the teacher's, as the Distiller has it
-    mapping.load_state_dict({k[len("mapping."):]: v for k, v in tstate.items() if k.startswith("mapping.")})
+    mapping.load_state_dict({k[len("mapping.") :]: v for k, v in tstate.items() if k.startswith("mapping.")})
     S = StudentGenerator(StudentConfig(img_resolution=32, w_dim=tcfg.w_dim, channels=(16, 16, 8)), mapping)
     randomize(S.synthesis, seed=4)
     sd = distiller_state_dict(S, tcfg, tstate, d)
@@ -136,12 +152,22 @@ def originals(tmp_path_factory):
 def write_102(path: Path, sd: dict, *, callbacks: bool, hyper: bool, payload_in: str | None = None) -> None:
     """The layout pytorch-lightning 1.0.2's ModelCheckpoint writes, pickled with the real class names."""
     with fake_modules() as ns:
-        ckpt = {"epoch": 7, "global_step": 12000, "pytorch-lightning_version": "1.0.2",
-                "optimizer_states": [adam_state(4, 12000), adam_state(3, 12000)], "lr_schedulers": [],
-                "state_dict": sd}
+        ckpt = {
+            "epoch": 7,
+            "global_step": 12000,
+            "pytorch-lightning_version": "1.0.2",
+            "optimizer_states": [adam_state(4, 12000), adam_state(3, 12000)],
+            "lr_schedulers": [],
+            "state_dict": sd,
+        }
         if callbacks:
-            ckpt["callbacks"] = {ns.ModelCheckpoint: {"monitor": "kid_val", "best_model_score": torch.tensor(0.0123),
-                                                      "best_model_path": "/runs/ffhq/epoch=6.ckpt"}}
+            ckpt["callbacks"] = {
+                ns.ModelCheckpoint: {
+                    "monitor": "kid_val",
+                    "best_model_score": torch.tensor(0.0123),
+                    "best_model_path": "/runs/ffhq/epoch=6.ckpt",
+                }
+            }
         if hyper:
             cfg = omegaconf_config({"trainset": {"emb_size": 512}, "distillation_loss": {"perceptual_size": 256}})
             ckpt["hparams_name"] = "cfg"
@@ -156,8 +182,11 @@ def write_102(path: Path, sd: dict, *, callbacks: bool, hyper: bool, payload_in:
     assert not any(name.split(".")[0] in FAKE_NAMES for name in sys.modules)
 
 
-@pytest.mark.parametrize("callbacks,hyper", [(True, False), (False, False), (True, True), (False, True)],
-                         ids=["callbacks", "bare", "callbacks+hparams", "hparams"])
+@pytest.mark.parametrize(
+    "callbacks,hyper",
+    [(True, False), (False, False), (True, True), (False, True)],
+    ids=["callbacks", "bare", "callbacks+hparams", "hparams"],
+)
 def test_mobilestylegan_lightning_102_checkpoint_loads_student_and_teacher(originals, tmp_path, callbacks, hyper):
     S, tcfg, tstate, sd = originals
     path = tmp_path / "epoch=7.ckpt"
@@ -183,8 +212,11 @@ def test_mobilestylegan_lightning_102_checkpoint_loads_student_and_teacher(origi
     assert T.img_resolution == 64 and torch.equal(T.mapping.w_avg, tstate["mapping.w_avg"])
     zt = torch.randn(2, tcfg.z_dim, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        assert_parity(T(zt, truncation_psi=0.7, noise_mode="none"), ref(zt, truncation_psi=0.7, noise_mode="none"),
-                      "teacher from the Lightning checkpoint")
+        assert_parity(
+            T(zt, truncation_psi=0.7, noise_mode="none"),
+            ref(zt, truncation_psi=0.7, noise_mode="none"),
+            "teacher from the Lightning checkpoint",
+        )
 
 
 @pytest.mark.parametrize("where", ["callbacks", "hyper_parameters"])
@@ -217,7 +249,7 @@ def test_compare_cli_reads_student_and_teacher_from_one_checkpoint(originals, tm
 @pytest.fixture(scope="module")
 def own_run(tmp_path_factory):
     """A real 4-iteration distillation run of this toolkit (Lightning 2.x checkpoints)."""
-    from tests.test_training import run_tiny
+    from tests.helpers.config import run_tiny
 
     out = tmp_path_factory.mktemp("own")
     summary, _ = run_tiny(out, "trainer.steps=4", "trainer.val_every=2", "trainer.checkpoint_every=2")
@@ -246,8 +278,13 @@ def test_own_training_checkpoints_load_everywhere(own_run, tmp_path):
         ck = torch.load(last, weights_only=True)
         ck["hparams_name"] = "kwargs"
         ck["hyper_parameters"] = AttributeDict(cfg=omegaconf_config({"optim": {"lr": 5e-4}}), note="x")
-        ck["MixedPrecision"] = {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
-                                "_growth_tracker": 0}
+        ck["MixedPrecision"] = {
+            "scale": 65536.0,
+            "growth_factor": 2.0,
+            "backoff_factor": 0.5,
+            "growth_interval": 2000,
+            "_growth_tracker": 0,
+        }
         rich = tmp_path / "rich.ckpt"
         torch.save(ck, rich)
     G = load_any_student(rich)
@@ -263,6 +300,23 @@ def test_own_training_checkpoints_load_everywhere(own_run, tmp_path):
     manifest = export(str(rich), "openvino", tmp_path / "ir", progress=False)  # (a 32-px ONNX is mostly graph)
     assert manifest["source"]["spec"] == str(rich)
     jsonl = tmp_path / "e.jsonl"
-    assert E.main(["--gen", str(rich), "--ref", str(last), "--metrics", "fidelity", "--num", "2", "--out", str(jsonl),
-                   "--allow-random-weights", "--quiet"]) == 0
+    assert (
+        E.main(
+            [
+                "--gen",
+                str(rich),
+                "--ref",
+                str(last),
+                "--metrics",
+                "fidelity",
+                "--num",
+                "2",
+                "--out",
+                str(jsonl),
+                "--allow-random-weights",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert jsonl.read_text().count("\n") >= 2

@@ -36,6 +36,7 @@ def vgg():
 
 # ----------------------------------------------------------------------------------------------- pixel
 
+
 def test_pixel_loss_matches_hand_formula():
     heads_p = [torch.randn(2, 12, 4, 4), torch.randn(2, 12, 8, 8)]
     heads_t = [torch.randn(2, 12, 4, 4), torch.randn(2, 12, 8, 8)]
@@ -52,8 +53,14 @@ def test_pixel_loss_matches_hand_formula():
     w_l2 = (l2_of(heads_p[0], heads_t[0]) + l2_of(heads_p[1], heads_t[1])) / 2
     rgb_l1, rgb_l2 = l1_of(img_p, img_t), l2_of(img_p, img_t)
     total, parts = pixel_loss(heads_p, heads_t, img_p, img_t, l1=l1, l2=l2)
-    expect = {"wavelet_l1": w_l1, "wavelet_l2": w_l2, "rgb_l1": rgb_l1, "rgb_l2": rgb_l2,
-              "wavelet": l1 * w_l1 + l2 * w_l2, "rgb": l1 * rgb_l1 + l2 * rgb_l2}
+    expect = {
+        "wavelet_l1": w_l1,
+        "wavelet_l2": w_l2,
+        "rgb_l1": rgb_l1,
+        "rgb_l2": rgb_l2,
+        "wavelet": l1 * w_l1 + l2 * w_l2,
+        "rgb": l1 * rgb_l1 + l2 * rgb_l2,
+    }
     for key, value in expect.items():  # float32 losses against the formula in float64
         assert_parity(parts[key], torch.tensor(value, dtype=torch.float64), key)
         assert not parts[key].requires_grad
@@ -76,6 +83,7 @@ def test_pixel_loss_gradients_and_errors():
 
 
 # ------------------------------------------------------------------------------------------ perceptual
+
 
 def test_perceptual_zero_for_identical_and_positive_otherwise(vgg):
     loss = PerceptualLoss(vgg, size=16)
@@ -116,6 +124,7 @@ def test_perceptual_decreases_under_optimisation(vgg):
 
 
 # ------------------------------------------------------------------------------------------------- GAN
+
 
 def test_gan_losses_match_formulas():
     real = torch.tensor([[1.5], [-0.3], [0.2]], dtype=torch.float64)
@@ -171,6 +180,7 @@ def test_r1_gradient_reaches_discriminator_weights():
 
 
 # ---------------------------------------------------------------------------------------- augmentation
+
 
 def gens(seed: int, n: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(seed * 1000 + i) for i in range(n)]
@@ -234,8 +244,9 @@ def test_diffaugment_transforms_are_the_documented_maps():
     angle = math.radians((2 * float(u[2]) - 1) * 30)
     want = torch.tensor([[math.cos(angle), math.sin(angle), 0], [-math.sin(angle), math.cos(angle), 0]])
     torch.testing.assert_close(theta[0], want, rtol=0, atol=1e-6)
-    crop = DiffAugment(p=1.0, flip=False, degrees=0, translate=0, scale=(1, 1), crop_scale=(0.25, 0.25),
-                       crop_ratio=(1.0, 1.0))
+    crop = DiffAugment(
+        p=1.0, flip=False, degrees=0, translate=0, scale=(1, 1), crop_scale=(0.25, 0.25), crop_ratio=(1.0, 1.0)
+    )
     g.manual_seed(7)
     u = torch.rand(DiffAugment.DRAWS, generator=g, dtype=torch.float64)
     g.manual_seed(7)

@@ -18,7 +18,7 @@ from mobilestylegan.nets.inception import FIDInceptionV3, InceptionWeightsNotFou
 from mobilestylegan.nets.vgg import VGG16Full, load_vgg16_full
 from teacher.formats.common import CheckpointError
 from teacher.numerics import assert_parity, psnr_db
-from tests.test_vgg import fake_state, save
+from tests.helpers.vgg import fake_state, save_hashed
 
 pytestmark = pytest.mark.usefixtures("one_thread", "no_weight_files")
 
@@ -45,6 +45,7 @@ def scipy_fid(mu1, s1, mu2, s2) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ FID
+
 
 def test_fid_of_a_set_against_itself_is_zero(inception):
     feats = inception(preprocess(smooth_images(24), "clean", 75)).double().numpy()  # [24, 2048]
@@ -94,6 +95,7 @@ def test_fid_increases_monotonically_with_noise(inception):
 
 # ------------------------------------------------------------------------------------------------ KID
 
+
 def brute_force_mmd2(x: np.ndarray, y: np.ndarray) -> float:
     k = lambda a, b: (float(np.dot(a, b)) / len(a) + 1) ** 3  # noqa: E731
     n, m = len(x), len(y)
@@ -124,6 +126,7 @@ def test_kid_is_unbiased_on_identical_distributions():
 
 # ------------------------------------------------------------------------------------- precision/recall
 
+
 def brute_force_pr(gen: np.ndarray, ref: np.ndarray, k: int) -> tuple[float, float]:
     def radii(x):
         d = np.linalg.norm(x[:, None] - x[None], axis=-1)
@@ -149,6 +152,7 @@ def test_precision_recall_match_brute_force():
 
 # ------------------------------------------------------------------------------------------- PPL, PSNR
 
+
 def test_ppl_filter_and_psnr():
     d = np.concatenate([np.zeros(5), np.full(990, 2.0), np.full(5, 1e9)])  # outliers beyond the 1st / 99th percentiles
     assert M.ppl_filtered_mean(d) == pytest.approx(2.0)
@@ -160,6 +164,7 @@ def test_ppl_filter_and_psnr():
 
 
 # ------------------------------------------------------------------------------------------ inception
+
 
 def test_inception_layout_and_forward_shape(inception):
     sd = inception.state_dict()
@@ -182,7 +187,7 @@ def test_inception_strict_load_and_checksum(tmp_path, monkeypatch):
     model = load_inception(None, allow_random_weights=True, seed=7)[0]
     state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
     path = tmp_path / inc.INCEPTION_FILENAME
-    digest = save(state, path)
+    digest = save_hashed(state, path)
     with pytest.raises(CheckpointError, match="6726825d") as err:
         load_inception(path)
     assert digest in str(err.value) and "pytorch-fid/releases" in str(err.value)
@@ -192,7 +197,7 @@ def test_inception_strict_load_and_checksum(tmp_path, monkeypatch):
     x = torch.rand(2, 3, 80, 80)
     assert torch.equal(loaded(x), model(x))
     del state["Mixed_7c.branch_pool.conv.weight"]
-    save(state, path)
+    save_hashed(state, path)
     monkeypatch.setattr(inc, "INCEPTION_SHA256_PREFIX", "")
     with pytest.raises(CheckpointError, match="missing key.*Mixed_7c.branch_pool.conv.weight"):
         load_inception(path)
@@ -227,10 +232,11 @@ def test_preprocess_conventions():
 
 # ----------------------------------------------------------------------------------- VGG, perceptual
 
+
 def test_vgg16_full_loads_torchvision_keys(tmp_path, monkeypatch):
     state = fake_state(random_up_to=28)
     path = tmp_path / "vgg16-397923af.pth"
-    digest = save(state, path)
+    digest = save_hashed(state, path)
     monkeypatch.setattr(vgg_mod, "VGG16_SHA256_PREFIX", digest[:8])
     net, weights_id = load_vgg16_full(path, classifier=False)
     assert weights_id == digest
@@ -258,8 +264,10 @@ def test_perceptual_distance(tmp_path):
     assert_parity(unit(b, a), d, "unit distance, arguments swapped")
     # LPIPS heads read by path (never importing lpips); all-ones heads reproduce the unit distance.
     heads_file = tmp_path / "vgg.pth"
-    torch.save({f"lin{i}.model.1.weight": torch.ones(1, c, 1, 1) for i, c in enumerate(vgg_mod.FULL_FEATURE_CHANNELS)},
-               heads_file)
+    torch.save(
+        {f"lin{i}.model.1.weight": torch.ones(1, c, 1, 1) for i, c in enumerate(vgg_mod.FULL_FEATURE_CHANNELS)},
+        heads_file,
+    )
     assert M.find_lpips_weights(heads_file) == heads_file
     lp = M.PerceptualDistance(vgg, M.load_lpips_heads(heads_file), size=32)
     assert lp.kind == "lpips-vgg-v0.1"

@@ -64,8 +64,11 @@ def test_every_kernel_compiles_to_ptx(nvrtc, arch):
 
 
 # Parameters of each entry point: the Python wrappers pass pointers, then one ctypes Structure.
-PARAM_STRUCTS = {"upfirdn2d": (_upfirdn2d.Upfirdn2dParams, 3), "bias_act_fwd": (_bias_act.BiasActParams, 3),
-                 "bias_act_grad": (_bias_act.BiasActParams, 4)}
+PARAM_STRUCTS = {
+    "upfirdn2d": (_upfirdn2d.Upfirdn2dParams, 3),
+    "bias_act_fwd": (_bias_act.BiasActParams, 3),
+    "bias_act_grad": (_bias_act.BiasActParams, 4),
+}
 
 
 def param_layout(name: str) -> tuple[type[ctypes.Structure], int]:
@@ -74,7 +77,7 @@ def param_layout(name: str) -> tuple[type[ctypes.Structure], int]:
 
 def test_kernel_parameters_match_the_ctypes_side(nvrtc):
     """Same number of parameters, and each kernel's struct has the size of its ctypes mirror."""
-    for file_name, text in cuda.compile_ptx("compute_80").items():
+    for _file_name, text in cuda.compile_ptx("compute_80").items():
         for name, params in re.findall(r"\.entry\s+(\w+)\(([^)]*)\)", text):
             struct, pointers = param_layout(name)
             decls = [d.strip() for d in params.split(",")]
@@ -331,8 +334,18 @@ def emulator_lib(tmp_path_factory) -> ctypes.CDLL:
     exports = "".join(f"EMU_EXPORT({name})\n" for entries in ENTRIES.values() for name in entries)
     (d / "emu.cpp").write_text(EMULATOR + exports)
     kernels = Path(_runtime.__file__).parent / "kernels"
-    cmd = [compiler, "-std=c++17", "-O1", "-shared", "-fPIC", "-I", str(kernels), "-o", str(d / "emu.so"),
-           str(d / "emu.cpp")]
+    cmd = [
+        compiler,
+        "-std=c++17",
+        "-O1",
+        "-shared",
+        "-fPIC",
+        "-I",
+        str(kernels),
+        "-o",
+        str(d / "emu.so"),
+        str(d / "emu.cpp"),
+    ]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return ctypes.CDLL(str(d / "emu.so"))
 
@@ -381,7 +394,7 @@ def grads_to_second_order(fn, inputs: list[torch.Tensor], seed: int = 0) -> list
 def assert_all_close(a: list[torch.Tensor], b: list[torch.Tensor], tol: float) -> None:
     for i, (u, v) in enumerate(zip(a, b)):
         assert u.shape == v.shape, f"item {i}: {u.shape} != {v.shape}"
-        torch.testing.assert_close(u, v, rtol=tol, atol=tol, msg=lambda m: f"item {i}: {m}")
+        torch.testing.assert_close(u, v, rtol=tol, atol=tol, msg=lambda m, i=i: f"item {i}: {m}")
 
 
 UPFIRDN_CASES = [  # (x shape, filter shape, up, down, padding)
@@ -424,9 +437,11 @@ def test_upfirdn2d_tiles_planes_and_dtypes(device, monkeypatch):
     """Several tiles per plane, several planes per block, shrunken tiles for a big filter, fp16 / bf16."""
     monkeypatch.setattr(_upfirdn2d, "_MAX_GRID_Z", 2)  # blocks loop over planes
     x = torch.randn([2, 3, 50, 80], dtype=torch.float64, device=device)
-    for f, up, down, pad in [(torch.randn([4, 4]), (2, 2), (1, 1), (2, 1, 2, 1)),
-                             (torch.randn([40, 30]), (1, 1), (1, 1), (15, 14, 20, 19)),
-                             (torch.randn([3, 3]), (1, 1), (2, 2), (-3, 1, 0, 2))]:
+    for f, up, down, pad in [
+        (torch.randn([4, 4]), (2, 2), (1, 1), (2, 1, 2, 1)),
+        (torch.randn([40, 30]), (1, 1), (1, 1), (15, 14, 20, 19)),
+        (torch.randn([3, 3]), (1, 1), (2, 2), (-3, 1, 0, 2)),
+    ]:
         f = f.to(device)
         ours = cuda_upfirdn2d(x, f, up, down, pad, False, 1.0)
         ref = ops.upfirdn2d(x, f, up, down, pad, impl="ref")
@@ -441,10 +456,12 @@ def test_upfirdn2d_tiles_planes_and_dtypes(device, monkeypatch):
 
 def test_upfirdn2d_gradcheck(device):
     x = torch.randn([1, 2, 5, 6], dtype=torch.float64, device=device, requires_grad=True)
-    for f, up, down, pad in [(torch.randn([4, 4]), (2, 2), (1, 1), (2, 1, 2, 1)),
-                             (torch.randn([3]), (1, 2), (2, 1), (1, -1, 0, 2))]:
+    for f, up, down, pad in [
+        (torch.randn([4, 4]), (2, 2), (1, 1), (2, 1, 2, 1)),
+        (torch.randn([3]), (1, 2), (2, 1), (1, -1, 0, 2)),
+    ]:
         f = f.to(device)
-        fn = lambda t: cuda_upfirdn2d(t, f, up, down, pad, False, 1.5)  # noqa: E731
+        fn = lambda t, f=f, up=up, down=down, pad=pad: cuda_upfirdn2d(t, f, up, down, pad, False, 1.5)  # noqa: E731
         fast = device == "cpu"  # the emulator is slow; the comparisons above cover the gradients too
         assert torch.autograd.gradcheck(fn, [x], fast_mode=fast)
         assert torch.autograd.gradgradcheck(fn, [x], fast_mode=fast)
@@ -485,8 +502,11 @@ def test_bias_act_dims_loops_and_dtypes(device, monkeypatch):
             assert_all_close([ours], [ref], 1e-12)
     monkeypatch.setattr(_bias_act, "_I32_LIMIT", 0)  # 64-bit index kernels
     x32, b32 = x.float(), b.float()
-    assert_all_close([cuda_bias_act(x32, b32, 0, "selu", None, None, None)],
-                     [ops.bias_act(x32, b32, dim=0, act="selu", impl="ref")], 1e-6)
+    assert_all_close(
+        [cuda_bias_act(x32, b32, 0, "selu", None, None, None)],
+        [ops.bias_act(x32, b32, dim=0, act="selu", impl="ref")],
+        1e-6,
+    )
     for dtype in (torch.float16, torch.bfloat16):
         ours = cuda_bias_act(x.to(dtype), b.to(dtype), 0, "lrelu", None, None, 0.5)
         ref = ops.bias_act(x.to(dtype).double(), b.to(dtype).double(), dim=0, act="lrelu", clamp=0.5, impl="ref")

@@ -11,7 +11,7 @@ import torch
 
 from teacher import ops
 from teacher.ops import _impl
-from teacher.ops.upfirdn2d import _upfirdn2d_naive
+from teacher.ops.upfirdn2d import upfirdn2d_naive
 
 
 def oracle_upfirdn2d(x: np.ndarray, f: np.ndarray, up, down, pad, flip, gain) -> np.ndarray:
@@ -36,7 +36,7 @@ def oracle_upfirdn2d(x: np.ndarray, f: np.ndarray, up, down, pad, flip, gain) ->
     out = np.zeros((n, c, oh, ow))
     for i in range(oh):
         for j in range(ow):
-            out[:, :, i, j] = (zp[:, :, i:i + fh, j:j + fw] * k).sum(axis=(2, 3))
+            out[:, :, i, j] = (zp[:, :, i : i + fh, j : j + fw] * k).sum(axis=(2, 3))
     return out[:, :, ::dy, ::dx] * gain
 
 
@@ -48,7 +48,11 @@ def test_upfirdn2d_matches_oracle(up, down, pad, kind):
     g = torch.Generator().manual_seed(up * 100 + down * 10 + len(kind))
     channels = 3 if kind == "1d" else 6  # both the folded (<= 4 channels) and the depthwise path
     x = torch.randn(2, channels, 7, 5, generator=g, dtype=torch.float64)
-    f = torch.randn(4, generator=g, dtype=torch.float64) if kind == "1d" else torch.randn(3, 5, generator=g, dtype=torch.float64)
+    f = (
+        torch.randn(4, generator=g, dtype=torch.float64)
+        if kind == "1d"
+        else torch.randn(3, 5, generator=g, dtype=torch.float64)
+    )
     for flip, gain in [(False, 1.0), (True, 2.5)]:
         ref = oracle_upfirdn2d(x.numpy(), f.numpy(), (up, up), (down, down), pad, flip, gain)
         out = ops.upfirdn2d(x, f, up=up, down=down, padding=pad, flip_filter=flip, gain=gain, impl="ref")
@@ -63,7 +67,7 @@ def test_upfirdn2d_anisotropic_factors_and_naive():
         ref = oracle_upfirdn2d(x.numpy(), f.numpy(), up, down, pad, False, 1.0)
         out = ops.upfirdn2d(x, f, up=up, down=down, padding=pad, impl="ref")
         np.testing.assert_allclose(out.numpy(), ref, atol=1e-12)
-        naive = _upfirdn2d_naive(x, f, up=up, down=down, padding=pad)
+        naive = upfirdn2d_naive(x, f, up=up, down=down, padding=pad)
         np.testing.assert_allclose(naive.numpy(), ref, atol=1e-12)
 
 
@@ -131,8 +135,9 @@ def test_bias_act_matches_formula(act):
     b = torch.randn(5, dtype=torch.float64)
     xb = x.numpy() + b.numpy()[None, :, None, None]
     gain = DEFAULT_GAINS.get(act, 1.0)
-    np.testing.assert_allclose(ops.bias_act(x, b, act=act, impl="ref").numpy(), oracle_act(act, xb, 0.2) * gain,
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        ops.bias_act(x, b, act=act, impl="ref").numpy(), oracle_act(act, xb, 0.2) * gain, rtol=1e-12, atol=1e-12
+    )
     out = ops.bias_act(x, b, act=act, alpha=0.3, gain=0.7, clamp=0.5, impl="ref").numpy()
     np.testing.assert_allclose(out, np.clip(oracle_act(act, xb, 0.3) * 0.7, -0.5, 0.5), rtol=1e-12, atol=1e-12)
 
@@ -150,7 +155,9 @@ def test_bias_act_dim_and_errors():
         ops.bias_act(x, clamp=-1.0)
 
 
-@pytest.mark.parametrize("act,clamp", [("lrelu", None), ("lrelu", 0.8), ("linear", 0.5), ("tanh", None), ("swish", None)])
+@pytest.mark.parametrize(
+    "act,clamp", [("lrelu", None), ("lrelu", 0.8), ("linear", 0.5), ("tanh", None), ("swish", None)]
+)
 def test_bias_act_gradcheck_and_gradgradcheck(act, clamp):
     x = torch.randn(2, 3, 4, dtype=torch.float64)
     x = (x + 0.05 * x.sign()).requires_grad_(True)  # keep away from the kinks of lrelu / clamp
@@ -178,15 +185,18 @@ def test_dispatch_rules(monkeypatch):
     assert st["upfirdn2d"]["active"] == "ref" and "not on a CUDA device" in st["upfirdn2d"]["reason"]
     monkeypatch.setenv(_impl.ENV_VAR, "ref")
     ops.bias_act(x)
-    assert ops.status()["bias_act"] == {"requested": "ref", "active": "ref", "reason": "reference requested",
-                                        "selftest": {}}  # no CUDA kernel was ever tested in this process
+    assert ops.status()["bias_act"] == {
+        "requested": "ref",
+        "active": "ref",
+        "reason": "reference requested",
+        "selftest": {},
+    }  # no CUDA kernel was ever tested in this process
 
 
 def test_importing_ops_does_not_load_cuda_module():
     import subprocess
     import sys
 
-    code = ("import sys, teacher, teacher.ops; "
-            "print(any(m.startswith('teacher.ops.cuda') for m in sys.modules))")
+    code = "import sys, teacher, teacher.ops; print(any(m.startswith('teacher.ops.cuda') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"

@@ -58,8 +58,9 @@ def openvino_synthesis(ir_files):
     import openvino as ov
 
     core = ov.Core()
-    compiled = core.compile_model(core.read_model(str(ir_files["synthesis_xml"])), "CPU",
-                                  {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = core.compile_model(
+        core.read_model(str(ir_files["synthesis_xml"])), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+    )
     return lambda w: compiled(w.astype(np.float32))[compiled.outputs[0]]  # [1, 512] -> [1, 3, 1024, 1024]
 
 
@@ -88,8 +89,10 @@ def check_parity(render, seeds) -> None:
         a, ref = render(seed)
         assert a.shape == ref.shape == (1, 3, 1024, 1024)
         diff = np.abs(a - ref)
-        print(f"seed {seed}: max abs diff {diff.max():.3g}, mean {diff.mean():.3g} "
-              f"(image range {ref.min():.2f}..{ref.max():.2f})")
+        print(
+            f"seed {seed}: max abs diff {diff.max():.3g}, mean {diff.mean():.3g} "
+            f"(image range {ref.min():.2f}..{ref.max():.2f})"
+        )
         ours.append(a)
         refs.append(ref)
     ours, refs = np.concatenate(ours), np.concatenate(refs)
@@ -127,17 +130,36 @@ def test_constants_match_the_ir(G, ir_files):
     """Spot checks against the IR constants by name, independent of the graph walk."""
     import openvino as ov
 
-    consts = {op.get_friendly_name(): op.get_data() for op in ov.Core().read_model(
-        str(ir_files["synthesis_xml"])).get_ordered_ops() if op.get_type_name() == "Constant"}
+    consts = {
+        op.get_friendly_name(): op.get_data()
+        for op in ov.Core().read_model(str(ir_files["synthesis_xml"])).get_ordered_ops()
+        if op.get_type_name() == "Constant"
+    }
     sd = G.synthesis.state_dict()
-    np.testing.assert_array_equal(sd["layers.3.conv1.conv.weight_dw"].numpy(),
-                                  consts["m.layers.3.conv1.conv.weight_dw"][:, :, 0])
+    np.testing.assert_array_equal(
+        sd["layers.3.conv1.conv.weight_dw"].numpy(), consts["m.layers.3.conv1.conv.weight_dw"][:, :, 0]
+    )
     np.testing.assert_array_equal(sd["layers.3.conv1.conv.weight_permute"].numpy(), consts["Mul_406_copy"])
     np.testing.assert_array_equal(sd["conv1.conv.weight"].numpy().reshape(512, 512, 3, 3), consts["Mul_39_copy"])
     np.testing.assert_array_equal(sd["layers.5.up.modulation.bias"].numpy(), consts["m.layers.5.up.modulation.bias"][0])
     # Noise: strength * unit map gives back the IR map (the IR's friendly names).
-    names = ["1531", "1560", "1572", "1601", "1613", "1642", "1654", "1683", "1695",
-             "1724", "1736", "1765", "1777", "1806", "1818"]
+    names = [
+        "1531",
+        "1560",
+        "1572",
+        "1601",
+        "1613",
+        "1642",
+        "1654",
+        "1683",
+        "1695",
+        "1724",
+        "1736",
+        "1765",
+        "1777",
+        "1806",
+        "1818",
+    ]
     for conv, name in zip(G.synthesis.styled_convs(), names):
         unit = conv.noise_const.double()
         assert abs(float(unit.std(unbiased=False)) - 1) < 1e-5 and float(conv.noise.weight) > 0
@@ -150,7 +172,6 @@ def test_sample_image(G, render, tmp_path):
     img = torch.from_numpy(ours)
     grid = make_grid(img, pad=0)
     path = save_png(grid, tmp_path / "ffhq_seed0.png")
-    save_png(grid, "/tmp/ffhq_seed0.png")  # a copy to look at
     from PIL import Image
 
     assert Image.open(path).size == (1024, 1024)

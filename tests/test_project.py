@@ -16,7 +16,7 @@ from mobilestylegan.edit.project import ProjectOptions, project
 from mobilestylegan.errors import UsageError
 from mobilestylegan.io.checkpoint import save_student
 from mobilestylegan.io.images import save_png, to_uint8
-from tests.test_export import export_student
+from tests.helpers.students import export_student
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +67,11 @@ def test_projection_reaches_a_generated_target(student, target):
 
 
 def test_wplus_changes_only_live_entries_and_the_proxy_warms_up(student, target):
-    r = project(student, target, ProjectOptions(space="wplus", steps=60, proxy_steps=30, proxy_resolution=16, refine_lr=0.1,
-                                                w_avg_samples=2000))
+    r = project(
+        student,
+        target,
+        ProjectOptions(space="wplus", steps=60, proxy_steps=30, proxy_resolution=16, refine_lr=0.1, w_avg_samples=2000),
+    )
     from mobilestylegan.edit.project import w_statistics
     from teacher.numerics import psnr_db
 
@@ -107,11 +110,34 @@ def test_cli_writes_every_file_and_latents_load_back(student, target, tmp_path):
     ckpt = save_student(tmp_path / "student.pt", student)
     png = save_png(to_uint8(target)[0], tmp_path / "face.png")
     out = tmp_path / "proj"
-    assert project_main([str(png), "--generator", str(ckpt), "--steps", "40", "--lr", "0.1", "--optimize-noise",
-                         "--out", str(out), "-q"]) == 0
+    assert (
+        project_main(
+            [
+                str(png),
+                "--generator",
+                str(ckpt),
+                "--steps",
+                "40",
+                "--lr",
+                "0.1",
+                "--optimize-noise",
+                "--out",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["face.json", "face.npy", "face.png", "face_loss.png", "face_noise.npz", "face_strip.png",
-                     "projections.jsonl"]
+    assert names == [
+        "face.json",
+        "face.npy",
+        "face.png",
+        "face_loss.png",
+        "face_noise.npz",
+        "face_strip.png",
+        "projections.jsonl",
+    ]
     line = json.loads((out / "projections.jsonl").read_text().splitlines()[-1])
     assert line["steps"] == 40 and line["space"] == "wplus" and line["psnr_db"] > 15 and line["seconds"] > 0
     desc = json.loads((out / "face.json").read_text())
@@ -120,7 +146,8 @@ def test_cli_writes_every_file_and_latents_load_back(student, target, tmp_path):
     assert ws.shape == (1, student.num_ws, student.w_dim)
     with np.load(out / "face_noise.npz") as noise:
         assert [noise[f"noise{i}"].shape for i in range(len(noise.files))] == [
-            (1, *s) for s in student.synthesis.noise_shapes]
+            (1, *s) for s in student.synthesis.noise_shapes
+        ]
     from PIL import Image
 
     strip = np.asarray(Image.open(out / "face_strip.png"))
@@ -142,8 +169,10 @@ def test_latent_file_errors(student, tmp_path):
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    assert project_main([str(tmp_path / "missing.png"), "--generator", "embedded:tiny64", "--out",
-                         str(tmp_path / "o")]) == 2
+    assert (
+        project_main([str(tmp_path / "missing.png"), "--generator", "embedded:tiny64", "--out", str(tmp_path / "o")])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "missing.png does not exist" in err and "Traceback" not in err
     (tmp_path / "not.png").write_text("text")
@@ -160,15 +189,46 @@ def test_commands_rerun_with_the_raised_mmap_threshold():
     import subprocess
     import sys
 
-    from export.bench.common import MMAP_TUNABLE
+    from mobilestylegan.allocator import MMAP_TUNABLE
 
     if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
         pytest.skip("glibc only")
-    code = ("import os; print(os.environ.get('GLIBC_TUNABLES', '-'), flush=True); "
-            "from mobilestylegan.cli.common import raise_mmap_threshold; raise_mmap_threshold(None); print('ran')")
+    code = (
+        "import os; print(os.environ.get('GLIBC_TUNABLES', '-'), flush=True); "
+        "from mobilestylegan.cli.common import raise_mmap_threshold; raise_mmap_threshold(None); print('ran')"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "MOBILESTYLEGAN_ALLOCATOR")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["-", MMAP_TUNABLE, "ran"]
-    out = subprocess.run([sys.executable, "-c", code], env=dict(env, MOBILESTYLEGAN_ALLOCATOR="default"),
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=dict(env, MOBILESTYLEGAN_ALLOCATOR="default"),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert out.split() == ["-", "ran"]
+
+
+def test_mmap_tunable_is_added_after_existing_tunables():
+    from mobilestylegan.allocator import MMAP_TUNABLE, with_mmap_tunable
+
+    assert with_mmap_tunable({"A": "1"}) == {"A": "1", "GLIBC_TUNABLES": MMAP_TUNABLE}
+    env = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
+    assert with_mmap_tunable(env)["GLIBC_TUNABLES"] == f"glibc.malloc.arena_max=2:{MMAP_TUNABLE}"
+    assert env == {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}  # a copy: the given mapping is left alone
+
+
+def test_images_are_compared_at_the_smaller_resolution():
+    """The larger batch is box-averaged to the smaller one's side, then PSNR; equal sides are left as they are."""
+    from mobilestylegan.nets.resize import area_downsample, compare_at_smaller_resolution
+    from teacher.numerics import psnr_db
+
+    g = torch.Generator().manual_seed(0)
+    big, small = torch.rand(2, 3, 8, 8, generator=g) * 2 - 1, torch.rand(2, 3, 4, 4, generator=g) * 2 - 1
+    a, b, psnr = compare_at_smaller_resolution(big, small)
+    boxed = big.reshape(2, 3, 4, 2, 4, 2).mean((3, 5))
+    torch.testing.assert_close(a, boxed)
+    torch.testing.assert_close(area_downsample(big, 4), boxed)
+    assert b is small and torch.equal(psnr, psnr_db(a, small))
+    assert area_downsample(small, 8) is small and area_downsample(small, 4) is small

@@ -13,7 +13,7 @@ from mobilestylegan.student.generator import teacher_noise_for_student
 from mobilestylegan.student.synthesis import MobileSynthesisNetwork, StudentConfig
 from mobilestylegan.student.wavelets import idwt
 from teacher.numerics import assert_parity
-from tests.helpers import randomize, tiny_g_config
+from tests.helpers.teachers import randomize, tiny_g_config
 
 W_DIM = 16
 
@@ -45,7 +45,7 @@ def test_same_widths_copy_the_teacher(T):
     for k, v in T.state_dict().items():
         torch.testing.assert_close(S.state_dict()[k], v, rtol=0, atol=0)
     w, noise = inputs(T)
-    (a, wa), (b, wb) = render(S, w, noise), render(T, w, noise)
+    (a, _), (b, _) = render(S, w, noise), render(T, w, noise)
     torch.testing.assert_close(a, b, rtol=0, atol=0)  # the same weights, inputs and kernels: exact
     assert S.training and all(p.requires_grad for p in S.parameters())  # a fresh trainable student
 
@@ -87,14 +87,14 @@ def test_pruning_keeps_the_groups_the_next_block_reads(T):
     kept = wavelet_group_channels(torch.tensor([0, 2]), 16)
     torch.testing.assert_close(S.input.input, t.input.input[:, kept], rtol=0, atol=0)
     torch.testing.assert_close(S.conv1.conv.weight, t.conv1.conv.weight[kept][:, kept], rtol=0, atol=0)
-    torch.testing.assert_close(S.layers[0].up.modulation.weight, t.layers[0].up.modulation.weight[kept], rtol=0,
-                               atol=0)
+    torch.testing.assert_close(S.layers[0].up.modulation.weight, t.layers[0].up.modulation.weight[kept], rtol=0, atol=0)
     w, noise = inputs(T)
     img, wavelets = render(S, w, noise)
     assert img.shape == (3, 3, 64, 64) and all(torch.isfinite(x).all() for x in wavelets)
     assert S.layers[0].conv1.conv.weight_permute.shape == (8, 2, 1, 1)
-    torch.testing.assert_close(S.layers[0].conv1.conv.weight_dw, t.layers[0].conv1.conv.weight_dw[[0, 2]], rtol=0,
-                               atol=0)
+    torch.testing.assert_close(
+        S.layers[0].conv1.conv.weight_dw, t.layers[0].conv1.conv.weight_dw[[0, 2]], rtol=0, atol=0
+    )
 
 
 def test_errors(T):

@@ -16,7 +16,7 @@ from mobilestylegan.student.sampling import seeded_z
 from mobilestylegan.student.synthesis import StudentConfig
 from teacher.mapping import MappingNetwork
 from teacher.numerics import assert_parity
-from tests.helpers import randomize
+from tests.helpers.teachers import randomize
 
 ov = pytest.importorskip("openvino")
 pytest.importorskip("nncf")
@@ -51,8 +51,11 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _convs_at_or_above(model, res: int) -> int:
-    return sum(1 for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"
-               and op.output(0).get_partial_shape()[2].get_length() >= res)
+    return sum(
+        1
+        for op in model.get_ordered_ops()
+        if op.get_type_name() == "Convolution" and op.output(0).get_partial_shape()[2].get_length() >= res
+    )
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +87,7 @@ def test_modulation_aware_plan_keeps_the_modulation_path_float(student, ov_model
     default = _render(quantize_int8(ov_model, calib, plan="default"), eval_w)  # same calibration set
     # The product's promise is the exporter's int8 gate; the plan's reason to exist is beating NNCF's default
     # plan on the same calibration (measured 71.0 vs 62.9 dB here, 40.5 vs 21.3 dB on FFHQ-1024).
-    assert _psnr(got, ref) >= QUALITY_GATE_DB["int8"]
+    assert _psnr(got, ref) >= QUALITY_GATE_DB
     assert _psnr(got, ref) > _psnr(default, ref)
 
 

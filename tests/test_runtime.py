@@ -17,9 +17,9 @@ from export.runtime import seeded_z as np_seeded_z
 from mobilestylegan.io.checkpoint import save_student
 from mobilestylegan.student.sampling import seeded_z
 from teacher.numerics import assert_parity
-from tests.test_export import export_student, torch_images
+from tests.helpers.paths import REPO
+from tests.helpers.students import export_student, torch_images
 
-REPO = Path(__file__).resolve().parents[1]
 NO_TORCH = textwrap.dedent("""\
     import sys
     for name in ("torch", "torchvision", "lightning", "mobilestylegan", "teacher"):
@@ -71,7 +71,7 @@ def test_runtime_renders_without_torch(exports, tmp_path):
         else:
             raise SystemExit("torch was importable")
         from export.runtime import load_runtime
-        for fmt, d in {{"onnx": {str(dirs['onnx'])!r}, "openvino": {str(dirs['openvino'])!r}}}.items():
+        for fmt, d in {{"onnx": {str(dirs["onnx"])!r}, "openvino": {str(dirs["openvino"])!r}}}.items():
             rt = load_runtime(d, threads=1)
             np.save({str(tmp_path)!r} + f"/{{fmt}}.npy", rt.render({seeds}))
             np.save({str(tmp_path)!r} + f"/{{fmt}}_psi.npy", rt.render({seeds}, truncation_psi=0.6))
@@ -90,9 +90,25 @@ def test_runtime_renders_without_torch(exports, tmp_path):
 def test_runtime_command_line_without_torch(exports, tmp_path):
     G, dirs = exports
     out = tmp_path / "faces"
-    r = subprocess.run([sys.executable, "-m", "export.runtime", str(dirs["openvino"]), "--seeds", "0-1,5",
-                        "--out", str(out), "--threads", "1"], env=_env(tmp_path), capture_output=True, text=True,
-                       timeout=120, cwd=tmp_path)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "export.runtime",
+            str(dirs["openvino"]),
+            "--seeds",
+            "0-1,5",
+            "--out",
+            str(out),
+            "--threads",
+            "1",
+        ],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == ["seed0000.png", "seed0001.png", "seed0005.png"]
     from PIL import Image
@@ -100,8 +116,14 @@ def test_runtime_command_line_without_torch(exports, tmp_path):
     img = np.asarray(Image.open(out / "seed0005.png"))
     ref = np.round((np.clip(torch_images(G, [5]), -1, 1) + 1) * 127.5).transpose(0, 2, 3, 1)[0]
     assert img.shape == (32, 32, 3) and np.abs(img.astype(int) - ref).max() <= 1
-    bad = subprocess.run([sys.executable, "-m", "export.runtime", str(tmp_path), "--out", str(out)],
-                         env=_env(tmp_path), capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    bad = subprocess.run(
+        [sys.executable, "-m", "export.runtime", str(tmp_path), "--out", str(out)],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert bad.returncode == 2 and "holds no manifest.json" in bad.stderr and bad.stderr.count("\n") == 1
 
 

@@ -11,21 +11,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mobilestylegan.io.checkpoint import load_student, save_student
-from mobilestylegan.student.generator import StudentGenerator, teacher_noise_for_student
+from mobilestylegan.student.generator import teacher_noise_for_student
 from mobilestylegan.student.synthesis import MobileSynthesisNetwork, StudentConfig
 from mobilestylegan.student.wavelets import dwt, idwt
 from teacher import Generator, GeneratorConfig
 from teacher.formats.common import CheckpointError
-from teacher.mapping import MappingNetwork
 from teacher.numerics import assert_parity
-from tests.helpers import randomize
-
-
-def tiny_student(res: int = 64, w_dim: int = 32, **kw) -> StudentGenerator:
-    cfg = StudentConfig(img_resolution=res, w_dim=w_dim, channels=tuple([16] * (res.bit_length() - 3)), **kw)
-    G = StudentGenerator(cfg, randomize(MappingNetwork(w_dim, w_dim, 2), seed=5))
-    randomize(G.synthesis, seed=6)
-    return G.eval()
+from tests.helpers.students import tiny_student
 
 
 def pytorch_wavelets():
@@ -160,8 +152,11 @@ def test_noise_modes_w_plus_and_teacher_noise():
             if i >= 3 * (n_blocks - 1) + 1 and i < G.num_ws - 1 or i == 0:
                 assert change > 0, i
     # The teacher's noise at matching resolutions feeds the student.
-    T = Generator(GeneratorConfig(z_dim=32, w_dim=32, img_resolution=64,
-                                  channels={4: 8, 8: 8, 16: 8, 32: 8, 64: 8}, mapping_layers=1))
+    T = Generator(
+        GeneratorConfig(
+            z_dim=32, w_dim=32, img_resolution=64, channels={4: 8, 8: 8, 16: 8, 32: 8, 64: 8}, mapping_layers=1
+        )
+    )
     _, t_noise = T.synthesis(torch.randn(2, T.num_ws, 32), noise_mode="random", return_noise=True)
     s_noise = teacher_noise_for_student(t_noise, G.synthesis)
     assert [tuple(n.shape[1:]) for n in s_noise] == G.synthesis.noise_shapes

@@ -9,7 +9,7 @@ import torch
 
 from mobilestylegan.io.load import load_any_student
 from teacher.formats.common import CheckpointError
-from tests.test_student import tiny_student
+from tests.helpers.students import tiny_student
 
 
 def write_original_ckpt(path, G, drop_style_inv: bool = False) -> None:
@@ -18,8 +18,12 @@ def write_original_ckpt(path, G, drop_style_inv: bool = False) -> None:
     if drop_style_inv:
         sd = {k: v for k, v in sd.items() if not k.endswith("style_inv")}
     r = 1 / math.sqrt(2)
-    filters = {"g0_col": torch.tensor([r, r]).reshape(1, 1, -1, 1), "g1_col": torch.tensor([r, -r]).reshape(1, 1, -1, 1),
-               "g0_row": torch.tensor([r, r]).reshape(1, 1, 1, -1), "g1_row": torch.tensor([r, -r]).reshape(1, 1, 1, -1)}
+    filters = {
+        "g0_col": torch.tensor([r, r]).reshape(1, 1, -1, 1),
+        "g1_col": torch.tensor([r, -r]).reshape(1, 1, -1, 1),
+        "g0_row": torch.tensor([r, r]).reshape(1, 1, 1, -1),
+        "g1_row": torch.tensor([r, -r]).reshape(1, 1, 1, -1),
+    }
     for prefix in ["student.idwt."] + [f"student.layers.{i}.up.idwt." for i in range(len(G.synthesis.layers))]:
         sd.update({prefix + k: v for k, v in filters.items()})
     sd["student.device_info"] = torch.zeros(1)
@@ -30,8 +34,14 @@ def write_original_ckpt(path, G, drop_style_inv: bool = False) -> None:
     sd["synthesis_net.input.input"] = torch.zeros(1, 4, 4, 4)  # the frozen teacher: ignored
     sd["loss.gan_loss.m.convs.0.0.weight"] = torch.zeros(2, 3, 1, 1)
     sd["device_info"] = torch.tensor(1)
-    ckpt = {"epoch": 3, "global_step": 1200, "pytorch-lightning_version": "1.0.2", "state_dict": sd,
-            "optimizer_states": [{"state": {}, "param_groups": [{"lr": 5e-4, "params": [0]}]}], "lr_schedulers": []}
+    ckpt = {
+        "epoch": 3,
+        "global_step": 1200,
+        "pytorch-lightning_version": "1.0.2",
+        "state_dict": sd,
+        "optimizer_states": [{"state": {}, "param_groups": [{"lr": 5e-4, "params": [0]}]}],
+        "lr_schedulers": [],
+    }
     torch.save(ckpt, path)
 
 
@@ -43,8 +53,9 @@ def test_lightning_checkpoint_roundtrip(tmp_path):
     z = torch.randn(2, G.z_dim)
     noise = G.synthesis.make_noise(2, "random")
     with torch.no_grad():
-        torch.testing.assert_close(back.mapping(z, truncation_psi=0.5), G.mapping(z, truncation_psi=0.5),
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(
+            back.mapping(z, truncation_psi=0.5), G.mapping(z, truncation_psi=0.5), rtol=0, atol=0
+        )
         ws = G.mapping(z)
         torch.testing.assert_close(back.synthesis(ws, noise=noise), G.synthesis(ws, noise=noise), rtol=0, atol=0)
         # The original stores no noise maps: const noise is a seeded draw, identical on every load.

@@ -9,7 +9,7 @@ import teacher
 from teacher.discriminator import minibatch_stddev
 from teacher.formats.layout import discriminator_shapes, generator_shapes
 from teacher.numerics import assert_parity
-from tests.helpers import randomize, tiny_checkpoint, tiny_d_config, tiny_g_config
+from tests.helpers.teachers import randomize, tiny_checkpoint, tiny_d_config, tiny_g_config
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +116,13 @@ def test_w_input_and_style_mixing():
     with torch.no_grad():
         torch.testing.assert_close(G.synthesis(w1[:, 0]), G.synthesis(w1), rtol=0, atol=0)
     mixed = teacher.mix_styles(w1, w2, torch.tensor([1, 3, G.num_ws]))
-    for got, want in [(mixed[0, :1], w1[0, :1]), (mixed[0, 1:], w2[0, 1:]), (mixed[1, :3], w1[1, :3]),
-                      (mixed[1, 3:], w2[1, 3:]), (mixed[2], w1[2])]:
+    for got, want in [
+        (mixed[0, :1], w1[0, :1]),
+        (mixed[0, 1:], w2[0, 1:]),
+        (mixed[1, :3], w1[1, :3]),
+        (mixed[1, 3:], w2[1, 3:]),
+        (mixed[2], w1[2]),
+    ]:
         torch.testing.assert_close(got, want, rtol=0, atol=0)  # mixing selects: copies
     cut = teacher.random_mixing_cutoff(1000, G.num_ws, 0.9, generator=torch.Generator().manual_seed(0))
     assert cut.min() >= 1 and cut.max() <= G.num_ws
@@ -148,7 +153,7 @@ def test_minibatch_stddev_matches_definition():
     assert out.shape == (8, 8, 4, 4)
     torch.testing.assert_close(out[:, :6], x)
     for i in range(8):
-        group = x[i % 2::2]  # sample i belongs to the group of samples with the same index mod M=2
+        group = x[i % 2 :: 2]  # sample i belongs to the group of samples with the same index mod M=2
         std = (group.var(dim=0, unbiased=False) + 1e-8).sqrt()  # [6, 4, 4]
         expected = std.reshape(2, 3, 4, 4).mean(dim=[1, 2, 3])
         torch.testing.assert_close(out[i, 6:, 0, 0], expected)
@@ -179,3 +184,23 @@ def test_minibatch_stddev_whole_batch_group():
     expected = (x.var(dim=0, unbiased=False) + 1e-8).sqrt().mean()
     torch.testing.assert_close(out[:, 4], expected.expand(6, 4, 4))
     torch.testing.assert_close(out, minibatch_stddev(x, group_size=6, num_channels=1))
+
+
+def test_discriminator_mbstd_group_size_can_be_set():
+    """set_mbstd_group_size gives the logits of a discriminator built with that group size (same weights), and its
+    config says so."""
+    cfg = tiny_d_config(16)
+    D = randomize(teacher.Discriminator(cfg))
+    img = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    logits = {}
+    for group in (1, None):
+        D.set_mbstd_group_size(group)
+        built = teacher.Discriminator(tiny_d_config(16, mbstd_group_size=group))
+        built.load_state_dict(D.state_dict())
+        with torch.no_grad():
+            logits[group] = D(img)
+            torch.testing.assert_close(logits[group], built(img), rtol=0, atol=0)
+        assert D.cfg.mbstd_group_size == group and D.b4.mbstd_group_size == group
+    assert not torch.equal(logits[1], logits[None])  # the setting reaches the minibatch-stddev layer
+    with pytest.raises(ValueError, match="group size must be >= 1"):
+        D.set_mbstd_group_size(0)

@@ -7,23 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from PIL import Image
 
-from tests.conftest import REPO
+from tests.helpers.config import compose_cfg, run_tiny
+from tests.helpers.paths import REPO
 
 EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
-
-
-def compose_cfg(overrides: list[str]):
-    import train  # registers the structured configs
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    # outside a Hydra app the ${hydra:...} resolver is unavailable: name the run after the experiment
-    cfg.name = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), "demo_cpu")
-    return train, cfg
 
 
 def test_experiments_exist():
@@ -54,9 +44,18 @@ def tiny_overrides(tmp_path: Path, *extra: str) -> list[str]:
 def test_fast_dev_run_every_experiment(exp, tmp_path):
     """One training and one validation step of each experiment, on tiny stand-ins for the heavy parts
     (the StyleGAN2 FFHQ weights are not here; the published student teaches a 32-px student)."""
-    small = ["data.batch_size=2", "data.val_size=2", "data.baseline_samples=2", "loss.allow_random_vgg=true",
-             "loss.perceptual_size=32", "data.cache_size=0", "trainer.fast_dev_run=true", "trainer.accelerator=cpu",
-             "trainer.devices=1", "trainer.progress_bar=false"]
+    small = [
+        "data.batch_size=2",
+        "data.val_size=2",
+        "data.baseline_samples=2",
+        "loss.allow_random_vgg=true",
+        "loss.perceptual_size=32",
+        "data.cache_size=0",
+        "trainer.fast_dev_run=true",
+        "trainer.accelerator=cpu",
+        "trainer.devices=1",
+        "trainer.progress_bar=false",
+    ]
     if exp in ("ffhq1024", "ffhq256"):
         # Same recipe (pixel + VGG + GAN/R1) on the bundled tiny teacher: the StyleGAN2 FFHQ weights are not here.
         small += ["teacher=tiny", "student.img_resolution=32", "student.channels=[16,16,8]"]
@@ -71,14 +70,16 @@ def test_fast_dev_run_every_experiment(exp, tmp_path):
         assert {"pixel", "perceptual", "gan_g", "gan_d"} <= set(saved["final_losses"])
 
 
-def run_tiny(tmp_path: Path, *extra: str):
-    train, cfg = compose_cfg(["experiment=tiny", *extra])
-    return train.train(cfg, tmp_path)
-
-
 def test_tiny_learns_and_writes_artefacts(tmp_path):
-    summary, objects = run_tiny(tmp_path, "trainer.steps=40", "trainer.val_every=20", "loss.gan=0",
-                                "loss.perceptual=0", "optim.student.lr=5e-3", "optim.ema_beta=0.9")
+    summary, objects = run_tiny(
+        tmp_path,
+        "trainer.steps=40",
+        "trainer.val_every=20",
+        "loss.gan=0",
+        "loss.perceptual=0",
+        "optim.student.lr=5e-3",
+        "optim.ema_beta=0.9",
+    )
     hist = summary["val_history"]
     assert [h["iteration"] for h in hist] == [0, 20, 40]
     assert summary["val_psnr_last"] > summary["val_psnr_first"] + 1.0  # it learns
@@ -169,8 +170,9 @@ def test_nan_stops_without_corrupting_the_checkpoint(tmp_path):
 def test_run_ending_between_validations_validates_the_final_student(tmp_path):
     """steps not a multiple of val_every (or a max_minutes stop): one more validation after fit, on the
     trained EMA, and the first validation's metrics are not logged again at the end."""
-    summary, objects = run_tiny(tmp_path, "trainer.steps=6", "trainer.val_every=4", "loss.gan=0", "loss.perceptual=0",
-                                "optim.student.lr=5e-3")
+    summary, objects = run_tiny(
+        tmp_path, "trainer.steps=6", "trainer.val_every=4", "loss.gan=0", "loss.perceptual=0", "optim.student.lr=5e-3"
+    )
     assert [h["iteration"] for h in summary["val_history"]] == [0, 4, 6]
     module = objects["module"]
     again = module._validate()["val/psnr"]
@@ -189,8 +191,9 @@ def test_run_ending_between_validations_validates_the_final_student(tmp_path):
 def test_tensorboard_logger_gets_metrics_and_the_grid(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run_tiny(tmp_path, "logger=tensorboard", "trainer.steps=10", "trainer.val_every=5", "loss.gan=0",
-             "loss.perceptual=0")
+    run_tiny(
+        tmp_path, "logger=tensorboard", "trainer.steps=10", "trainer.val_every=5", "loss.gan=0", "loss.perceptual=0"
+    )
     events = list((tmp_path / "logs").rglob("events.out.tfevents.*"))
     assert events, "no TensorBoard event file"
     acc = EventAccumulator(str(events[0].parent), size_guidance={"images": 0, "scalars": 0}).Reload()
@@ -213,12 +216,16 @@ def test_wandb_logger_runs_offline_without_a_key(tmp_path, monkeypatch):
     assert list(runs[0].rglob("val/teacher_student_diff_*.png")), "the grid was not logged as an image"
 
 
-@pytest.mark.parametrize("losses", [
-    ["loss.pixel=1", "loss.perceptual=1", "loss.gan=0.1"],   # the paper
-    ["loss.pixel=1", "loss.perceptual=0", "loss.gan=0"],     # pixel only (the demo)
-    ["loss.pixel=0", "loss.perceptual=1", "loss.gan=0"],     # no pixel loss: the auxiliary heads are frozen
-    ["loss.pixel=0", "loss.perceptual=0", "loss.gan=0.1"],   # GAN only
-], ids=["paper", "pixel", "perceptual", "gan"])
+@pytest.mark.parametrize(
+    "losses",
+    [
+        ["loss.pixel=1", "loss.perceptual=1", "loss.gan=0.1"],  # the paper
+        ["loss.pixel=1", "loss.perceptual=0", "loss.gan=0"],  # pixel only (the demo)
+        ["loss.pixel=0", "loss.perceptual=1", "loss.gan=0"],  # no pixel loss: the auxiliary heads are frozen
+        ["loss.pixel=0", "loss.perceptual=0", "loss.gan=0.1"],  # GAN only
+    ],
+    ids=["paper", "pixel", "perceptual", "gan"],
+)
 def test_every_trainable_parameter_gets_a_gradient_in_its_step(losses, tmp_path):
     """What data-parallel training without an unused-parameter search relies on (mobilestylegan/distill/ddp.py):
     in the student step every trainable student parameter has a gradient and the discriminator none; in
@@ -228,8 +235,18 @@ def test_every_trainable_parameter_gets_a_gradient_in_its_step(losses, tmp_path)
 
     from mobilestylegan.distill import run as training
 
-    _, cfg = compose_cfg(["experiment=tiny", *losses, "trainer.steps=2", "trainer.val_every=2",
-                          "trainer.checkpoint_every=2", "data.val_size=2", "data.baseline_samples=2", "logger=csv"])
+    _, cfg = compose_cfg(
+        [
+            "experiment=tiny",
+            *losses,
+            "trainer.steps=2",
+            "trainer.val_every=2",
+            "trainer.checkpoint_every=2",
+            "data.val_size=2",
+            "data.baseline_samples=2",
+            "logger=csv",
+        ]
+    )
     module, _ = training.build_module(cfg, tmp_path)
     trainer, _ = training.build_trainer(cfg, tmp_path, module.n_optimizers)
     seen, d_grads = [], []
@@ -238,8 +255,11 @@ def test_every_trainable_parameter_gets_a_gradient_in_its_step(losses, tmp_path)
         def on_before_optimizer_step(self, trainer, pl_module, optimizer):
             params = [p for g in optimizer.param_groups for p in g["params"]]
             is_student = any(p is q for p in params for q in pl_module.student.synthesis.parameters())
-            trained = list(pl_module.student.synthesis.parameters()) if is_student else \
-                list(pl_module.discriminator.parameters())
+            trained = (
+                list(pl_module.student.synthesis.parameters())
+                if is_student
+                else list(pl_module.discriminator.parameters())
+            )
             missing = [i for i, p in enumerate(trained) if p.requires_grad and p.grad is None]
             seen.append(("student" if is_student else "discriminator", len(missing)))
             if pl_module.discriminator is None:
@@ -265,8 +285,15 @@ def test_cache_fills_on_the_training_device_when_fit_starts(tmp_path):
     from mobilestylegan.distill import run as training
     from mobilestylegan.distill.cache import CachedTripleSource
 
-    _, cfg = compose_cfg(["experiment=tiny", "data.cache_size=8", "trainer.fast_dev_run=true", "data.val_size=2",
-                          "data.baseline_samples=2"])
+    _, cfg = compose_cfg(
+        [
+            "experiment=tiny",
+            "data.cache_size=8",
+            "trainer.fast_dev_run=true",
+            "data.val_size=2",
+            "data.baseline_samples=2",
+        ]
+    )
     module, objects = training.build_module(cfg, tmp_path)
     source = objects["source"]
     assert isinstance(source, CachedTripleSource) and not source.filled

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
@@ -13,52 +12,16 @@ from mobilestylegan.nets import vgg as vgg_mod
 from mobilestylegan.nets.vgg import VGG16Features, VGGWeightsNotFoundError, default_vgg16_path, load_vgg16
 from teacher.formats.common import CheckpointError
 from teacher.numerics import assert_parity
-
-# torchvision's vgg16: conv layers of `features` (index -> (in, out)) and the classifier shapes.
-TV_CONVS = {0: (3, 64), 2: (64, 64), 5: (64, 128), 7: (128, 128), 10: (128, 256), 12: (256, 256),
-            14: (256, 256), 17: (256, 512), 19: (512, 512), 21: (512, 512), 24: (512, 512), 26: (512, 512),
-            28: (512, 512)}
-TV_CLASSIFIER = {"classifier.0.weight": (4096, 25088), "classifier.0.bias": (4096,),
-                 "classifier.3.weight": (4096, 4096), "classifier.3.bias": (4096,),
-                 "classifier.6.weight": (1000, 4096), "classifier.6.bias": (1000,)}
-
+from tests.helpers.vgg import fake_state, save_hashed, tv_shapes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def tv_shapes() -> dict[str, tuple[int, ...]]:
-    shapes = {}
-    for i, (cin, cout) in TV_CONVS.items():
-        shapes[f"features.{i}.weight"] = (cout, cin, 3, 3)
-        shapes[f"features.{i}.bias"] = (cout,)
-    return shapes | TV_CLASSIFIER
-
-
-def fake_state(random_up_to: int = 21, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A state dict with torchvision's exact keys and shapes. Convs up to ``random_up_to`` get random
-    values; the rest (conv5, classifier: ~120M values) are zero-stride views, so the file stays tiny."""
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in tv_shapes().items():
-        idx = int(key.split(".")[1])
-        if key.startswith("features.") and idx <= random_up_to:
-            std = (2.0 / (shape[1] * 9)) ** 0.5 if len(shape) == 4 else 0.1
-            state[key] = torch.randn(shape, generator=g) * std
-        else:
-            state[key] = torch.zeros(()).expand(shape)
-    return state
-
-
-def save(state: dict[str, torch.Tensor], path: Path) -> str:
-    torch.save(state, path)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")
 def fake_file(tmp_path_factory) -> tuple[Path, str, dict[str, torch.Tensor]]:
     state = fake_state()
     path = tmp_path_factory.mktemp("vgg") / "vgg16-397923af.pth"
-    return path, save(state, path), state
+    return path, save_hashed(state, path), state
 
 
 def test_layout_matches_torchvision():
@@ -103,17 +66,22 @@ def test_strict_load_and_features_by_hand(fake_file, monkeypatch):
         assert_parity(got, want, f"{name} vs by hand")
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda s: s.pop("features.19.bias"), "missing key.*features.19.bias"),
-    (lambda s: s.__setitem__("features.7.weight", torch.zeros(()).expand(128, 64, 3, 3)),
-     "mis-shaped.*features.7.weight"),
-    (lambda s: s.__setitem__("features.3.weight", torch.zeros(1)), "unexpected key.*features.3.weight"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda s: s.pop("features.19.bias"), "missing key.*features.19.bias"),
+        (
+            lambda s: s.__setitem__("features.7.weight", torch.zeros(()).expand(128, 64, 3, 3)),
+            "mis-shaped.*features.7.weight",
+        ),
+        (lambda s: s.__setitem__("features.3.weight", torch.zeros(1)), "unexpected key.*features.3.weight"),
+    ],
+)
 def test_key_errors_name_the_keys(tmp_path, monkeypatch, edit, message):
     state = fake_state(random_up_to=-1)  # all zero-stride: a tiny file
     edit(state)
     path = tmp_path / "vgg16-397923af.pth"
-    monkeypatch.setattr(vgg_mod, "VGG16_SHA256_PREFIX", save(state, path)[:8])
+    monkeypatch.setattr(vgg_mod, "VGG16_SHA256_PREFIX", save_hashed(state, path)[:8])
     with pytest.raises(CheckpointError, match=message):
         load_vgg16(path)
 
@@ -124,8 +92,13 @@ def test_missing_file_message(tmp_path):
         load_vgg16(path, allow_random_weights=True)  # a given path never falls back to random weights
     msg = str(err.value)
     assert isinstance(err.value, FileNotFoundError)
-    for part in (str(path), "https://download.pytorch.org/models/vgg16-397923af.pth", "397923af",
-                 "loss.vgg_weights", "MOBILESTYLEGAN_VGG16"):
+    for part in (
+        str(path),
+        "https://download.pytorch.org/models/vgg16-397923af.pth",
+        "397923af",
+        "loss.vgg_weights",
+        "MOBILESTYLEGAN_VGG16",
+    ):
         assert part in msg
 
 

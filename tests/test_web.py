@@ -14,7 +14,7 @@ import pytest
 
 from export.runtime import seeded_z
 from teacher.numerics import assert_parity
-from tests.helpers import require_toolchain
+from tests.helpers.toolchains import require_toolchain
 
 SEEDED_Z_JS = Path(__file__).resolve().parents[1] / "export" / "web" / "seeded_z.js"
 
@@ -26,8 +26,10 @@ def node() -> str:
 
 
 def js_seeded_z(seeds: list[int], z_dim: int) -> np.ndarray:
-    script = (f"const {{ seededZ }} = require({json.dumps(str(SEEDED_Z_JS))});"
-              f"console.log(JSON.stringify({json.dumps(seeds)}.map((s) => Array.from(seededZ(s, {z_dim})))));")
+    script = (
+        f"const {{ seededZ }} = require({json.dumps(str(SEEDED_Z_JS))});"
+        f"console.log(JSON.stringify({json.dumps(seeds)}.map((s) => Array.from(seededZ(s, {z_dim})))));"
+    )
     out = subprocess.run([node(), "-e", script], capture_output=True, text=True, timeout=60, check=True).stdout
     return np.asarray(json.loads(out), dtype=np.float32)
 
@@ -44,16 +46,21 @@ def test_js_seeded_z_is_the_numpy_one(z_dim):
 
 
 def test_js_seeded_z_refuses_what_torch_would_not_reproduce():
-    script = (f"const {{ seededZ }} = require({json.dumps(str(SEEDED_Z_JS))});"
-              "for (const [s, d] of [[0, 8], [-1, 512], [1.5, 512]]) {"
-              "  try { seededZ(s, d); console.log('accepted'); } catch (e) { console.log(e.message); } }")
-    lines = subprocess.run([node(), "-e", script], capture_output=True, text=True, timeout=60,
-                           check=True).stdout.splitlines()
+    script = (
+        f"const {{ seededZ }} = require({json.dumps(str(SEEDED_Z_JS))});"
+        "for (const [s, d] of [[0, 8], [-1, 512], [1.5, 512]]) {"
+        "  try { seededZ(s, d); console.log('accepted'); } catch (e) { console.log(e.message); } }"
+    )
+    lines = subprocess.run(
+        [node(), "-e", script], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.splitlines()
     assert lines[0].startswith("seeded latents are reproduced for zDim >= 16") and all(
-        line.startswith("seed must be in") for line in lines[1:])
+        line.startswith("seed must be in") for line in lines[1:]
+    )
 
 
 # ------------------------------------------------------------------------------------------ the local server
+
 
 def _site(tmp_path: Path) -> Path:
     site = tmp_path / "site"

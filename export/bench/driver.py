@@ -9,24 +9,24 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from export.bench.common import (
-    BROWSER_RUNTIMES,
-    EDGE_RUNTIMES,
-    MMAP_TUNABLE,
-    TORCH_RUNTIMES,
-    machine_info,
-    progress_bar,
-)
+from export.bench.common import TEACHER_RUNTIMES, TORCH_RUNTIMES, export_rows, machine_info, progress_bar
 from export.bench.published import compare_published, published_files, want_published
 from export.bench.report import markdown
 from export.bench.runners import load_teacher
 from export.manifest import graph_bytes, json_number
+from mobilestylegan.allocator import MMAP_TUNABLE, with_mmap_tunable
 from teacher.fs import atomic_write
+
+if TYPE_CHECKING:
+    import torch
+
+    from mobilestylegan.student.generator import StudentGenerator
 
 
 def _run_worker(spec: dict[str, Any], work: Path, allocator: str) -> dict[str, Any]:
@@ -39,10 +39,16 @@ def _run_worker(spec: dict[str, Any], work: Path, allocator: str) -> dict[str, A
     spec_path.write_text(json.dumps(spec))
     env = dict(os.environ)
     if spec["runtime"] in TORCH_RUNTIMES and allocator == "mmap-threshold":
-        env["GLIBC_TUNABLES"] = MMAP_TUNABLE
+        env = with_mmap_tunable(env)
     cmd = [sys.executable, "-m", "export.bench", str(spec_path)]
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=None if spec.get("progress") else subprocess.PIPE,
-                          text=True, cwd=os.getcwd())
+    proc = subprocess.run(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=None if spec.get("progress") else subprocess.PIPE,
+        text=True,
+        cwd=os.getcwd(),
+    )
     if proc.returncode != 0 or not result_path.exists():
         tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
         return {"error": f"worker failed (exit {proc.returncode}): {' | '.join(tail)}"}
@@ -51,35 +57,37 @@ def _run_worker(spec: dict[str, Any], work: Path, allocator: str) -> dict[str, A
         imgs, ref = np.load(images_path), np.load(spec["ref"], mmap_mode="r")
         images_path.unlink()
         result["psnr_db"] = json_number(pooled_psnr_db(imgs, ref))
-        result["min_image_psnr_db"] = json_number(min(pooled_psnr_db(imgs[i:i + 1], ref[i:i + 1]) for i in range(len(imgs))))
+        result["min_image_psnr_db"] = json_number(
+            min(pooled_psnr_db(imgs[i : i + 1], ref[i : i + 1]) for i in range(len(imgs)))
+        )
         result["max_abs_diff"] = float(np.abs(imgs - ref).max())
     result["env"] = {"GLIBC_TUNABLES": env.get("GLIBC_TUNABLES", "(unset)")}
     return result
 
 
 def _student_artifacts(source: str, runtimes: Sequence[str], work: Path, progress: bool) -> dict[str, Any]:
-    """Export the student once per format/precision the runtimes need (via :func:`export.exporter.export`)."""
-    from export.exporter import ExportError, export
+    """Export the student once per format/precision the rows need (via :func:`export.exporter.export`)."""
+    from export.errors import ExportError
+    from export.exporter import export
     from export.manifest import graph_path
-    from export.web.browser import INSTALL, find_chromium
+    from export.targets import get_target
 
-    need = {"onnxruntime": ("onnx", "fp32"), "openvino-f32": ("openvino", "fp32"),
-            "openvino-bf16": ("openvino", "fp32"), "openvino-int8": ("openvino", "int8"),
-            **EDGE_RUNTIMES, "coreml": ("coreml", "fp16"),
-            **{rt: ("web", "fp16") for rt in BROWSER_RUNTIMES}}
+    rows = export_rows()
     out: dict[str, Any] = {}
     done: dict[tuple[str, str], Any] = {}
     for rt in runtimes:
-        if rt not in need:
+        if rt not in rows:
             continue
-        key = need[rt]
-        if rt in BROWSER_RUNTIMES and find_chromium() is None:
-            out[rt] = {"error": f"no Chromium on this machine ({INSTALL})"}
+        fmt, row = rows[rt]
+        key = (fmt, row.precision)
+        unavailable = get_target(fmt).bench_unavailable()
+        if unavailable:
+            out[rt] = {"error": unavailable}
             continue
         if key not in done:
-            d = work / f"export_{key[0]}_{key[1]}"
+            d = work / f"export_{fmt}_{row.precision}"
             try:
-                manifest = export(source, key[0], d, precision=key[1], progress=progress, force=True)
+                manifest = export(source, fmt, d, precision=row.precision, progress=progress, force=True)
                 path = graph_path(d, manifest, "synthesis")
                 done[key] = {"path": str(path), "bytes": graph_bytes([path]), "quality": manifest.get("quality")}
             except ExportError as err:  # reported in the table row; anything else is a bug and propagates
@@ -88,7 +96,7 @@ def _student_artifacts(source: str, runtimes: Sequence[str], work: Path, progres
     return out
 
 
-def _student_reference(G, seeds: Sequence[int], work: Path) -> tuple[Path, Path]:
+def _student_reference(G: StudentGenerator, seeds: Sequence[int], work: Path) -> tuple[Path, Path]:
     import torch
 
     from mobilestylegan.student.sampling import seeded_z
@@ -96,15 +104,17 @@ def _student_reference(G, seeds: Sequence[int], work: Path) -> tuple[Path, Path]
     with torch.no_grad():
         w = G.mapping(seeded_z(seeds, G.z_dim))
         w = w[:, 0] if w.ndim == 3 else w
-        imgs = np.concatenate([G.synthesis(w[i:i + 1], noise_mode="const", inference=True).numpy()
-                               for i in range(len(seeds))])
+        imgs = np.concatenate(
+            [G.synthesis(w[i : i + 1], noise_mode="const", inference=True).numpy() for i in range(len(seeds))]
+        )
     ws_path, ref_path = work / "quality_ws.npy", work / "quality_ref.npy"
     np.save(ws_path, w.numpy()[:, None].astype(np.float32))  # [N, 1, w_dim]: one batch-1 input each
     np.save(ref_path, imgs.astype(np.float32))
     return ws_path, ref_path
 
 
-def student_sizes(G) -> dict[str, Any]:
+def student_sizes(G: StudentGenerator) -> dict[str, Any]:
+    """Parameters, MACs and fp32 bytes of the student's synthesis network (and its mapping's parameters)."""
     import torch
 
     from mobilestylegan.student.complexity import count_macs, count_params
@@ -113,12 +123,17 @@ def student_sizes(G) -> dict[str, Any]:
     w = torch.zeros(1, G.w_dim)
     with torch.no_grad():
         macs = count_macs(lambda: syn(w, noise_mode="const", inference=True))
-    return {"params": count_params(syn), "mapping_params": count_params(G.mapping),
-            "macs": macs["macs"], "flops": 2 * macs["macs"],
-            "fp32_bytes": 4 * (count_params(syn) + sum(b.numel() for b in syn.buffers()))}
+    return {
+        "params": count_params(syn),
+        "mapping_params": count_params(G.mapping),
+        "macs": macs["macs"],
+        "flops": 2 * macs["macs"],
+        "fp32_bytes": 4 * (count_params(syn) + sum(b.numel() for b in syn.buffers())),
+    }
 
 
-def teacher_sizes(T) -> dict[str, Any]:
+def teacher_sizes(T: torch.nn.Module) -> dict[str, Any]:
+    """Parameters and MACs (both conventions) of a teacher's synthesis network."""
     import torch
 
     from mobilestylegan.student.complexity import count_macs, count_params
@@ -126,9 +141,15 @@ def teacher_sizes(T) -> dict[str, Any]:
     w = torch.zeros(1, T.w_dim)
     with torch.no_grad():
         macs = count_macs(lambda: T.synthesis(w, noise_mode="const"))
-    return {"params": count_params(T.synthesis), "mapping_params": count_params(T.mapping), "w_dim": T.w_dim,
-            "macs": macs["macs"], "flops": 2 * macs["macs"], "macs_paper": macs["macs_paper"],
-            "fp32_bytes": 4 * count_params(T.synthesis)}
+    return {
+        "params": count_params(T.synthesis),
+        "mapping_params": count_params(T.mapping),
+        "w_dim": T.w_dim,
+        "macs": macs["macs"],
+        "flops": 2 * macs["macs"],
+        "macs_paper": macs["macs_paper"],
+        "fp32_bytes": 4 * count_params(T.synthesis),
+    }
 
 
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -177,47 +198,106 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 Rows = tuple[list[dict[str, Any]], list[dict[str, Any]]]  # table rows, worker specs (one per row that runs)
 
 
-def _student_rows(args, G, sizes, artifacts, base, ws_path, ref_path) -> Rows:
+def _student_rows(
+    args: argparse.Namespace,
+    G: Any,
+    sizes: dict[str, Any],
+    artifacts: dict[str, Any],
+    base: dict[str, Any],
+    ws_path: Path,
+    ref_path: Path | None,
+) -> Rows:
     rows, tasks = [], []
+    exports = export_rows()
     for rt in args.runtimes:
-        row = {"model": "student", "runtime": rt, "params": sizes["params"], "macs": sizes["macs"],
-               "flops": sizes["flops"], "graph": "mobilestylegan.student.lean.LeanSynthesis (w input, const noise)"}
+        row = {
+            "model": "student",
+            "runtime": rt,
+            "params": sizes["params"],
+            "macs": sizes["macs"],
+            "flops": sizes["flops"],
+            "graph": "mobilestylegan.student.lean.LeanSynthesis (w input, const noise)",
+        }
         art = artifacts.get(rt, {})
         if "error" in art:
             rows.append(dict(row, error=art["error"]))
             continue
         row["bytes"] = art.get("bytes", sizes["fp32_bytes"])
-        row["bytes_note"] = "exported synthesis file(s)" if art else "fp32 weights + buffers in memory"
-        if rt == "coreml":  # converted and sized here; predicting needs macOS
-            rows.append(dict(row, error="macOS only: Core ML predicts on Apple devices (size: the fp16 .mlpackage)"))
+        row["bytes_note"] = "exported synthesis file(s)" if art else "fp32 weights in memory"
+        spec = exports[rt][1] if rt in exports else None
+        if spec is not None and spec.backend is None:  # exported and sized here; its runtime is elsewhere
+            rows.append(dict(row, error=spec.note))
             continue
-        if rt in BROWSER_RUNTIMES:
-            row["graph"] = ("the web export's page (fp16 weights, fp32 compute), synthesis time as the page measures "
-                            f"it (performance.now), {BROWSER_RUNTIMES[rt]} WASM thread(s)")
-        tasks.append(dict(base, model="student", runtime=rt, source=args.source, path=art.get("path"), w_dim=G.w_dim,
-                          ws=str(ws_path), ref=str(ref_path) if ref_path else None, label=f"student {rt}",
-                          seeds=list(range(args.quality_seeds))))
+        if spec is not None and spec.graph:
+            row["graph"] = spec.graph
+        tasks.append(
+            dict(
+                base,
+                model="student",
+                runtime=rt,
+                source=args.source,
+                path=art.get("path"),
+                w_dim=G.w_dim,
+                ws=str(ws_path),
+                ref=str(ref_path) if ref_path else None,
+                label=f"student {rt}",
+                seeds=list(range(args.quality_seeds)),
+                **_backend(spec),
+            )
+        )
         rows.append(row)
     return rows, tasks
 
 
-def _published_rows(args, sizes, base, ws_path, ref_path, w_dim: int) -> Rows:
+def _backend(spec: Any) -> dict[str, Any]:
+    """What the worker needs to know of a row: the backend that runs it, OpenVINO's hint, fixed thread counts."""
+    if spec is None:
+        return {"backend": None, "hint": None, "row_threads": None}
+    return {"backend": spec.backend, "hint": spec.hint, "row_threads": spec.threads}
+
+
+def _published_rows(
+    args: argparse.Namespace,
+    sizes: dict[str, Any],
+    base: dict[str, Any],
+    ws_path: Path,
+    ref_path: Path | None,
+    w_dim: int,
+) -> Rows:
     published = published_files() if want_published(args) else None
     rows, tasks = [], []
     if published is None:
         return rows, tasks
     for rt in ("openvino-f32", "openvino-bf16"):
-        tasks.append(dict(base, model="published", runtime=rt, path=str(published), ws=str(ws_path), w_dim=w_dim,
-                          ref=str(ref_path) if (ref_path and args.source == "ffhq-1024") else None,
-                          label=f"published {rt}"))
-        rows.append({"model": "published", "runtime": rt, "params": None, "macs": sizes["macs"],
-                     "flops": sizes["flops"], "bytes": graph_bytes([published]),
-                     "graph": "random-face SynthesisNetwork.xml (published IR, same weights as ffhq-1024)"})
+        tasks.append(
+            dict(
+                base,
+                model="published",
+                runtime=rt,
+                path=str(published),
+                ws=str(ws_path),
+                w_dim=w_dim,
+                ref=str(ref_path) if (ref_path and args.source == "ffhq-1024") else None,
+                label=f"published {rt}",
+                **_backend(export_rows()[rt][1]),
+            )
+        )
+        rows.append(
+            {
+                "model": "published",
+                "runtime": rt,
+                "params": None,
+                "macs": sizes["macs"],
+                "flops": sizes["flops"],
+                "bytes": graph_bytes([published]),
+                "graph": "random-face SynthesisNetwork.xml (published IR, same weights as ffhq-1024)",
+            }
+        )
     return rows, tasks
 
 
-def _teacher_rows(args, base) -> Rows:
-    teacher_rt = [rt for rt in args.teacher_runtimes if rt in ("eager", "compile", "openvino-f32", "openvino-bf16")]
+def _teacher_rows(args: argparse.Namespace, base: dict[str, Any]) -> Rows:
+    teacher_rt = [rt for rt in args.teacher_runtimes if rt in TEACHER_RUNTIMES]
     rows, tasks = [], []
     if not teacher_rt or args.no_teacher:
         return rows, tasks
@@ -227,26 +307,49 @@ def _teacher_rows(args, base) -> Rows:
     del T
     label = "teacher" if args.teacher else "teacher (config-f, random weights, timing only)"
     for rt in teacher_rt:
-        tasks.append(dict(base, model="teacher", runtime=rt, source=tsource, path=None, ws=None, ref=None,
-                          w_dim=tsizes["w_dim"], label=f"teacher {rt}", runs=min(args.runs, args.teacher_runs),
-                          warmup=min(args.warmup, 1)))
-        rows.append({"model": label, "runtime": rt, "params": tsizes["params"], "macs": tsizes["macs"],
-                     "flops": tsizes["flops"], "macs_paper": tsizes["macs_paper"], "bytes": tsizes["fp32_bytes"],
-                     "bytes_note": "fp32 weights in memory", "graph": f"StyleGAN2 synthesis ({tsource})"})
+        tasks.append(
+            dict(
+                base,
+                model="teacher",
+                runtime=rt,
+                source=tsource,
+                path=None,
+                ws=None,
+                ref=None,
+                w_dim=tsizes["w_dim"],
+                label=f"teacher {rt}",
+                runs=min(args.runs, args.teacher_runs),
+                warmup=min(args.warmup, 1),
+                **_backend(export_rows().get(rt, (None, None))[1]),
+            )
+        )
+        rows.append(
+            {
+                "model": label,
+                "runtime": rt,
+                "params": tsizes["params"],
+                "macs": tsizes["macs"],
+                "flops": tsizes["flops"],
+                "macs_paper": tsizes["macs_paper"],
+                "bytes": tsizes["fp32_bytes"],
+                "bytes_note": "fp32 weights in memory",
+                "graph": f"StyleGAN2 synthesis ({tsource})",
+            }
+        )
     return rows, tasks
 
 
-def _conventions(args, n_seeds: int) -> dict[str, str]:
+def _conventions(args: argparse.Namespace, n_seeds: int) -> dict[str, str]:
     return {
         "latency": f"batch 1, {args.warmup} warm-up then median/min of {args.runs} runs (teacher: "
-                   f"{min(args.runs, args.teacher_runs)}), one process per runtime, {args.threads} threads",
-        "allocator": f"PyTorch workers: GLIBC_TUNABLES={MMAP_TUNABLE}" if args.allocator == "mmap-threshold"
-                     else "glibc defaults everywhere",
+        f"{min(args.runs, args.teacher_runs)}), one process per runtime, {args.threads} threads",
+        "allocator": f"PyTorch workers: GLIBC_TUNABLES={MMAP_TUNABLE}"
+        if args.allocator == "mmap-threshold"
+        else "glibc defaults everywhere",
         "params": "count_params of the (fused) synthesis network; mapping separately",
         "macs": "FlopCounterMode / 2, one inference forward (last head only); flops = 2 x macs; "
-                "macs_paper (teacher): transposed convs on their 2x output grid",
-        "quality": f"PSNR vs fp32 PyTorch student on seeds 0..{n_seeds - 1}, clipped to [-1, 1], "
-                   "peak-to-peak 2",
+        "macs_paper (teacher): transposed convs on their 2x output grid",
+        "quality": f"PSNR vs fp32 PyTorch student on seeds 0..{n_seeds - 1}, clipped to [-1, 1], peak-to-peak 2",
         "bytes": "exported synthesis file(s) (xml+bin, onnx), else fp32 weights in memory",
     }
 

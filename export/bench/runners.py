@@ -1,56 +1,20 @@
-"""Runners: each maps a w array ``[1, w_dim]`` to an image array ``[1, 3, R, R]``; built inside the worker process."""
+"""PyTorch runners (the student's lean graph, a teacher) and the teacher in OpenVINO: each maps a w array ``[1, w_dim]``
+to an image array ``[1, 3, R, R]``; built inside the worker process. Exported files run in the runtime's own graphs
+(:func:`export.runtime.open_graph`)."""
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from export.bench.common import OV_HINTS
+if TYPE_CHECKING:
+    import torch
 
 
-def ov_runner(path: str, hint: str | None, threads: int, perf_count: bool = False, input_name: str | None = None
-               ) -> tuple[Callable[[np.ndarray], np.ndarray], Any]:
-    import openvino as ov
-
-    config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads}
-    if hint:
-        config["INFERENCE_PRECISION_HINT"] = hint
-    if perf_count:
-        config["PERF_COUNT"] = True
-    compiled = ov.Core().compile_model(path, "CPU", config)
-    request = compiled.create_infer_request()
-
-    def run(w: np.ndarray) -> np.ndarray:
-        return request.infer({0: w})[0].copy()
-
-    return run, (compiled, request)
-
-
-def ort_runner(path: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return lambda w: sess.run(None, {name: w})[0]
-
-
-def litert_runner(path: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    """The LiteRT interpreter with its default XNNPACK delegate, ``threads`` threads (the runtime's own runner)."""
-    from pathlib import Path
-
-    from export.runtime import litert_runner as runtime_litert_runner
-
-    runner, name, out = runtime_litert_runner(Path(path), threads, None, "CPU")
-    return lambda w: runner(**{name: w})[out]
-
-
-def torch_module(spec: dict[str, Any]):
+def torch_module(spec: dict[str, Any]) -> torch.nn.Module:
     """The PyTorch module a torch worker times: the lean student graph or a teacher synthesis."""
     import torch
 
@@ -68,13 +32,14 @@ def torch_module(spec: dict[str, Any]):
             super().__init__()
             self.syn = syn
 
-        def forward(self, w):
+        def forward(self, w: torch.Tensor) -> torch.Tensor:
             return self.syn(w, noise_mode="const")
 
     return _W().eval()
 
 
-def load_teacher(source: str):
+def load_teacher(source: str) -> torch.nn.Module:
+    """A teacher generator from a checkpoint, or ``config-f-random``: a config-f StyleGAN2 with random weights."""
     import torch
 
     import teacher
@@ -114,6 +79,8 @@ def ov_torch_runner(spec: dict[str, Any], threads: int) -> tuple[Callable[[np.nd
     import openvino as ov
     import torch
 
+    from export.runtime import OpenVINOGraph
+
     module = torch_module(spec)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
@@ -121,5 +88,5 @@ def ov_torch_runner(spec: dict[str, Any], threads: int) -> tuple[Callable[[np.nd
         w = torch.zeros(1, spec["w_dim"])
         traced = torch.jit.trace(module, (w,), check_trace=False)
         model = ov.convert_model(traced, input=[tuple(w.shape)])
-    run, _ = ov_runner(model, OV_HINTS[spec["runtime"]], threads)
-    return run, {"convert_s": time.perf_counter() - t0}
+    graph = OpenVINOGraph(model, threads, precision=spec["hint"])
+    return lambda w: graph.run([w]), {"convert_s": time.perf_counter() - t0}

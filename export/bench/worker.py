@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from export.bench.common import BROWSER_RUNTIMES, EDGE_RUNTIMES, OV_HINTS, TORCH_RUNTIMES, latency_stats, progress_bar
-from export.bench.runners import litert_runner, ort_runner, ov_runner, ov_torch_runner, torch_runner
+from export.bench.common import TORCH_RUNTIMES, latency_stats, progress_bar
+from export.bench.runners import ov_torch_runner, torch_runner
 
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Time one (model, runtime) in this process; ``spec`` comes from :func:`export.bench.driver.run_bench`."""
     threads, runtime = spec["threads"], spec["runtime"]
-    if runtime in BROWSER_RUNTIMES:
+    if spec.get("backend") == "browser":
         return browser_worker(spec)
     extra: dict[str, Any] = {}
     t0 = time.perf_counter()
@@ -29,18 +29,13 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         run, extra = torch_runner(spec, threads)
     elif spec.get("path") is None:
         run, extra = ov_torch_runner(spec, threads)
-    elif runtime == "onnxruntime":
-        run = ort_runner(spec["path"], threads)
-    elif EDGE_RUNTIMES.get(runtime, ("",))[0] == "tflite":
-        run = litert_runner(spec["path"], threads)
-    elif EDGE_RUNTIMES.get(runtime, ("",))[0] == "executorch":
-        from export.pte import PteGraph  # ExecuTorch's runtime works on torch tensors: this worker imports torch
-
-        graph = PteGraph(spec["path"], threads)
-        run = lambda w: graph.run([w])  # noqa: E731
     else:
-        run, (compiled, _) = ov_runner(spec["path"], OV_HINTS[runtime], threads)
-        extra["inference_precision"] = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        from export.runtime import open_graph  # the export's own engine, as the runtime runs it
+
+        graph = open_graph(spec["path"], spec["backend"], threads, precision=spec.get("hint"))
+        run = lambda w: graph.run([w])  # noqa: E731
+        if graph.inference_precision():
+            extra["inference_precision"] = graph.inference_precision()
     extra["load_s"] = time.perf_counter() - t0
     ws = np.load(spec["ws"]) if spec.get("ws") else np.zeros((1, 1, spec["w_dim"]), np.float32)
     w0 = np.ascontiguousarray(ws[0])
@@ -64,17 +59,21 @@ def browser_worker(spec: dict[str, Any]) -> dict[str, Any]:
     the reference), then seed 0 ``warmup + runs`` times; the synthesis time is the page's own measurement."""
     from export.web.site import browser_render
 
-    site, threads = Path(spec["path"]).parent, BROWSER_RUNTIMES[spec["runtime"]]
+    site, threads = Path(spec["path"]).parent, spec["row_threads"]
     t0 = time.perf_counter()
     if spec.get("images"):
         page = browser_render(site, [(s, 1.0) for s in spec["seeds"]], threads=threads)
         np.save(spec["images"], np.concatenate(page["img"]))
     page = browser_render(site, [(0, 1.0)], threads=threads, repeats=spec["warmup"] + spec["runs"], images=False)
-    times = [t[2] / 1e3 for t in page["ms"][0][spec["warmup"]:]]
+    times = [t[2] / 1e3 for t in page["ms"][0][spec["warmup"] :]]
     out = latency_stats(times)
-    out.update(browser=page["browser"], wasm_threads=page["threads"], cross_origin_isolated=page["isolated"],
-               mapping_median_ms=sorted(t[1] for t in page["ms"][0][spec["warmup"]:])[len(times) // 2],
-               load_and_render_s=time.perf_counter() - t0)
+    out.update(
+        browser=page["browser"],
+        wasm_threads=page["threads"],
+        cross_origin_isolated=page["isolated"],
+        mapping_median_ms=sorted(t[1] for t in page["ms"][0][spec["warmup"] :])[len(times) // 2],
+        load_and_render_s=time.perf_counter() - t0,
+    )
     return out
 
 

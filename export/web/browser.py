@@ -17,11 +17,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from export.options import ExportError
+from export.errors import ExportError
 
 CHROMIUM_ENV = "MOBILESTYLEGAN_CHROMIUM"
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
@@ -54,16 +55,32 @@ class Chromium:
         # A Python trampoline puts the two pipe ends on fds 3 and 4, where the protocol expects them (the ends are
         # moved above fd 9 first, so the first dup2 cannot overwrite the second).
         to_browser_r, from_browser_w = (_above_9(fd) for fd in (to_browser_r, from_browser_w))
-        args = [exe, "--headless=new", "--remote-debugging-pipe", f"--user-data-dir={self._profile}",
-                "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--disable-gpu",
-                "--disable-background-timer-throttling", "--disable-renderer-backgrounding", "about:blank"]
+        args = [
+            exe,
+            "--headless=new",
+            "--remote-debugging-pipe",
+            f"--user-data-dir={self._profile}",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-extensions",
+            "--disable-gpu",
+            "--disable-background-timer-throttling",
+            "--disable-renderer-backgrounding",
+            "about:blank",
+        ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             args.insert(1, "--no-sandbox")  # Chromium refuses to run as root with its sandbox
-        trampoline = ("import os, sys; r, w = int(sys.argv[1]), int(sys.argv[2]); os.dup2(r, 3); os.dup2(w, 4); "
-                      "os.close(r); os.close(w); os.execv(sys.argv[3], sys.argv[3:])")
-        self._proc = subprocess.Popen([sys.executable, "-c", trampoline, str(to_browser_r), str(from_browser_w), *args],
-                                      pass_fds=(to_browser_r, from_browser_w), stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        trampoline = (
+            "import os, sys; r, w = int(sys.argv[1]), int(sys.argv[2]); os.dup2(r, 3); os.dup2(w, 4); "
+            "os.close(r); os.close(w); os.execv(sys.argv[3], sys.argv[3:])"
+        )
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", trampoline, str(to_browser_r), str(from_browser_w), *args],
+            pass_fds=(to_browser_r, from_browser_w),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         os.close(to_browser_r)
         os.close(from_browser_w)
         self._stderr: list[bytes] = []
@@ -83,8 +100,9 @@ class Chromium:
             self._stderr = (self._stderr + [line])[-20:]
 
     # -- protocol -------------------------------------------------------------------------------------------------
-    def call(self, method: str, params: dict | None = None, session: str | None = None,
-             timeout_s: float | None = None) -> dict[str, Any]:
+    def call(
+        self, method: str, params: dict | None = None, session: str | None = None, timeout_s: float | None = None
+    ) -> dict[str, Any]:
         self._next_id += 1
         message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
         if session:
@@ -96,8 +114,9 @@ class Chromium:
                 self._proc.wait(5)
             except subprocess.TimeoutExpired:
                 pass
-            raise PageError(f"Chromium exited (status {self._proc.returncode}) before {method}"
-                            + self._context(stderr=True)) from None
+            raise PageError(
+                f"Chromium exited (status {self._proc.returncode}) before {method}" + self._context(stderr=True)
+            ) from None
         deadline = time.monotonic() + (timeout_s or self.timeout_s)
         while True:
             reply = self._read(deadline, method)
@@ -153,8 +172,12 @@ class Chromium:
             self.console.clear()
             self.call("Page.navigate", {"url": url}, session=session)
             self._wait_for("Page.loadEventFired", session, url)
-            result = self.call("Runtime.evaluate", {"expression": expression, "awaitPromise": True,
-                                                    "returnByValue": True}, session=session, timeout_s=timeout_s)
+            result = self.call(
+                "Runtime.evaluate",
+                {"expression": expression, "awaitPromise": True, "returnByValue": True},
+                session=session,
+                timeout_s=timeout_s,
+            )
         finally:
             self.call("Target.closeTarget", {"targetId": target})
         if "exceptionDetails" in result:

@@ -25,8 +25,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from export.options import ExportError
-from teacher.fs import cache_root, current_umask, sha256_file
+from export.errors import ExportError
+from teacher.fs import cache_root, replace_dir, sha256_file
 
 VERSION = "1.30.0"
 PACKAGE = f"onnxruntime-web@{VERSION}"
@@ -38,10 +38,14 @@ FILES = {  # dist/ file -> sha256
     "ort-wasm-simd-threaded.wasm": "3398c10d07d229bd91b364548e130e0e51a8e5704b88c7c083ebbeb78842dee2",
 }
 ENV = "MOBILESTYLEGAN_ORT_WEB"
-NOTICE = (f"ONNX Runtime Web v{VERSION}, Copyright (c) Microsoft Corporation, MIT License "
-          "(https://github.com/microsoft/onnxruntime). Files: " + ", ".join(FILES) + "\n")
-HOW = (f"set ${ENV} to the tarball made by `npm pack {PACKAGE}` (or to its package/dist folder), or run "
-       "`python -m export.web.ort_files` once on a machine with npm and the npm registry")
+NOTICE = (
+    f"ONNX Runtime Web v{VERSION}, Copyright (c) Microsoft Corporation, MIT License "
+    "(https://github.com/microsoft/onnxruntime). Files: " + ", ".join(FILES) + "\n"
+)
+HOW = (
+    f"set ${ENV} to the tarball made by `npm pack {PACKAGE}` (or to its package/dist folder), or run "
+    "`python -m export.web.ort_files` once on a machine with npm and the npm registry"
+)
 
 
 def cache_dir() -> Path:
@@ -83,12 +87,19 @@ def fetch_into_cache() -> Path:
     """``npm pack`` the pinned release, check its integrity and unpack its three files into the cache."""
     npm = shutil.which("npm")
     if npm is None:
-        raise ExportError(f"the web export needs onnxruntime-web {VERSION}'s files and npm is not installed to fetch "
-                          f"them (apt-get install npm); or {HOW}")
+        raise ExportError(
+            f"the web export needs onnxruntime-web {VERSION}'s files and npm is not installed to fetch "
+            f"them (apt-get install npm); or {HOW}"
+        )
     with tempfile.TemporaryDirectory(prefix="ort-web.") as tmp:
         try:
-            subprocess.run([npm, "pack", PACKAGE, "--pack-destination", tmp, "--silent"], check=True,
-                           capture_output=True, text=True, timeout=600)
+            subprocess.run(
+                [npm, "pack", PACKAGE, "--pack-destination", tmp, "--silent"],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
             detail = (getattr(err, "stderr", "") or "").strip().splitlines()[-1:] or [str(err)]
             raise ExportError(f"npm pack {PACKAGE} failed ({detail[0]}); {HOW}") from None
@@ -104,8 +115,9 @@ def _from_tarball(tarball: Path) -> Path:
     with open(tarball, "rb") as fh:
         got = base64.b64encode(hashlib.file_digest(fh, algo).digest()).decode()
     if got != want:
-        raise ExportError(f"{tarball} is not onnxruntime-web {VERSION} (its {algo} differs from npm's integrity); "
-                          f"{HOW}")
+        raise ExportError(
+            f"{tarball} is not onnxruntime-web {VERSION} (its {algo} differs from npm's integrity); {HOW}"
+        )
     final = cache_dir()
     final.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{VERSION}.", dir=final.parent))
@@ -116,10 +128,7 @@ def _from_tarball(tarball: Path) -> Path:
                 with tar.extractfile(member) as src, open(stage / name, "wb") as dst:
                     shutil.copyfileobj(src, dst)
         _verify(stage, str(tarball))
-        os.chmod(stage, 0o777 & ~current_umask())
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(stage, final)
+        replace_dir(stage, final)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return final

@@ -17,8 +17,13 @@ ISOLATION_HEADERS = {
     "Cross-Origin-Embedder-Policy": "require-corp",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
-MIME_TYPES = {".wasm": "application/wasm", ".mjs": "text/javascript", ".js": "text/javascript",
-              ".onnx": "application/octet-stream", ".json": "application/json"}
+MIME_TYPES = {
+    ".wasm": "application/wasm",
+    ".mjs": "text/javascript",
+    ".js": "text/javascript",
+    ".onnx": "application/octet-stream",
+    ".json": "application/json",
+}
 
 
 class IsolatedHandler(SimpleHTTPRequestHandler):
@@ -32,7 +37,7 @@ class IsolatedHandler(SimpleHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         super().end_headers()
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's signature
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's signature
         pass  # quiet: the command prints the address once
 
 

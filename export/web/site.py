@@ -12,12 +12,13 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from export.options import ExportError
+from export.errors import ExportError
 from export.web import ort_files
 
 HERE = Path(__file__).resolve().parent
@@ -32,31 +33,45 @@ def write_site(directory: Path) -> dict[str, Any]:
     for name in PAGE_FILES:
         shutil.copyfile(HERE / name, directory / name)
     runtime = [f"{ORT_FOLDER}/{n}" for n in ort_files.copy_into(directory / ORT_FOLDER)]
-    return {"page": "index.html", "files": [*PAGE_FILES, *runtime],
-            "runtime": f"onnxruntime-web {ort_files.VERSION} (WebAssembly, SIMD + threads), shipped in {ORT_FOLDER}/",
-            "serve": "mobilestylegan-serve DIR (127.0.0.1, cross-origin isolated: WASM threads)",
-            "url_parameters": {"seed": "0..2**32-1", "psi": "truncation, 0..1", "threads": "WASM threads "
-                               "(default: up to 4 when the page is cross-origin isolated, else 1)"},
-            "same_faces_as": "mobilestylegan-generate SOURCE --seeds N --trunc PSI (and python -m export.runtime)"}
+    return {
+        "page": "index.html",
+        "files": [*PAGE_FILES, *runtime],
+        "runtime": f"onnxruntime-web {ort_files.VERSION} (WebAssembly, SIMD + threads), shipped in {ORT_FOLDER}/",
+        "serve": "mobilestylegan-serve DIR (127.0.0.1, cross-origin isolated: WASM threads)",
+        "url_parameters": {
+            "seed": "0..2**32-1",
+            "psi": "truncation, 0..1",
+            "threads": "WASM threads (default: up to 4 when the page is cross-origin isolated, else 1)",
+        },
+        "same_faces_as": "mobilestylegan-generate SOURCE --seeds N --trunc PSI (and python -m export.runtime)",
+    }
 
 
 DIRECTIONS_FILE = "directions.json"
 WEB_DIRECTIONS = 5
 
 
-def write_directions(directory: Path, G, k: int = WEB_DIRECTIONS) -> dict:
+def write_directions(directory: Path, G: Any, k: int = WEB_DIRECTIONS) -> dict[str, Any]:
     """The generator's top ``k`` GANSpace directions (unit vectors and sigmas, see
     :mod:`mobilestylegan.edit.directions`) as ``directions.json`` for the page's sliders; returns the manifest's
     ``directions`` entry."""
     from mobilestylegan.edit.directions import compute
 
     dirs, sigmas = compute(G, "ganspace", k)
-    items = [{"name": f"ganspace:{j}", "sigma": float(sigmas[j]), "vector": [float(x) for x in dirs[j]]}
-             for j in range(k)]
-    (directory / DIRECTIONS_FILE).write_text(json.dumps({"method": "ganspace", "units": "sigmas of mapped w",
-                                                         "layers": "all W+ entries", "directions": items}))
-    return {"file": DIRECTIONS_FILE, "method": "ganspace", "count": k,
-            "edit": "ws + sum_k strength_k * sigma_k * vector_k on every W+ entry (mobilestylegan-edit, no --layers)"}
+    items = [
+        {"name": f"ganspace:{j}", "sigma": float(sigmas[j]), "vector": [float(x) for x in dirs[j]]} for j in range(k)
+    ]
+    (directory / DIRECTIONS_FILE).write_text(
+        json.dumps(
+            {"method": "ganspace", "units": "sigmas of mapped w", "layers": "all W+ entries", "directions": items}
+        )
+    )
+    return {
+        "file": DIRECTIONS_FILE,
+        "method": "ganspace",
+        "count": k,
+        "edit": "ws + sum_k strength_k * sigma_k * vector_k on every W+ entry (mobilestylegan-edit, no --layers)",
+    }
 
 
 def _harness(cases: Sequence[tuple[int, float]], repeats: int, images: bool) -> str:
@@ -92,8 +107,9 @@ def _edit_harness(cases: Sequence[tuple[Any, list[float]]]) -> str:
 }})()"""
 
 
-def browser_edits(directory: str | Path, cases: Sequence[tuple[Any, list[float]]], timeout_s: float = 600.0
-                  ) -> list[np.ndarray]:
+def browser_edits(
+    directory: str | Path, cases: Sequence[tuple[Any, list[float]]], timeout_s: float = 600.0
+) -> list[np.ndarray]:
     """Edited faces from the page: each case is (seed, strengths) or (.npy bytes, strengths) -> ``[1, 3, R, R]``."""
     from export.web.browser import chromium, served
 
@@ -104,8 +120,14 @@ def browser_edits(directory: str | Path, cases: Sequence[tuple[Any, list[float]]
     return [np.frombuffer(base64.b64decode(c), np.float32).reshape(1, 3, size, size) for c in result["out"]]
 
 
-def browser_render(directory: str | Path, cases: Sequence[tuple[int, float]] = CHECK_CASES, threads: int = 1,
-                   repeats: int = 1, images: bool = True, timeout_s: float = 600.0) -> dict[str, Any]:
+def browser_render(
+    directory: str | Path,
+    cases: Sequence[tuple[int, float]] = CHECK_CASES,
+    threads: int = 1,
+    repeats: int = 1,
+    images: bool = True,
+    timeout_s: float = 600.0,
+) -> dict[str, Any]:
     """Serve ``directory`` on 127.0.0.1, open its page in headless Chromium with ``threads`` WASM threads and render
     each ``(seed, psi)``.
 
@@ -123,8 +145,14 @@ def browser_render(directory: str | Path, cases: Sequence[tuple[int, float]] = C
         version = browser.version
     info = result["info"]
     size = int(info["size"])
-    out: dict[str, Any] = {"browser": version, "threads": int(info["threads"]), "isolated": bool(info["isolated"]),
-                           "ms": [c["times"] for c in result["out"]], "img": [], "pixels": []}
+    out: dict[str, Any] = {
+        "browser": version,
+        "threads": int(info["threads"]),
+        "isolated": bool(info["isolated"]),
+        "ms": [c["times"] for c in result["out"]],
+        "img": [],
+        "pixels": [],
+    }
     if images:
         for c in result["out"]:
             out["img"].append(np.frombuffer(base64.b64decode(c["img"]), np.float32).reshape(1, 3, size, size))
@@ -143,8 +171,11 @@ def compare_pixels(pixels: Sequence[np.ndarray], imgs: Sequence[np.ndarray]) -> 
     want = np.concatenate([to_uint8(i) for i in imgs]).astype(np.int16)
     got = np.stack(list(pixels)).astype(np.int16)
     diff = np.abs(got - want)
-    return {"max_level_diff": int(diff.max()), "equal_fraction": round(float((diff == 0).mean()), 6),
-            "passed": bool(diff.max() <= 1)}
+    return {
+        "max_level_diff": int(diff.max()),
+        "equal_fraction": round(float((diff == 0).mean()), 6),
+        "passed": bool(diff.max() <= 1),
+    }
 
 
 def versus_runtime(directory: Path, page: dict[str, Any]) -> tuple[dict[str, Any], list[np.ndarray]]:
@@ -158,8 +189,12 @@ def versus_runtime(directory: Path, page: dict[str, Any]) -> tuple[dict[str, Any
     want = [rt.render([s], truncation_psi=p) for s, p in CHECK_CASES]
     ref = np.concatenate(want)
     diff, tol = max_abs_diff(np.concatenate(page["img"]), ref), parity_tolerance(ref)
-    return {"reference": "python -m export.runtime on the same files (ONNX Runtime)", "max_abs_diff": diff,
-            "tolerance": tol, "passed": bool(diff <= tol)}, want
+    return {
+        "reference": "python -m export.runtime on the same files (ONNX Runtime)",
+        "max_abs_diff": diff,
+        "tolerance": tol,
+        "passed": bool(diff <= tol),
+    }, want
 
 
 def check(directory: str | Path, threads: int = 1) -> dict[str, Any]:
@@ -169,6 +204,12 @@ def check(directory: str | Path, threads: int = 1) -> dict[str, Any]:
     page = browser_render(d, CHECK_CASES, threads=threads)
     vs, want = versus_runtime(d, page)
     pixels = compare_pixels(page["pixels"], want)
-    return {"browser": page["browser"], "threads": page["threads"], "cases": [list(c) for c in CHECK_CASES],
-            **vs, "pixels": pixels, "ms_per_image": [round(t[0][0], 1) for t in page["ms"]],
-            "passed": bool(vs["passed"] and pixels["passed"])}
+    return {
+        "browser": page["browser"],
+        "threads": page["threads"],
+        "cases": [list(c) for c in CHECK_CASES],
+        **vs,
+        "pixels": pixels,
+        "ms_per_image": [round(t[0][0], 1) for t in page["ms"]],
+        "passed": bool(vs["passed"] and pixels["passed"]),
+    }

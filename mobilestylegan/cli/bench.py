@@ -37,14 +37,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from export.bench.common import DEFAULT_RUNTIMES, MMAP_TUNABLE, RUNTIMES, BenchError
+from export.bench.common import DEFAULT_RUNTIMES, TEACHER_RUNTIMES, BenchError, runtimes
+from mobilestylegan.allocator import MMAP_TUNABLE
 
 
 def _runtimes(text: str) -> list[str]:
     items = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [t for t in items if t not in RUNTIMES]
+    bad = [t for t in items if t not in runtimes()]
     if bad or not items:
-        raise argparse.ArgumentTypeError(f"unknown runtime(s) {bad}; choose from {', '.join(RUNTIMES)}")
+        raise argparse.ArgumentTypeError(f"unknown runtime(s) {bad}; choose from {', '.join(runtimes())}")
     return items
 
 
@@ -63,28 +64,49 @@ def _non_negative(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mobilestylegan-bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="mobilestylegan-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("source", help="student: pretrained name (ffhq-1024), native checkpoint or Lightning .ckpt")
-    p.add_argument("--teacher", help="StyleGAN2 checkpoint for the baseline rows (default: config-f, random weights, "
-                                     "timing only)")
+    p.add_argument(
+        "--teacher", help="StyleGAN2 checkpoint for the baseline rows (default: config-f, random weights, timing only)"
+    )
     p.add_argument("--no-teacher", action="store_true", help="skip the teacher rows")
-    p.add_argument("--teacher-runtimes", type=_runtimes, default=["eager"],
-                   help="runtimes for the teacher (eager, compile, openvino-f32, openvino-bf16; default eager)")
+    p.add_argument(
+        "--teacher-runtimes",
+        type=_runtimes,
+        default=["eager"],
+        help=f"runtimes for the teacher ({', '.join(TEACHER_RUNTIMES)}; default eager)",
+    )
     p.add_argument("--teacher-runs", type=_positive, default=3, help="timed runs for the teacher (default 3)")
-    p.add_argument("--runtimes", type=_runtimes, default=list(DEFAULT_RUNTIMES),
-                   help=f"comma-separated, from {','.join(RUNTIMES)} (default: {','.join(DEFAULT_RUNTIMES)})")
+    p.add_argument(
+        "--runtimes",
+        type=_runtimes,
+        default=list(DEFAULT_RUNTIMES),
+        help=f"comma-separated, from {','.join(runtimes())} (default: {','.join(DEFAULT_RUNTIMES)})",
+    )
     p.add_argument("--threads", type=_positive, default=2)
     p.add_argument("--runs", type=_positive, default=20, help="timed runs per runtime (default 20)")
     p.add_argument("--warmup", type=_non_negative, default=3, help="untimed runs first (default 3)")
     p.add_argument("--quality-seeds", type=_non_negative, default=16, help="seeds for PSNR (0: skip)")
-    p.add_argument("--published", choices=("auto", "yes", "no"), default="auto",
-                   help="rows for random-face's published IR (auto: when SOURCE is ffhq-1024)")
-    p.add_argument("--compare-published", action="store_true",
-                   help="side-by-side goal measurement against the published IR (one process, alternating runs)")
+    p.add_argument(
+        "--published",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="rows for random-face's published IR (auto: when SOURCE is ffhq-1024)",
+    )
+    p.add_argument(
+        "--compare-published",
+        action="store_true",
+        help="side-by-side goal measurement against the published IR (one process, alternating runs)",
+    )
     p.add_argument("--profile", action="store_true", help="with --compare-published: OpenVINO per-layer counters")
-    p.add_argument("--allocator", choices=("mmap-threshold", "default"), default="mmap-threshold",
-                   help=f"PyTorch workers' glibc setting (mmap-threshold: GLIBC_TUNABLES={MMAP_TUNABLE})")
+    p.add_argument(
+        "--allocator",
+        choices=("mmap-threshold", "default"),
+        default="mmap-threshold",
+        help=f"PyTorch workers' glibc setting (mmap-threshold: GLIBC_TUNABLES={MMAP_TUNABLE})",
+    )
     p.add_argument("--out", default="bench", help="output directory for bench.md, bench.json, artifacts/")
     p.add_argument("--no-progress", action="store_true")
     return p

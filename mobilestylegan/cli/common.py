@@ -1,8 +1,11 @@
-"""What several commands check the same way."""
+"""What several commands check or parse the same way."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+
+from mobilestylegan.errors import UsageError
 
 
 def output_file_problem(path: Path, suffixes: tuple[str, ...], force: bool) -> str | None:
@@ -17,21 +20,29 @@ def output_file_problem(path: Path, suffixes: tuple[str, ...], force: bool) -> s
     return None
 
 
-def raise_mmap_threshold(argv) -> None:
-    """Run this command again with glibc's mmap threshold raised, when it was started as a command (``argv`` None)
-    on glibc without the setting. PyTorch's large CPU feature maps otherwise come from fresh mmap pages on every
-    forward and backward pass, which costs more than the arithmetic at 1024 px. ``MOBILESTYLEGAN_ALLOCATOR=default``
-    opts out."""
+def parse_seeds(text: str) -> list[int]:
+    """``"0-3,7,10-11"`` -> [0, 1, 2, 3, 7, 10, 11] (the torch-free parser of ``export.runtime``); a malformed list
+    is a :class:`UsageError`."""
+    from export.runtime import parse_seeds as runtime_parse_seeds
+
+    try:
+        return runtime_parse_seeds(text)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def raise_mmap_threshold(argv: Sequence[str] | None) -> None:
+    """Run this command again with glibc's mmap threshold raised (:mod:`mobilestylegan.allocator`), when it was
+    started as a command (``argv`` None) on glibc without the setting. ``MOBILESTYLEGAN_ALLOCATOR=default`` opts
+    out."""
     import os
     import platform
     import sys
 
-    from export.bench.common import MMAP_TUNABLE
+    from mobilestylegan.allocator import TUNABLES_VAR, with_mmap_tunable
 
     if argv is not None or sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
         return
-    tunables = os.environ.get("GLIBC_TUNABLES", "")
-    if "mmap_threshold" in tunables or os.environ.get("MOBILESTYLEGAN_ALLOCATOR") == "default":
+    if "mmap_threshold" in os.environ.get(TUNABLES_VAR, "") or os.environ.get("MOBILESTYLEGAN_ALLOCATOR") == "default":
         return
-    env = dict(os.environ, GLIBC_TUNABLES=f"{tunables}:{MMAP_TUNABLE}" if tunables else MMAP_TUNABLE)
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], with_mmap_tunable())

@@ -19,13 +19,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="mobilestylegan-convert",
         description="Convert a StyleGAN2 checkpoint (rosinality .pt, NVIDIA .pkl, TensorFlow .pkl, MobileStyleGAN "
-                    "split files, native) to the native format (.pt, or .safetensors by suffix). Nothing in the "
-                    "input file is executed.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "split files, native) to the native format (.pt, or .safetensors by suffix). Nothing in the "
+        "input file is executed.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("input", type=Path, help="checkpoint file (or directory of MobileStyleGAN split files)")
     p.add_argument("output", type=Path, help="output file: *.pt or *.safetensors")
-    p.add_argument("--only", choices=["all", "generator", "discriminator"], default="all",
-                   help="which networks to keep (default: all the input has)")
+    p.add_argument(
+        "--only",
+        choices=["all", "generator", "discriminator"],
+        default="all",
+        help="which networks to keep (default: all the input has)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     return p.parse_args(argv)
 
@@ -54,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     parts = []
     if ckpt.g_config is not None:
-        parts.append(f"generator {ckpt.g_config.img_resolution}px, w_dim {ckpt.g_config.w_dim}, "
-                     f"{ckpt.g_config.mapping_layers} mapping layers")
+        parts.append(
+            f"generator {ckpt.g_config.img_resolution}px, w_dim {ckpt.g_config.w_dim}, "
+            f"{ckpt.g_config.mapping_layers} mapping layers"
+        )
     if ckpt.d_config is not None:
         parts.append(f"discriminator {ckpt.d_config.img_resolution}px")
     print(f"wrote {args.output} ({ckpt.source_format} -> native): " + "; ".join(parts))

@@ -1,5 +1,5 @@
 """``mobilestylegan-edit``: latents moved along a direction, rendered as strips (see
-:mod:`mobilestylegan.edit.directions`).
+:mod:`mobilestylegan.edit.directions` and :mod:`mobilestylegan.edit.strips`).
 
 Per latent a strip ``NAME_DIRECTION.png`` (one image per strength, left to right; with ``--compare`` the teacher's
 row under the student's) and ``grid.png`` (every strip); ``edits.json`` records the direction, its sigma, the
@@ -14,14 +14,15 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from mobilestylegan.cli.common import raise_mmap_threshold
+from mobilestylegan.cli.common import parse_seeds, raise_mmap_threshold
+from mobilestylegan.edit import directions as D
 from mobilestylegan.errors import UsageError
 
 EXAMPLES = """examples:
@@ -50,6 +51,7 @@ def parse_strengths(text: str) -> list[float]:
 
 
 def parse_layers(text: str | None) -> tuple[int, int] | None:
+    """``a-b``, a range of the teacher's W+ entries (inclusive), or None for all of them."""
     if text is None:
         return None
     m = re.fullmatch(r"(\d+)-(\d+)", text)
@@ -59,9 +61,13 @@ def parse_layers(text: str | None) -> tuple[int, int] | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mobilestylegan-edit", epilog=EXAMPLES,
-                                description="Edit latents along GANSpace / SeFa / boundary-file directions.",
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    """The command's options."""
+    p = argparse.ArgumentParser(
+        prog="mobilestylegan-edit",
+        epilog=EXAMPLES,
+        description="Edit latents along GANSpace / SeFa / boundary-file directions.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("latents", nargs="*", metavar="LATENT.npy", help="projected latents (mobilestylegan-project)")
     p.add_argument("--seeds", help="seeded latents instead, e.g. 0-3")
     p.add_argument("--trunc", type=float, default=1.0, help="truncation psi of seeded latents (default 1)")
@@ -70,20 +76,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strength", default="-3:3:7", help="strengths in sigmas: START:STOP:COUNT or a list")
     p.add_argument("--layers", help="teacher W+ range a-b (inclusive; default: all)")
     p.add_argument("--compare", metavar="TEACHER", help="render the same edit on this generator under each strip")
-    p.add_argument("--directions-from", choices=("generator", "compare"), default="generator",
-                   help="compute ganspace/sefa on --generator (default) or on --compare")
+    p.add_argument(
+        "--directions-from",
+        choices=("generator", "compare"),
+        default="generator",
+        help="compute ganspace/sefa on --generator (default) or on --compare",
+    )
     p.add_argument("--ignore-hash", action="store_true", help="accept latents projected with another generator")
-    p.add_argument("--show-target", action="store_true",
-                   help="latent files: put the image each was projected from (named in its .json) first in its strip")
-    p.add_argument("--size", type=int, default=None, metavar="PX", help="faces in the strips at PX pixels (default: "
-                                                                          "the generator's resolution)")
+    p.add_argument(
+        "--show-target",
+        action="store_true",
+        help="latent files: put the image each was projected from (named in its .json) first in its strip",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="faces in the strips at PX pixels (default: the generator's resolution)",
+    )
     p.add_argument("--out", required=True, metavar="DIR")
     return p
-
-
-@torch.no_grad()
-def render(G: torch.nn.Module, ws: torch.Tensor) -> torch.Tensor:
-    return torch.cat([G.synthesis(ws[i:i + 1], noise_mode="const", inference=True) for i in range(len(ws))])
 
 
 def _join_strength(argv: list[str]) -> list[str]:
@@ -99,42 +112,8 @@ def _join_strength(argv: list[str]) -> list[str]:
     return out
 
 
-def _targets(args: argparse.Namespace, G: torch.nn.Module) -> list[torch.Tensor]:
-    """The images the latent files were projected from, as ``[1, 3, R, R]`` in [-1, 1]."""
-    from mobilestylegan.cli.project import load_target
-
-    if not args.latents or args.compare:
-        raise UsageError("--show-target goes with latent files (and without --compare)")
-    out = []
-    for p in args.latents:
-        desc = Path(p).with_suffix(".json")
-        meta = json.loads(desc.read_text()) if desc.is_file() else {}
-        image = meta.get("target") or meta.get("image")  # with --align, the aligned crop that was projected
-        if not image:
-            raise UsageError(f"{desc} names no projected image: --show-target needs latents from "
-                             "mobilestylegan-project")
-        out.append(load_target(Path(image), G.img_resolution)[0])
-    return out
-
-
-def _identities(student: torch.Tensor, teacher: torch.Tensor) -> list[float | None] | None:
-    """Per image, FaceNet's distance of the student's render to the teacher's (None where no face is found); None
-    when FaceNet or the face models are not installed."""
-    from mobilestylegan.edit import faces
-    from mobilestylegan.io.images import to_uint8
-
-    if faces.identity_model_path() is None or faces._package_dir(faces.LANDMARK_PACKAGE[2]) is None:
-        return None
-    out: list[float | None] = []
-    for a, b in zip(to_uint8(student.clamp(-1, 1)), to_uint8(teacher.clamp(-1, 1))):
-        try:
-            out.append(round(faces.identity_between(b, a), 4))
-        except UsageError:
-            out.append(None)
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    """Edit each latent and write its strip, the grid and edits.json; 0, or 2 on a usage error."""
     args = build_parser().parse_args(_join_strength(list(sys.argv[1:] if argv is None else argv)))
     raise_mmap_threshold(argv)
     try:
@@ -144,23 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _run(args: argparse.Namespace) -> int:
-    from mobilestylegan.cli.generate import parse_seeds
-    from mobilestylegan.edit import directions as D
-    from mobilestylegan.edit.latents import load_latent
-    from mobilestylegan.io.images import make_grid, save_png
+def _generators(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    """The generator, and the one ``--compare`` names (or None); they must share their W space."""
     from mobilestylegan.io.load import load_generator_any
-    from mobilestylegan.student.routing import student_to_teacher_ws
-    from mobilestylegan.student.sampling import seeded_z
-    from mobilestylegan.student.synthesis import MobileSynthesisNetwork
     from teacher.formats.common import CheckpointError
-    from teacher.mapping import truncate
-    from teacher.numerics import psnr_db
 
-    if bool(args.latents) == bool(args.seeds):
-        raise UsageError("give latent files or --seeds (one of the two)")
-    strengths = parse_strengths(args.strength)
-    layers = parse_layers(args.layers)
     try:
         G = load_generator_any(args.generator, "cpu").float().eval()
         T = load_generator_any(args.compare, "cpu").float().eval() if args.compare else None
@@ -170,68 +137,116 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--directions-from compare needs --compare TEACHER")
     if T is not None and T.w_dim != G.w_dim:
         raise UsageError(f"--compare renders w_dim {T.w_dim}, the generator w_dim {G.w_dim}: they share no W space")
-    d = D.resolve(args.direction, T if args.directions_from == "compare" else G)
+    return G, T
+
+
+def _latents(
+    args: argparse.Namespace, G: torch.nn.Module, T: torch.nn.Module | None
+) -> tuple[list[str], torch.Tensor, torch.Tensor | None]:
+    """Names and W+ latents of ``--seeds`` or of the latent files, for the generator and for ``--compare``."""
+    from mobilestylegan.edit.latents import load_latent, seeded_w
+    from mobilestylegan.student.routing import student_to_teacher_ws
+    from mobilestylegan.student.synthesis import MobileSynthesisNetwork
+
     if args.seeds:
         seeds = parse_seeds(args.seeds)
-        with torch.no_grad():
-            w = truncate(G.mapping.embed(seeded_z(seeds, G.z_dim)), G.mapping.w_avg, args.trunc)
-        names = [f"seed{s:04d}" for s in seeds]
-        ws = w[:, None].repeat(1, G.num_ws, 1)
+        w = seeded_w(G, seeds, args.trunc)
         ws_t = w[:, None].repeat(1, T.num_ws, 1) if T is not None else None
-    else:
-        ws = torch.cat([load_latent(p, G, check_hash=not args.ignore_hash) for p in args.latents])
-        names = [Path(p).stem for p in args.latents]
-        if T is not None:
-            if not isinstance(G.synthesis, MobileSynthesisNetwork) or isinstance(T.synthesis, MobileSynthesisNetwork):
-                raise UsageError("--compare with latent files maps a student's W+ to a StyleGAN2 teacher's")
-            ws_t = student_to_teacher_ws(ws, T.num_ws)
-    targets = _targets(args, G) if args.show_target else None
-    idx = D.layer_indices(G, layers)
-    idx_t = D.layer_indices(T, layers) if T is not None else None
+        return [f"seed{s:04d}" for s in seeds], w[:, None].repeat(1, G.num_ws, 1), ws_t
+    ws = torch.cat([load_latent(p, G, check_hash=not args.ignore_hash) for p in args.latents])
+    names = [Path(p).stem for p in args.latents]
+    if T is None:
+        return names, ws, None
+    if not isinstance(G.synthesis, MobileSynthesisNetwork) or isinstance(T.synthesis, MobileSynthesisNetwork):
+        raise UsageError("--compare with latent files maps a student's W+ to a StyleGAN2 teacher's")
+    return names, ws, student_to_teacher_ws(ws, T.num_ws)
+
+
+def _targets(args: argparse.Namespace, G: torch.nn.Module) -> list[torch.Tensor]:
+    """The images the latent files were projected from, as ``[1, 3, R, R]`` in [-1, 1]."""
+    from mobilestylegan.edit.latents import projected_image
+    from mobilestylegan.edit.target_images import load_target
+
+    if not args.latents or args.compare:
+        raise UsageError("--show-target goes with latent files (and without --compare)")
+    out = []
+    for p in args.latents:
+        image = projected_image(p)
+        if image is None:
+            raise UsageError(
+                f"{Path(p).with_suffix('.json')} names no projected image: --show-target needs latents "
+                "from mobilestylegan-project"
+            )
+        out.append(load_target(image, G.img_resolution).image)
+    return out
+
+
+def _out_dir(args: argparse.Namespace) -> Path:
+    """The output folder, created."""
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UsageError(f"cannot create {out}: {err.strerror}") from None
+    return out
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command after parsing: every latent's strip, then the grid, edits.json and the summary lines."""
+    from mobilestylegan.edit.strips import compare_edits, edited_images, strip_row
+    from mobilestylegan.io.images import make_grid, save_png
+
+    if bool(args.latents) == bool(args.seeds):
+        raise UsageError("give latent files or --seeds (one of the two)")
+    strengths = parse_strengths(args.strength)
+    layers = parse_layers(args.layers)
+    G, T = _generators(args)
+    d = D.resolve(args.direction, T if args.directions_from == "compare" else G)
+    names, ws, ws_t = _latents(args, G, T)
+    targets = _targets(args, G) if args.show_target else None
+    idx = D.layer_indices(G, layers)
+    idx_t = D.layer_indices(T, layers) if T is not None else None
+    out = _out_dir(args)
     tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", d.name)
-    strips, report = [], {"direction": d.name, "sigma": d.sigma, "strengths": strengths, "layers": args.layers,
-                          "generator_ws": idx, "compare_ws": idx_t, "latents": []}
+    cols = len(strengths) + (targets is not None)
+    strips, report = (
+        [],
+        {
+            "direction": d.name,
+            "sigma": d.sigma,
+            "strengths": strengths,
+            "layers": args.layers,
+            "generator_ws": idx,
+            "compare_ws": idx_t,
+            "latents": [],
+        },
+    )
     for n, name in enumerate(names):
-        edited = torch.cat([D.apply(ws[n:n + 1], d, s, idx) for s in strengths])
-        imgs = render(G, edited)
-        entry = {"name": name}
+        row, entry = edited_images(G, ws[n : n + 1], d, strengths, idx), {"name": name}
         if T is not None:
-            imgs_t = render(T, torch.cat([D.apply(ws_t[n:n + 1], d, s, idx_t) for s in strengths]))
-            size = min(imgs.shape[-1], imgs_t.shape[-1])
-            a = F.interpolate(imgs, size=size, mode="area") if imgs.shape[-1] > size else imgs
-            b = F.interpolate(imgs_t, size=size, mode="area") if imgs_t.shape[-1] > size else imgs_t
-            entry["psnr_db_student_vs_compare"] = [round(float(x), 3) for x in psnr_db(a, b)]
-            zero = int(np.argmin(np.abs(np.asarray(strengths))))
-            entry["unedited_psnr_db"] = entry["psnr_db_student_vs_compare"][zero] if strengths[zero] == 0 else None
-            entry["identity_student_vs_compare"] = _identities(a, b)
-            row = torch.cat([a, b])
-        else:
-            row = imgs
-        if targets is not None:
-            row = torch.cat([F.interpolate(targets[n], size=row.shape[-1], mode="area")
-                             if targets[n].shape[-1] > row.shape[-1] else targets[n], row])
-        row = row.clamp(-1, 1)  # what a PNG shows, before any resizing
-        if args.size and row.shape[-1] > args.size:
-            row = F.interpolate(row, size=args.size, mode="area")
-        grid = make_grid(row.clamp(-1, 1), cols=len(strengths) + (targets is not None))
-        save_png(grid, out / f"{name}_{tag}.png")
+            row, compared = compare_edits(row, edited_images(T, ws_t[n : n + 1], d, strengths, idx_t), strengths)
+            entry.update(compared)
+        row = strip_row(row, targets[n] if targets is not None else None, args.size)
+        save_png(make_grid(row, cols=cols), out / f"{name}_{tag}.png")
         strips.append(row)
         report["latents"].append(entry)
-    save_png(make_grid(torch.cat(strips).clamp(-1, 1), cols=len(strengths) + (targets is not None)), out / "grid.png")
+    save_png(make_grid(torch.cat(strips).clamp(-1, 1), cols=cols), out / "grid.png")
     (out / "edits.json").write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {len(names)} strip(s) and grid.png to {out} ({d.name}, sigma {d.sigma:.3g}, "
-          f"{len(idx)} W+ entries of {G.num_ws})")
+    _print_summary(report, out, d, len(idx), G.num_ws)
+    return 0
+
+
+def _print_summary(report: dict[str, Any], out: Path, d: D.Direction, n_edited: int, num_ws: int) -> None:
+    """What was written, and per latent the comparison's PSNR and identity distance by strength."""
+    print(
+        f"wrote {len(report['latents'])} strip(s) and grid.png to {out} ({d.name}, sigma {d.sigma:.3g}, "
+        f"{n_edited} W+ entries of {num_ws})"
+    )
     for e in report["latents"]:
         if "psnr_db_student_vs_compare" in e:
             print(f"  {e['name']}: student vs compare PSNR by strength {e['psnr_db_student_vs_compare']} dB")
         if e.get("identity_student_vs_compare"):
             print(f"  {e['name']}: identity distance by strength {e['identity_student_vs_compare']}")
-    return 0
 
 
 if __name__ == "__main__":

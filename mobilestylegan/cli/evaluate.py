@@ -47,30 +47,53 @@ METRICS = tuple(REGISTRY)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mobilestylegan-eval", description="Evaluate generators with stated conventions.",
-                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--gen", action="append", required=True, metavar="SOURCE",
-                   help="generator, image folder or statistics file to evaluate (repeat for several)")
+    p = argparse.ArgumentParser(
+        prog="mobilestylegan-eval",
+        description="Evaluate generators with stated conventions.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--gen",
+        action="append",
+        required=True,
+        metavar="SOURCE",
+        help="generator, image folder or statistics file to evaluate (repeat for several)",
+    )
     p.add_argument("--ref", metavar="SOURCE", help="reference: image folder, statistics file or generator (teacher)")
     p.add_argument("--metrics", default="fid,kid", help=f"comma-separated from {', '.join(METRICS)} (default fid,kid)")
     p.add_argument("--num", type=int, default=50000, help="samples per generator (default 50000; folders: all images)")
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i (default 0)")
     p.add_argument("--trunc", type=float, default=1.0, help="truncation psi (default 1 = none)")
-    p.add_argument("--resize", choices=["clean", "legacy"], default="clean",
-                   help="clean: uint8 + PIL bicubic (clean-fid); legacy: float + bilinear (pytorch-fid)")
+    p.add_argument(
+        "--resize",
+        choices=["clean", "legacy"],
+        default="clean",
+        help="clean: uint8 + PIL bicubic (clean-fid); legacy: float + bilinear (pytorch-fid)",
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--out", type=Path, help="append one JSON line per metric to this file")
     p.add_argument("--save-ref-stats", type=Path, metavar="FILE.npz", help="write the reference's statistics here")
-    p.add_argument("--inception", help="pt_inception-2015-12-05-6726825d.pth (default: $MOBILESTYLEGAN_INCEPTION or "
-                                       "~/.cache/mobilestylegan/weights/)")
-    p.add_argument("--vgg", help="vgg16-397923af.pth (default: $MOBILESTYLEGAN_VGG16 or "
-                                 "~/.cache/mobilestylegan/weights/)")
-    p.add_argument("--lpips", help="LPIPS heads lpips/weights/v0.1/vgg.pth (default: $MOBILESTYLEGAN_LPIPS or an "
-                                   "installed lpips package; without them PPL uses the vgg-unit distance)")
-    p.add_argument("--allow-random-weights", action="store_true",
-                   help="TESTS ONLY: seeded random Inception/VGG weights when files are missing; every number is "
-                        "marked comparable=false")
+    p.add_argument(
+        "--inception",
+        help="pt_inception-2015-12-05-6726825d.pth (default: $MOBILESTYLEGAN_INCEPTION or "
+        "~/.cache/mobilestylegan/weights/)",
+    )
+    p.add_argument(
+        "--vgg", help="vgg16-397923af.pth (default: $MOBILESTYLEGAN_VGG16 or ~/.cache/mobilestylegan/weights/)"
+    )
+    p.add_argument(
+        "--lpips",
+        help="LPIPS heads lpips/weights/v0.1/vgg.pth (default: $MOBILESTYLEGAN_LPIPS or an "
+        "installed lpips package; without them PPL uses the vgg-unit distance)",
+    )
+    p.add_argument(
+        "--allow-random-weights",
+        action="store_true",
+        help="TESTS ONLY: seeded random Inception/VGG weights when files are missing; every number is "
+        "marked comparable=false",
+    )
     p.add_argument("--kid-subsets", type=int, default=100)
     p.add_argument("--kid-subset-size", type=int, default=1000)
     p.add_argument("--ppl-eps", type=float, default=1e-4)
@@ -88,8 +111,15 @@ def _validate(a: argparse.Namespace) -> list[str]:
     unknown = [m for m in metrics if m not in METRICS]
     if unknown or not metrics:
         raise UsageError(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(METRICS)}")
-    for name, low in (("num", 2), ("batch_size", 1), ("kid_subsets", 1), ("kid_subset_size", 2),
-                      ("inception_size", 75), ("pr_size", 32), ("lpips_size", 16)):
+    for name, low in (
+        ("num", 2),
+        ("batch_size", 1),
+        ("kid_subsets", 1),
+        ("kid_subset_size", 2),
+        ("inception_size", 75),
+        ("pr_size", 32),
+        ("lpips_size", 16),
+    ):
         if getattr(a, name) < low:
             raise UsageError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(a, name)}")
     if not 0 < a.ppl_eps < 1:
@@ -113,10 +143,20 @@ def format_table(lines: list[dict]) -> str:
         else:
             value = str(v)
         std = f"{d['std']:.3g}" if "std" in d else ""
-        rows.append((Path(d["gen"]).name or d["gen"], d["metric"], value, std, str(d.get("num_samples") or ""),
-                     "yes" if d["comparable"] else "NO"))
+        rows.append(
+            (
+                Path(d["gen"]).name or d["gen"],
+                d["metric"],
+                value,
+                std,
+                str(d.get("num_samples") or ""),
+                "yes" if d["comparable"] else "NO",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
 def run(a: argparse.Namespace) -> list[dict]:
     metrics = _validate(a)
     ev = Evaluator(EvalOptions.from_namespace(a), metrics)
@@ -138,8 +178,15 @@ def _save_ref_stats(ev: Evaluator, ref: Source, path: Path, with_vgg: bool) -> N
     kinds = ("inception", "vgg") if with_vgg else ("inception",)
     feats = ev.features(ref, kinds)
     inc = feats["inception"]
-    header = {"convention": inc.convention, "vgg_convention": feats["vgg"].convention if with_vgg else None,
-              "source": ref.spec, "source_hash": ref.ident, "num": inc.n, "seed": ev.a.seed, "truncation": ev.a.trunc}
+    header = {
+        "convention": inc.convention,
+        "vgg_convention": feats["vgg"].convention if with_vgg else None,
+        "source": ref.spec,
+        "source_hash": ref.ident,
+        "num": inc.n,
+        "seed": ev.a.seed,
+        "truncation": ev.a.trunc,
+    }
     save_stats(path, header, *inc.moments(), inc.features, feats["vgg"].features if with_vgg else None)
 
 
@@ -147,8 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         lines = run(args)
-    except (UsageError, CheckpointError, OutputPathError, InceptionWeightsNotFoundError, VGGWeightsNotFoundError,
-            FileNotFoundError) as err:
+    except (
+        UsageError,
+        CheckpointError,
+        OutputPathError,
+        InceptionWeightsNotFoundError,
+        VGGWeightsNotFoundError,
+        FileNotFoundError,
+    ) as err:
         print(f"mobilestylegan-eval: error: {err}", file=sys.stderr)
         return 2
     print(format_table(lines))

@@ -27,12 +27,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="mobilestylegan-import",
         description="Convert a published MobileStyleGAN student (OpenVINO IR) into a native student checkpoint "
-                    "(.pt, readable with mobilestylegan.io.checkpoint.load_student). Nothing is downloaded.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "(.pt, readable with mobilestylegan.io.checkpoint.load_student). Nothing is downloaded.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("name", nargs="?", help=f"published model: {', '.join(sorted(PRETRAINED))}")
     p.add_argument("output", nargs="?", type=Path, help="output file (*.pt)")
-    p.add_argument("--unfused", action="store_true",
-                   help="keep demodulation as a run-time computation (style_inv fitted by NNLS; needs scipy)")
+    p.add_argument(
+        "--unfused",
+        action="store_true",
+        help="keep demodulation as a run-time computation (style_inv fitted by NNLS; needs scipy)",
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.add_argument("--list", action="store_true", help="list the known published models and exit")
     return p.parse_args(argv)
@@ -67,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     n = sum(p.numel() for p in G.synthesis.parameters())
-    print(f"wrote {args.output}: {args.name}, {'unfused' if args.unfused else 'fused'} student, "
-          f"{n:,} synthesis parameters")
+    print(
+        f"wrote {args.output}: {args.name}, {'unfused' if args.unfused else 'fused'} student, "
+        f"{n:,} synthesis parameters"
+    )
     return 0
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from export.web.server import make_server
 
@@ -18,8 +18,12 @@ opening index.html from the disk does not give it; this server sends them and bi
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mobilestylegan-serve", description=__doc__, epilog=EXAMPLES,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="mobilestylegan-serve",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("directory", type=Path, help="a web export directory (holds index.html)")
     p.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0: any free port)")
     return p
@@ -28,8 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not (args.directory / "index.html").is_file():
-        print(f"mobilestylegan-serve: error: {args.directory} holds no index.html (not a web export directory)",
-              file=sys.stderr)
+        print(
+            f"mobilestylegan-serve: error: {args.directory} holds no index.html (not a web export directory)",
+            file=sys.stderr,
+        )
         return 2
     try:
         server = make_server(args.directory, "127.0.0.1", args.port)

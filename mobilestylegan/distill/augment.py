@@ -47,9 +47,17 @@ class DiffAugment(nn.Module):
 
     DRAWS = 11  # uniforms per sample: flip, affine (on, angle, tx, ty, scale), crop (on, area, ratio, x, y)
 
-    def __init__(self, p: float = 0.5, flip: bool = True, degrees: float = 10.0, translate: float = 0.1,
-                 scale: tuple[float, float] = (0.9, 1.1), crop_scale: tuple[float, float] | None = (0.64, 1.0),
-                 crop_ratio: tuple[float, float] = (3 / 4, 4 / 3), padding_mode: str = "reflection") -> None:
+    def __init__(
+        self,
+        p: float = 0.5,
+        flip: bool = True,
+        degrees: float = 10.0,
+        translate: float = 0.1,
+        scale: tuple[float, float] = (0.9, 1.1),
+        crop_scale: tuple[float, float] | None = (0.64, 1.0),
+        crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        padding_mode: str = "reflection",
+    ) -> None:
         super().__init__()
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"DiffAugment.p must be in [0, 1], got {p}")
@@ -70,8 +78,9 @@ class DiffAugment(nn.Module):
         """Per-sample probability of each transform."""
         return self._p
 
-    def matrices(self, generators: torch.Generator | list[torch.Generator], n: int, height: int, width: int
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def matrices(
+        self, generators: torch.Generator | list[torch.Generator], n: int, height: int, width: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(theta [n, 2, 3], changed [n])``: per sample the map from output to input coordinates
         (``F.affine_grid``'s normalised convention) and whether any transform was drawn. ``generators`` is
         one generator per sample, or one generator that the samples draw from in turn."""
@@ -126,5 +135,7 @@ class DiffAugment(nn.Module):
         return torch.where(changed.to(img.device).view(-1, 1, 1, 1), warped, img)
 
     def extra_repr(self) -> str:
-        return (f"p={self.p}, flip={self.flip}, degrees={self.degrees}, translate={self.translate}, "
-                f"scale={self.scale}, crop_scale={self.crop_scale}, crop_ratio={self.crop_ratio}")
+        return (
+            f"p={self.p}, flip={self.flip}, degrees={self.degrees}, translate={self.translate}, "
+            f"scale={self.scale}, crop_scale={self.crop_scale}, crop_ratio={self.crop_ratio}"
+        )

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import fields
-from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -14,8 +14,8 @@ from mobilestylegan.distill.triples import (
     Styles,
     Triple,
     TripleSource,
-    _as_index,
-    _check_cpu_generator,
+    as_index,
+    check_cpu_generator,
     sample_generator,
     shard,
 )
@@ -52,9 +52,16 @@ class CachedTripleSource:
             e.g. :class:`mobilestylegan.distill.render.OpenVINOSynthesis`); None renders with the teacher.
     """
 
-    def __init__(self, source: TripleSource, size: int, seed: int, chunk: int = 8, progress: bool = True,
-                 storage_dtype: torch.dtype = torch.float16,
-                 renderer: Callable[..., torch.Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        source: TripleSource,
+        size: int,
+        seed: int,
+        chunk: int = 8,
+        progress: bool = True,
+        storage_dtype: torch.dtype = torch.float16,
+        renderer: Callable[..., torch.Tensor] | None = None,
+    ) -> None:
         if size < 1 or chunk < 1:
             raise ValueError(f"size and chunk must be >= 1, got size={size}, chunk={chunk}")
         if storage_dtype not in (torch.float16, torch.float32):
@@ -69,8 +76,13 @@ class CachedTripleSource:
     def filled(self) -> bool:
         return self.images is not None
 
-    def fill(self, device: torch.device | str, rank: int = 0, world: int = 1,
-             broadcast: Callable[[torch.Tensor, int], None] | None = None) -> "CachedTripleSource":
+    def fill(
+        self,
+        device: torch.device | str,
+        rank: int = 0,
+        world: int = 1,
+        broadcast: Callable[[torch.Tensor, int], None] | None = None,
+    ) -> CachedTripleSource:
         """Render the pool on ``device`` (the teacher must be there) and keep it on the CPU; returns self.
 
         With ``world`` > 1 processes each renders every ``world``-th chunk and ``broadcast(tensor, src)``
@@ -84,8 +96,9 @@ class CachedTripleSource:
         styles, noise, images, owners = [], [], [], []
         starts = list(range(0, self.size, self.chunk))
         mine = sum(1 for c in range(len(starts)) if c % world == rank)
-        with tqdm(total=mine * self.chunk, desc="rendering teacher cache", unit="img",
-                  disable=not self.progress or rank != 0) as bar:
+        with tqdm(
+            total=mine * self.chunk, desc="rendering teacher cache", unit="img", disable=not self.progress or rank != 0
+        ) as bar:
             for c, start in enumerate(starts):  # every process draws every chunk: the same stream for all
                 s, teacher_noise = src.draw(min(self.chunk, self.size - start), g, device)
                 owner = c % world
@@ -122,21 +135,22 @@ class CachedTripleSource:
     def student_cfg(self) -> StudentConfig:
         return self.source.student_cfg
 
-    def to(self, device: torch.device | str) -> "CachedTripleSource":
+    def to(self, device: torch.device | str) -> CachedTripleSource:
         """Move the teacher to ``device`` (the pool stays on the CPU); returns self."""
         self.source.to(device)
         return self
 
     def get(self, idx: Index, device: torch.device | str) -> Triple:
         """The pooled triples ``idx`` on ``device``."""
-        pick = _as_index(idx, torch.device("cpu"))
+        pick = as_index(idx, torch.device("cpu"))
         finest = self._pool()[pick].to(device, torch.float32)
-        return self.source.assemble(self.styles.subset(pick).to(device), [m[pick].to(device) for m in self.noise],
-                                    finest)
+        return self.source.assemble(
+            self.styles.subset(pick).to(device), [m[pick].to(device) for m in self.noise], finest
+        )
 
     def sample(self, batch_size: int, generator: torch.Generator, device: torch.device | str) -> Triple:
         """``batch_size`` distinct pooled triples chosen with ``generator``."""
-        _check_cpu_generator(generator)
+        check_cpu_generator(generator)
         self._check_batch(batch_size)
         return self.get(torch.randperm(self.size, generator=generator)[:batch_size], device)
 
@@ -155,8 +169,9 @@ class CachedTripleSource:
         """The live source's validation set (held-out w's, rendered, never from the pool)."""
         return self.source.fixed_set(n, seed, device, part)
 
-    def image_sum(self, n: int, seed: int, device: torch.device | str, rank: int = 0, world: int = 1
-                  ) -> tuple[torch.Tensor, int]:
+    def image_sum(
+        self, n: int, seed: int, device: torch.device | str, rank: int = 0, world: int = 1
+    ) -> tuple[torch.Tensor, int]:
         """``(sum, count)`` of process ``rank``'s share of :meth:`mean_image`'s samples: without style
         mixing the pool already holds ``size`` independent samples drawn like
         :meth:`TripleSource.mean_image`'s (its mean is used, accumulated in float64, no extra renders;
@@ -167,7 +182,7 @@ class CachedTripleSource:
         idx = range(self.size)[shard(self.size, rank, world)]
         total = torch.zeros((1, *pool.shape[1:]), dtype=torch.float64)
         for i in range(idx.start, idx.stop, 512):
-            total += pool[i:min(i + 512, idx.stop)].double().sum(0, keepdim=True)
+            total += pool[i : min(i + 512, idx.stop)].double().sum(0, keepdim=True)
         return total.to(device), len(idx)
 
     def mean_image(self, n: int, seed: int, device: torch.device | str) -> torch.Tensor:

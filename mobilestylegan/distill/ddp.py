@@ -41,8 +41,9 @@ class NetworkDDPStrategy(DDPStrategy):
     def configure_ddp(self) -> None:
         module = self.lightning_module
         if not hasattr(module, "wrap_networks"):
-            raise TypeError(f"{type(self).__name__} needs a LightningModule with wrap_networks(wrap), "
-                            f"got {type(module).__name__}")
+            raise TypeError(
+                f"{type(self).__name__} needs a LightningModule with wrap_networks(wrap), got {type(module).__name__}"
+            )
         module.wrap_networks(self._setup_model)
 
     def teardown(self) -> None:

@@ -37,6 +37,8 @@ def from_file(teacher_source: str, student: StudentGenerator, path: str) -> teac
     """The discriminator stored in ``path`` (any checkpoint format that holds one), trainable."""
     D = teacher.load_discriminator(path)
     if D.img_resolution != student.img_resolution:
-        raise ConfigError(f"teacher.discriminator.path: {path} judges {D.img_resolution}px images, the student "
-                          f"renders {student.img_resolution}px")
+        raise ConfigError(
+            f"teacher.discriminator.path: {path} judges {D.img_resolution}px images, the student "
+            f"renders {student.img_resolution}px"
+        )
     return D.train().requires_grad_(True)

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from typing import TYPE_CHECKING
 
 from mobilestylegan.distill.schema import ConfigError
 
+if TYPE_CHECKING:
+    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
-def tensorboard(save_dir: str, name: str = "logs"):
+
+def tensorboard(save_dir: str, name: str = "logs") -> TensorBoardLogger:
     """Lightning's TensorBoard logger."""
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -19,7 +23,7 @@ def tensorboard(save_dir: str, name: str = "logs"):
         raise ConfigError("logger=tensorboard needs the tensorboard package: pip install tensorboard") from err
 
 
-def wandb(save_dir: str, project: str = "mobilestylegan"):
+def wandb(save_dir: str, project: str = "mobilestylegan") -> WandbLogger:
     """Lightning's Weights & Biases logger: offline unless ``WANDB_API_KEY`` is set (never waits for a network)."""
     from lightning.pytorch.loggers import WandbLogger
 

@@ -15,24 +15,35 @@ from mobilestylegan.nets.resize import resize_square
 from mobilestylegan.nets.vgg import VGG16Features
 
 __all__ = [
-    "PerceptualLoss", "d_logistic_loss", "g_nonsaturating_loss", "lazy_r1_loss", "pixel_loss",
+    "PerceptualLoss",
+    "d_logistic_loss",
+    "g_nonsaturating_loss",
+    "lazy_r1_loss",
+    "pixel_loss",
     "r1_penalty",
 ]
 
 
 # ----------------------------------------------------------------------------------------------- pixel
 
+
 def _l1_l2(pred: torch.Tensor, target: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
     if pred.shape != target.shape:
-        raise ValueError(f"pixel_loss: {what} shapes differ: prediction {tuple(pred.shape)}, "
-                         f"target {tuple(target.shape)}")
+        raise ValueError(
+            f"pixel_loss: {what} shapes differ: prediction {tuple(pred.shape)}, target {tuple(target.shape)}"
+        )
     diff = pred - target
     return diff.abs().mean(), diff.square().mean()
 
 
-def pixel_loss(pred_wavelets: list[torch.Tensor], target_wavelets: list[torch.Tensor], pred_img: torch.Tensor,
-               target_img: torch.Tensor, l1: float = 1.0,
-               l2: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def pixel_loss(
+    pred_wavelets: list[torch.Tensor],
+    target_wavelets: list[torch.Tensor],
+    pred_img: torch.Tensor,
+    target_img: torch.Tensor,
+    l1: float = 1.0,
+    l2: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Multi-scale pixel loss on the student's wavelet heads plus its final RGB image.
 
     With ``L1(a, b) = mean|a - b|`` and ``L2(a, b) = mean (a - b)^2`` (means over every element: batch,
@@ -66,12 +77,12 @@ def pixel_loss(pred_wavelets: list[torch.Tensor], target_wavelets: list[torch.Te
     rgb_l1, rgb_l2 = _l1_l2(pred_img, target_img, "image")
     wavelet = l1 * w_l1 + l2 * w_l2
     rgb = l1 * rgb_l1 + l2 * rgb_l2
-    parts = {"wavelet_l1": w_l1, "wavelet_l2": w_l2, "rgb_l1": rgb_l1, "rgb_l2": rgb_l2, "wavelet": wavelet,
-             "rgb": rgb}
+    parts = {"wavelet_l1": w_l1, "wavelet_l2": w_l2, "rgb_l1": rgb_l1, "rgb_l2": rgb_l2, "wavelet": wavelet, "rgb": rgb}
     return wavelet + rgb, {k: v.detach() for k, v in parts.items()}
 
 
 # ------------------------------------------------------------------------------------------ perceptual
+
 
 class PerceptualLoss(nn.Module):
     """Mean over the four VGG16 layers (relu1_2, relu2_2, relu3_3, relu4_3) of the per-layer L1 distance::
@@ -97,7 +108,7 @@ class PerceptualLoss(nn.Module):
         self.vgg = vgg.eval().requires_grad_(False)
         self.size = size
 
-    def train(self, mode: bool = True) -> "PerceptualLoss":
+    def train(self, mode: bool = True) -> PerceptualLoss:
         super().train(mode)
         self.vgg.eval()
         return self
@@ -119,6 +130,7 @@ class PerceptualLoss(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------- GAN
+
 
 def g_nonsaturating_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     """Generator's non-saturating loss ``mean softplus(-D(G(w)))`` (= -log sigmoid(D(fake)))."""

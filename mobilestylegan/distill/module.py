@@ -5,22 +5,24 @@ registered submodules (in checkpoints); the frozen teacher (inside the triple so
 held outside the module tree, so they never reach a checkpoint or an optimizer.
 
 Randomness: sample ``i`` of iteration ``t`` draws its latents, noise and augmentations from generators
-seeded by ``(data_seed, t, i)`` (``data.sample_generator``). An interrupted run therefore resumes to
-the same losses as an uninterrupted one, and a run is the same whatever the number of processes: with
-P processes of ``batch_size`` B each, every iteration uses the global batch of P * B samples and
-process r renders and trains on samples r * B .. (r + 1) * B - 1 of it; gradients, losses and
-validation metrics are averaged over all P * B (see ``mobilestylegan/distill/ddp.py`` for the wrappers). The
-one batch-dependent part is the discriminator's minibatch-stddev layer, whose groups form within each
-process's batch (``loss.mbstd_group_size``).
+seeded by ``(data_seed, t, i)`` (:func:`mobilestylegan.distill.triples.sample_generator`). An interrupted run
+therefore resumes to the same losses as an uninterrupted one, and a run is the same whatever the number of
+processes: with P processes of ``batch_size`` B each, every iteration uses the global batch of P * B samples and
+process r renders and trains on samples r * B .. (r + 1) * B - 1 of it; gradients, losses and validation metrics
+are averaged over all P * B (see ``mobilestylegan/distill/ddp.py`` for the wrappers). The one batch-dependent part
+is the discriminator's minibatch-stddev layer, whose groups form within each process's batch
+(``loss.mbstd_group_size``).
 """
+
 from __future__ import annotations
 
 import copy
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -43,6 +45,7 @@ from mobilestylegan.distill.triples import (
     STREAM_AUG_FAKE,
     STREAM_AUG_REAL,
     STREAM_AUG_STUDENT,
+    Triple,
     TripleSource,
     sample_generator,
     shard,
@@ -98,10 +101,19 @@ class DistillationModule(L.LightningModule):
         out_dir: Where validation grids are written (``val/``).
     """
 
-    def __init__(self, student: StudentGenerator, source: TripleSource | CachedTripleSource,
-                 discriminator: Discriminator | None, loss: LossSchema, data: DataSchema, optim: Optimization,
-                 perceptual: PerceptualLoss | None = None, augment: DiffAugment | None = None, data_seed: int = 0,
-                 out_dir: str | Path = ".") -> None:
+    def __init__(
+        self,
+        student: StudentGenerator,
+        source: TripleSource | CachedTripleSource,
+        discriminator: Discriminator | None,
+        loss: LossSchema,
+        data: DataSchema,
+        optim: Optimization,
+        perceptual: PerceptualLoss | None = None,
+        augment: DiffAugment | None = None,
+        data_seed: int = 0,
+        out_dir: str | Path = ".",
+    ) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.student = student
@@ -114,12 +126,11 @@ class DistillationModule(L.LightningModule):
                 head.requires_grad_(False)
         self.student_ema = copy.deepcopy(student).requires_grad_(False) if optim.ema_beta > 0 else None
         self.discriminator = discriminator if weights.gan > 0 else None
-        self.frozen = _Frozen(source=source, perceptual=perceptual if weights.perceptual > 0 else None,
-                              augment=augment)
+        self.frozen = _Frozen(source=source, perceptual=perceptual if weights.perceptual > 0 else None, augment=augment)
         # What the steps call: the networks themselves, or their DDP wrappers (NetworkDDPStrategy).
         self.nets = _Frozen(student=student.synthesis, discriminator=self.discriminator)
         self.make_student_opt, self.make_d_opt = optim.student, optim.discriminator
-        self.w = loss
+        self.loss_weights = loss
         self.batch_size, self.val_size, self.val_seed = data.batch_size, data.val_size, data.val_seed
         self.baseline_samples = data.baseline_samples
         self.ema_beta, self.grad_clip, self.schedule = optim.ema_beta, optim.grad_clip, optim.schedule
@@ -137,6 +148,7 @@ class DistillationModule(L.LightningModule):
     # ------------------------------------------------------------------ setup
     @property
     def n_optimizers(self) -> int:
+        """Optimizers per iteration: the student's, and the discriminator's with a GAN loss."""
         return 2 if self.discriminator is not None else 1
 
     @property
@@ -144,7 +156,8 @@ class DistillationModule(L.LightningModule):
         """Completed training iterations (Lightning counts every optimizer step in ``global_step``)."""
         return self.global_step // self.n_optimizers
 
-    def configure_optimizers(self):
+    def configure_optimizers(self) -> torch.optim.Optimizer | list[torch.optim.Optimizer]:
+        """The student's optimizer over its trainable synthesis parameters (and the discriminator's, with one)."""
         opt_g = self.make_student_opt([p for p in self.student.synthesis.parameters() if p.requires_grad])
         if self.discriminator is None:
             return opt_g
@@ -157,6 +170,7 @@ class DistillationModule(L.LightningModule):
             self.nets.discriminator = wrap(self.discriminator)
 
     def unwrap_networks(self) -> None:
+        """Undo :meth:`wrap_networks`: the steps call the networks themselves again."""
         self.nets.student, self.nets.discriminator = self.student.synthesis, self.discriminator
 
     def rank_world(self) -> tuple[int, int]:
@@ -166,27 +180,34 @@ class DistillationModule(L.LightningModule):
         return self.trainer.global_rank, self.trainer.world_size
 
     def on_fit_start(self) -> None:
-        # The frozen networks live outside the module tree: move them with it.
+        """Move the frozen networks (outside the module tree) to the device, check the batch and validation set
+        against the process count, and fill a triple cache there."""
         self.frozen.source.to(self.device)
         if self.frozen.perceptual is not None:
             self.frozen.perceptual.to(self.device)
         source = self.frozen.source
         rank, world = self.rank_world()
         if self.val_size < world:
-            raise ConfigError(f"data.val_size {self.val_size} is smaller than the {world} processes that share the "
-                             "validation set: use at least one validation latent per process")
+            raise ConfigError(
+                f"data.val_size {self.val_size} is smaller than the {world} processes that share the "
+                "validation set: use at least one validation latent per process"
+            )
         if isinstance(source, CachedTripleSource):
             if self.batch_size * world > len(source):
-                raise ConfigError(f"data.batch_size {self.batch_size} x {world} process(es) is more than the "
-                                 f"{len(source)} triples of data.cache_size: lower the batch or grow the cache")
+                raise ConfigError(
+                    f"data.batch_size {self.batch_size} x {world} process(es) is more than the "
+                    f"{len(source)} triples of data.cache_size: lower the batch or grow the cache"
+                )
             if not source.filled:  # rendered on the training device, 1 / world of it by each process
                 source.fill(self.device, rank, world, broadcast=_broadcast if world > 1 else None)
 
     def on_train_start(self) -> None:
+        """The first validation, before any training step (unless a resumed run has one)."""
         if not self.val_history:  # the first validation runs before any training step
             self._record_validation()
 
     def on_train_end(self) -> None:
+        """The last validation, peak GPU memory and every process's first-batch fingerprint."""
         # One last validation if the run ended between validations (steps not a multiple of val_every,
         # or max_minutes). Kept out of checkpoints: a resumed run validates on its own schedule.
         if not self.val_history or self.val_history[-1]["iteration"] != self.iteration:
@@ -203,6 +224,7 @@ class DistillationModule(L.LightningModule):
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: Any, batch_idx: int) -> None:
+        """One iteration: the student step, the discriminator step (with a GAN loss), the EMA update and the logs."""
         t0 = time.perf_counter()
         opts = self.optimizers()
         opt_g, opt_d = (opts[0], opts[1]) if isinstance(opts, list) else (opts, None)
@@ -210,38 +232,42 @@ class DistillationModule(L.LightningModule):
         for g in opt_g.param_groups:  # "peak_lr" lives in the optimizer state, so it survives a resume
             g.setdefault("peak_lr", g["lr"])
             g["lr"] = g["peak_lr"] * self.schedule(it)
+        triple, part, global_batch = self._training_batch(it)
+        img, logged = self._student_step(opt_g, triple, it, part)
+        if self.discriminator is not None:
+            logged.update(self._discriminator_step(opt_d, triple.images[-1], img.detach(), it, part))
+        self._update_ema(it)
+        self.last_losses = {k: float(v) for k, v in logged.items()}
+        self.log_dict({f"train/{k}": v for k, v in logged.items()}, on_step=True, batch_size=global_batch)
+        self.log("lr", opt_g.param_groups[0]["lr"], on_step=True, batch_size=global_batch)
+        self.log("loss", logged["total"], prog_bar=True, on_step=True, logger=False, batch_size=global_batch)
+        self.step_seconds.append(time.perf_counter() - t0)
 
+    def _training_batch(self, it: int) -> tuple[Triple, slice, int]:
+        """This process's triples of iteration ``it``, its part of the global batch and the global batch size; the
+        first batch's fingerprint is kept in ``data_digest``."""
         rank, world = self.rank_world()
         global_batch = self.batch_size * world
         part = shard(global_batch, rank, world)  # this process's samples of the global batch
         triple = self.frozen.source.sample_step(self.data_seed, it, global_batch, part, self.device)
         if self.data_digest is None:
-            self.data_digest = {"rank": rank, "iteration": it, "samples": [part.start, part.stop],
-                                "sum": float(triple.ws.double().sum() + triple.images[-1].double().sum())}
-        D = self.discriminator
-        if D is not None:
-            D.requires_grad_(False)  # the student step only sends gradients through D to the image
-        if self.w.pixel > 0:
-            img, wavelets = self.nets.student(triple.ws, noise=triple.noise, return_wavelets=True)
-        else:
-            img = self.nets.student(triple.ws, noise=triple.noise)
-        parts: dict[str, torch.Tensor] = {}
-        total = img.new_zeros([])
-        if self.w.pixel > 0:
-            loss, pix_parts = pixel_loss(wavelets, triple.wavelets, img, triple.images[-1],
-                                         l1=self.w.pixel_l1, l2=self.w.pixel_l2)
-            total = total + self.w.pixel * loss
-            parts["pixel"] = loss
-            parts.update({f"pixel/{k}": v for k, v in pix_parts.items()})
-        if self.frozen.perceptual is not None:
-            loss = self.frozen.perceptual(img, triple.images[-1])
-            total = total + self.w.perceptual * loss
-            parts["perceptual"] = loss
-        if D is not None:
-            loss = g_nonsaturating_loss(D(self._augment(img, it, part, STREAM_AUG_STUDENT)))
-            total = total + self.w.gan * loss
-            parts["gan_g"] = loss
-        parts["total"] = total
+            self.data_digest = {
+                "rank": rank,
+                "iteration": it,
+                "samples": [part.start, part.stop],
+                "sum": float(triple.ws.double().sum() + triple.images[-1].double().sum()),
+            }
+        return triple, part, global_batch
+
+    def _student_step(
+        self, opt_g: Any, triple: Triple, it: int, part: slice
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The student's render of the batch and one optimizer step on its loss; returns the render and the loss
+        terms averaged over the processes (``total`` among them)."""
+        if self.discriminator is not None:
+            self.discriminator.requires_grad_(False)  # the student step only sends gradients through D to the image
+        img, parts = self._student_losses(triple, it, part)
+        total = parts["total"]
         logged = self._mean_over_processes(parts)  # every process then decides the same about NaNs
         self._check_finite(logged, it, "student")
         opt_g.zero_grad(set_to_none=True)
@@ -249,33 +275,59 @@ class DistillationModule(L.LightningModule):
         if self.grad_clip is not None:
             self.clip_gradients(opt_g, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
         opt_g.step()
+        return img, logged
 
+    def _student_losses(self, triple: Triple, it: int, part: slice) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The student's render and its loss terms (pixel and its parts, perceptual, GAN), weighted into ``total``."""
+        w, D = self.loss_weights, self.discriminator
+        if w.pixel > 0:
+            img, wavelets = self.nets.student(triple.ws, noise=triple.noise, return_wavelets=True)
+        else:
+            img = self.nets.student(triple.ws, noise=triple.noise)
+        parts: dict[str, torch.Tensor] = {}
+        total = img.new_zeros([])
+        if w.pixel > 0:
+            loss, pix_parts = pixel_loss(
+                wavelets, triple.wavelets, img, triple.images[-1], l1=w.pixel_l1, l2=w.pixel_l2
+            )
+            total = total + w.pixel * loss
+            parts["pixel"] = loss
+            parts.update({f"pixel/{k}": v for k, v in pix_parts.items()})
+        if self.frozen.perceptual is not None:
+            loss = self.frozen.perceptual(img, triple.images[-1])
+            total = total + w.perceptual * loss
+            parts["perceptual"] = loss
         if D is not None:
-            D.requires_grad_(True)
-            D_train = self.nets.discriminator
-            real, fake = triple.images[-1], img.detach()
-            loss_d = d_logistic_loss(D_train(self._augment(real, it, part, STREAM_AUG_REAL)),
-                                     D_train(self._augment(fake, it, part, STREAM_AUG_FAKE)))
-            d_parts = {"gan_d": loss_d}
-            if it % self.w.r1_interval == 0:
-                real_r1 = real.detach().requires_grad_(True)
-                penalty = r1_penalty(real_r1, D_train(real_r1))
-                loss_d = loss_d + lazy_r1_loss(penalty, self.w.r1_gamma, self.w.r1_interval)
-                d_parts["r1"] = penalty
-            d_logged = self._mean_over_processes({**d_parts, "d_total": loss_d})
-            self._check_finite({"gan_d": d_logged.pop("d_total")}, it, "discriminator")
-            logged.update(d_logged)
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(loss_d)
-            opt_d.step()
+            loss = g_nonsaturating_loss(D(self._augment(img, it, part, STREAM_AUG_STUDENT)))
+            total = total + w.gan * loss
+            parts["gan_g"] = loss
+        parts["total"] = total
+        return img, parts
 
-        self._update_ema(it)
-        self.last_losses = {k: float(v) for k, v in logged.items()}
-        bs = global_batch
-        self.log_dict({f"train/{k}": v for k, v in logged.items()}, on_step=True, batch_size=bs)
-        self.log("lr", opt_g.param_groups[0]["lr"], on_step=True, batch_size=bs)
-        self.log("loss", logged["total"], prog_bar=True, on_step=True, logger=False, batch_size=bs)
-        self.step_seconds.append(time.perf_counter() - t0)
+    def _discriminator_step(
+        self, opt_d: Any, real: torch.Tensor, fake: torch.Tensor, it: int, part: slice
+    ) -> dict[str, torch.Tensor]:
+        """One discriminator step: the logistic loss on real (teacher) and fake (student) images, plus the lazy R1
+        penalty every ``r1_interval`` iterations; returns the terms averaged over the processes."""
+        w = self.loss_weights
+        self.discriminator.requires_grad_(True)
+        D_train = self.nets.discriminator
+        loss_d = d_logistic_loss(
+            D_train(self._augment(real, it, part, STREAM_AUG_REAL)),
+            D_train(self._augment(fake, it, part, STREAM_AUG_FAKE)),
+        )
+        d_parts = {"gan_d": loss_d}
+        if it % w.r1_interval == 0:
+            real_r1 = real.detach().requires_grad_(True)
+            penalty = r1_penalty(real_r1, D_train(real_r1))
+            loss_d = loss_d + lazy_r1_loss(penalty, w.r1_gamma, w.r1_interval)
+            d_parts["r1"] = penalty
+        d_logged = self._mean_over_processes({**d_parts, "d_total": loss_d})
+        self._check_finite({"gan_d": d_logged.pop("d_total")}, it, "discriminator")
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(loss_d)
+        opt_d.step()
+        return d_logged
 
     def _augment(self, x: torch.Tensor, it: int, part: slice, stream: int) -> torch.Tensor:
         if self.frozen.augment is None:
@@ -299,7 +351,8 @@ class DistillationModule(L.LightningModule):
         if bad:
             raise FloatingPointError(
                 f"non-finite {what} loss at iteration {it}: {bad}. Stopped before the optimizer step, so the "
-                "last checkpoint is intact; lower the learning rate or enable optim.grad_clip, then resume.")
+                "last checkpoint is intact; lower the learning rate or enable optim.grad_clip, then resume."
+            )
 
     @torch.no_grad()
     def _update_ema(self, it: int) -> None:
@@ -314,6 +367,7 @@ class DistillationModule(L.LightningModule):
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch: Any, batch_idx: int) -> None:
+        """Validate on the fixed set and log the metrics."""
         self._record_validation(log=True)
 
     def _record_validation(self, log: bool = False) -> None:
@@ -335,8 +389,12 @@ class DistillationModule(L.LightningModule):
         G = self.student_ema if self.student_ema is not None else self.student
         was_training = G.training
         G.eval()
-        pred = torch.cat([G.synthesis(val.ws[i:i + 8], noise=[n[i:i + 8] for n in val.noise], inference=True)
-                          for i in range(0, len(val), 8)])
+        pred = torch.cat(
+            [
+                G.synthesis(val.ws[i : i + 8], noise=[n[i : i + 8] for n in val.noise], inference=True)
+                for i in range(0, len(val), 8)
+            ]
+        )
         G.train(was_training)
         target = val.images[-1]
         if self.baseline_psnr is None:  # the teacher's mean image, estimated on latents the validation set lacks
@@ -395,6 +453,7 @@ class DistillationModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add the ``distill`` state: what rebuilds the student, the RNG states and the validation history."""
         # The training data needs no saved state (it is a function of data_seed and the iteration); the
         # global RNG states are saved so that anything else drawing from them resumes exactly too.
         from mobilestylegan.io.checkpoint import mapping_config
@@ -413,6 +472,7 @@ class DistillationModule(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore what :meth:`on_save_checkpoint` added; a checkpoint without it is a ValueError."""
         state = checkpoint.get("distill")
         if state is None:
             raise ValueError("not a distillation checkpoint of this toolkit (no 'distill' state)")

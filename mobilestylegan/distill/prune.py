@@ -46,9 +46,11 @@ def wavelet_group_channels(groups: torch.Tensor, channels: int) -> torch.Tensor:
 
 def _check(teacher: MobileSynthesisNetwork, cfg: StudentConfig) -> None:
     if not isinstance(teacher, MobileSynthesisNetwork):
-        raise PruneError(f"student.init_from_teacher needs a MobileStyleGAN teacher (e.g. ffhq-1024); "
-                         f"{type(teacher).__name__} has another architecture: distil from a random "
-                         "initialisation instead (student.init_from_teacher=false)")
+        raise PruneError(
+            f"student.init_from_teacher needs a MobileStyleGAN teacher (e.g. ffhq-1024); "
+            f"{type(teacher).__name__} has another architecture: distil from a random "
+            "initialisation instead (student.init_from_teacher=false)"
+        )
     tcfg = teacher.cfg
     problems = []
     if cfg.w_dim != tcfg.w_dim:
@@ -60,12 +62,15 @@ def _check(teacher: MobileSynthesisNetwork, cfg: StudentConfig) -> None:
     else:
         for i, (cs, ct) in enumerate(zip(cfg.channels, tcfg.channels)):
             if cs > ct or cs % 4:
-                problems.append(f"channels[{i}] = {cs} (resolution {4 * 2**i}) must be a multiple of 4 and at most "
-                                f"the teacher's {ct}")
+                problems.append(
+                    f"channels[{i}] = {cs} (resolution {4 * 2**i}) must be a multiple of 4 and at most "
+                    f"the teacher's {ct}"
+                )
     if problems:
-        raise PruneError(f"cannot prune the teacher ({list(tcfg.channels)} channels, {tcfg.img_resolution} px) "
-                         f"into this student ({list(cfg.channels)}, {cfg.img_resolution} px): "
-                         + "; ".join(problems))
+        raise PruneError(
+            f"cannot prune the teacher ({list(tcfg.channels)} channels, {tcfg.img_resolution} px) "
+            f"into this student ({list(cfg.channels)}, {cfg.img_resolution} px): " + "; ".join(problems)
+        )
 
 
 def _unfused_state(teacher: MobileSynthesisNetwork) -> dict[str, torch.Tensor]:
@@ -78,8 +83,10 @@ def _unfused_state(teacher: MobileSynthesisNetwork) -> dict[str, torch.Tensor]:
     try:
         unfuse_state(state, MobileSynthesisNetwork(teacher.cfg), "the fused teacher")
     except (CheckpointError, ImportError) as err:
-        raise PruneError(f"cannot recover the fused teacher's demodulation to prune it ({err}); start the student "
-                         "from a random initialisation (student.init_from_teacher=false)") from err
+        raise PruneError(
+            f"cannot recover the fused teacher's demodulation to prune it ({err}); start the student "
+            "from a random initialisation (student.init_from_teacher=false)"
+        ) from err
     # The folded final head is in pixel-phase layout, not wavelets: it is not copied.
     last = f"layers.{len(teacher.layers) - 1}.to_img."
     return {k: v for k, v in state.items() if not k.startswith(last)}
@@ -114,7 +121,7 @@ def prune_teacher(teacher: MobileSynthesisNetwork, cfg: StudentConfig) -> Mobile
     for i, cs in enumerate(cfg.channels):
         ct = teacher.cfg.channels[i]
         imp = _group_importance(t, i, n_t, ct)
-        groups = imp.argsort(descending=True, stable=True)[:cs // 4].sort().values
+        groups = imp.argsort(descending=True, stable=True)[: cs // 4].sort().values
         keep.append(wavelet_group_channels(groups, ct))
 
     student = MobileSynthesisNetwork(cfg)
@@ -146,7 +153,7 @@ def prune_teacher(teacher: MobileSynthesisNetwork, cfg: StudentConfig) -> Mobile
     head("to_img1.", keep[0])
     for b in range(len(cfg.channels) - 1):
         k_in, k_out = keep[b], keep[b + 1]
-        groups_in = k_in[:len(k_in) // 4]  # the low-band channel of a group is its group index
+        groups_in = k_in[: len(k_in) // 4]  # the low-band channel of a group is its group index
         p = f"layers.{b}."
         new[p + "up.modulation.weight"] = t[p + "up.modulation.weight"][k_in]
         new[p + "up.modulation.bias"] = t[p + "up.modulation.bias"][k_in]

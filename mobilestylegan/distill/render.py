@@ -5,7 +5,8 @@ form (:class:`mobilestylegan.student.lean.LeanSynthesis`: folded demodulation, m
 DepthToSpace) with W+ and noise as inputs; any other synthesis network is traced with autograd enabled
 (its export-friendly formulation). Shapes are static for one batch size (batches of other sizes are
 padded). With ``out_resolution`` the image is box-downsampled inside the graph (the cache stores the
-student's resolution only), which equals ``data.area_downsample`` of the full image.
+student's resolution only), which equals :func:`mobilestylegan.nets.resize.area_downsample` of the full image
+(an average pool of an integer factor in the graph).
 
 Validation always renders with the PyTorch teacher.
 """
@@ -32,8 +33,14 @@ class OpenVINOSynthesis:
         out_resolution: Box-downsample the image to this size inside the graph (None: full size).
     """
 
-    def __init__(self, synthesis: torch.nn.Module, batch_size: int, precision: str = "f32",
-                 threads: int | None = None, out_resolution: int | None = None) -> None:
+    def __init__(
+        self,
+        synthesis: torch.nn.Module,
+        batch_size: int,
+        precision: str = "f32",
+        threads: int | None = None,
+        out_resolution: int | None = None,
+    ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"OpenVINO render precision must be one of {PRECISIONS}, got {precision!r}")
         import openvino as ov
@@ -55,7 +62,7 @@ class OpenVINOSynthesis:
         n = ws.shape[0]
         outs = []
         for i in range(0, n, self.batch_size):
-            chunk = [ws[i:i + self.batch_size]] + [m[i:i + self.batch_size] for m in noise]
+            chunk = [ws[i : i + self.batch_size]] + [m[i : i + self.batch_size] for m in noise]
             k = chunk[0].shape[0]
             if k < self.batch_size:  # pad to the compiled batch
                 chunk = [torch.cat([c, c[:1].expand(self.batch_size - k, *c.shape[1:])]) for c in chunk]

@@ -10,6 +10,7 @@ import datetime
 import json
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
@@ -32,22 +34,26 @@ from mobilestylegan.student.synthesis import StudentConfig
 from teacher.formats.common import CheckpointError
 from teacher.fs import atomic_write
 
-STYLEGAN2_FFHQ_HINT = ("the official StyleGAN2 FFHQ config-f pickle is stylegan2-ffhq-config-f.pkl from NVIDIA's "
-                       "StyleGAN2 release (any format the loaders read works: TF .pkl, ada-pytorch .pkl, "
-                       "rosinality .pt); set teacher.source to its path")
+STYLEGAN2_FFHQ_HINT = (
+    "the official StyleGAN2 FFHQ config-f pickle is stylegan2-ffhq-config-f.pkl from NVIDIA's "
+    "StyleGAN2 release (any format the loaders read works: TF .pkl, ada-pytorch .pkl, "
+    "rosinality .pt); set teacher.source to its path"
+)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint I/O that writes to a temporary file and renames: a crash never leaves a
     half-written checkpoint (and never damages the previous one)."""
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
+        """Write ``checkpoint`` to ``path`` atomically (``storage_options`` are not used)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
 
 
 def load_teacher(source: str, device: str = "cpu") -> torch.nn.Module:
+    """The teacher ``teacher.source`` names (a file or a pretrained name), with a hint for a StyleGAN2 name."""
     from mobilestylegan.io.load import load_generator_any, resolve_source
 
     resolved = resolve_source(source)
@@ -59,26 +65,41 @@ def load_teacher(source: str, device: str = "cpu") -> torch.nn.Module:
 
 
 def build_student(cfg: DictConfig, teacher_G: torch.nn.Module) -> StudentGenerator:
+    """The student ``student`` describes: loaded from ``student.init``, or built around a copy of the teacher's
+    mapping (channel-pruned from the teacher with ``init_from_teacher``, else freshly initialised)."""
     s = cfg.student
     if s.init is not None:
         if s.init_from_teacher:
-            raise ConfigError("student.init and student.init_from_teacher both say where the student starts: "
-                              "set one of them")
+            raise ConfigError(
+                "student.init and student.init_from_teacher both say where the student starts: set one of them"
+            )
         from mobilestylegan.io.load import load_any_student
 
         G = load_any_student(s.init)
         if G.synthesis.fused or G.synthesis.to_img1 is None:
-            raise ConfigError(f"student.init: {s.init} is a fused (inference) student without auxiliary heads; "
-                              "training needs an unfused one with heads")
+            raise ConfigError(
+                f"student.init: {s.init} is a fused (inference) student without auxiliary heads; "
+                "training needs an unfused one with heads"
+            )
         G.synthesis.requires_grad_(True)
         return G.train()
     try:
         if s.channels is not None:
-            scfg = StudentConfig(img_resolution=s.img_resolution, w_dim=teacher_G.w_dim, channels=tuple(s.channels),
-                                 kernel_size=s.kernel_size, trainable_demod=s.trainable_demod)
+            scfg = StudentConfig(
+                img_resolution=s.img_resolution,
+                w_dim=teacher_G.w_dim,
+                channels=tuple(s.channels),
+                kernel_size=s.kernel_size,
+                trainable_demod=s.trainable_demod,
+            )
         else:
-            scfg = StudentConfig.for_resolution(s.img_resolution, width=s.width, w_dim=teacher_G.w_dim,
-                                                kernel_size=s.kernel_size, trainable_demod=s.trainable_demod)
+            scfg = StudentConfig.for_resolution(
+                s.img_resolution,
+                width=s.width,
+                w_dim=teacher_G.w_dim,
+                kernel_size=s.kernel_size,
+                trainable_demod=s.trainable_demod,
+            )
     except ValueError as err:
         raise ConfigError(f"student: {err}") from None
     m = teacher_G.mapping
@@ -96,13 +117,20 @@ def build_student(cfg: DictConfig, teacher_G: torch.nn.Module) -> StudentGenerat
 
 
 def build_discriminator(cfg: DictConfig, student: StudentGenerator) -> teacher.Discriminator | None:
-    """The discriminator ``teacher.discriminator`` names (None without a GAN loss)."""
+    """The discriminator ``teacher.discriminator`` names (None without a GAN loss), its minibatch-stddev groups of
+    ``loss.mbstd_group_size`` samples when that is set."""
     if cfg.loss.gan <= 0:
         return None
-    return _instantiate("teacher.discriminator", cfg.teacher.discriminator)(cfg.teacher.source, student)
+    D = _instantiate("teacher.discriminator", cfg.teacher.discriminator)(cfg.teacher.source, student)
+    group = cfg.loss.mbstd_group_size
+    if group is not None:
+        if group < 1:
+            raise ConfigError(f"loss.mbstd_group_size must be >= 1 or null, got {group}")
+        D.set_mbstd_group_size(group)
+    return D
 
 
-def build_logger(cfg: DictConfig, out_dir: Path):
+def build_logger(cfg: DictConfig, out_dir: Path) -> Logger:
     """The Lightning logger ``logger`` names, writing under ``out_dir``."""
     return _instantiate("logger", cfg.logger, save_dir=str(out_dir))
 
@@ -129,10 +157,54 @@ def build_module(cfg: DictConfig, out_dir: Path) -> tuple[DistillationModule, di
     fit starts."""
     teacher_G = load_teacher(cfg.teacher.source, "cpu")
     student = build_student(cfg, teacher_G)
+    source = build_source(cfg, teacher_G, student)
+    perceptual = augment = None
+    if cfg.loss.perceptual > 0:
+        from mobilestylegan.distill.losses import PerceptualLoss
+        from mobilestylegan.nets.vgg import load_vgg16
+
+        vgg = load_vgg16(cfg.loss.vgg_weights, allow_random_weights=cfg.loss.allow_random_vgg)
+        perceptual = PerceptualLoss(vgg, size=cfg.loss.perceptual_size)
+    D = build_discriminator(cfg, student)
+    if D is not None:
+        from mobilestylegan.distill.augment import DiffAugment
+
+        augment = DiffAugment(p=cfg.loss.augment_p)
+    optim = Optimization(
+        student=hydra.utils.instantiate(cfg.optim.student),
+        discriminator=hydra.utils.instantiate(cfg.optim.discriminator) if D is not None else None,
+        schedule=_instantiate("optim.schedule", cfg.optim.schedule)(total_steps=cfg.trainer.steps),
+        ema_beta=cfg.optim.ema_beta,
+        grad_clip=cfg.optim.grad_clip,
+    )
+    module = DistillationModule(
+        student,
+        source,
+        D,
+        loss=OmegaConf.to_object(cfg.loss),
+        data=OmegaConf.to_object(cfg.data),
+        optim=optim,
+        perceptual=perceptual,
+        augment=augment,
+        data_seed=cfg.trainer.seed,
+        out_dir=out_dir,
+    )
+    return module, {"teacher": teacher_G, "student": student, "discriminator": D, "source": source}
+
+
+def build_source(
+    cfg: DictConfig, teacher_G: torch.nn.Module, student: StudentGenerator
+) -> TripleSource | CachedTripleSource:
+    """The triple source ``data`` describes: the teacher rendering live, or a pool of ``data.cache_size`` triples
+    (filled when fit starts, by the teacher or ``data.cache_renderer``)."""
     try:
-        source: TripleSource = TripleSource(teacher_G, student.cfg, truncation_psi=cfg.data.truncation_psi,
-                                            style_mixing_prob=cfg.data.style_mixing_prob,
-                                            render_batch=cfg.data.render_batch)
+        source = TripleSource(
+            teacher_G,
+            student.cfg,
+            truncation_psi=cfg.data.truncation_psi,
+            style_mixing_prob=cfg.data.style_mixing_prob,
+            render_batch=cfg.data.render_batch,
+        )
     except ValueError as err:
         raise ConfigError(f"student/teacher: {err}") from None
     if cfg.data.cache_size > 0:
@@ -145,37 +217,22 @@ def build_module(cfg: DictConfig, out_dir: Path) -> tuple[DistillationModule, di
             # CPU.
             batch = 1 if isinstance(teacher_G.synthesis, MobileSynthesisNetwork) else chunk
             make = _instantiate("data.cache_renderer", cfg.data.cache_renderer)
-            render_with = make(teacher_G.synthesis, batch_size=batch, threads=cfg.trainer.threads,
-                               out_resolution=student.cfg.img_resolution)
+            render_with = make(
+                teacher_G.synthesis,
+                batch_size=batch,
+                threads=cfg.trainer.threads,
+                out_resolution=student.cfg.img_resolution,
+            )
         # Filled when fit starts, on the training device; validation always renders with the PyTorch teacher.
-        source = CachedTripleSource(source, size=cfg.data.cache_size, seed=cfg.trainer.seed + 1, chunk=chunk,
-                                    progress=cfg.trainer.progress_bar, renderer=render_with)
-    perceptual = augment = None
-    if cfg.loss.perceptual > 0:
-        from mobilestylegan.distill.losses import PerceptualLoss
-        from mobilestylegan.nets.vgg import load_vgg16
-
-        vgg = load_vgg16(cfg.loss.vgg_weights, allow_random_weights=cfg.loss.allow_random_vgg)
-        perceptual = PerceptualLoss(vgg, size=cfg.loss.perceptual_size)
-    D = build_discriminator(cfg, student)
-    if D is not None:
-        from mobilestylegan.distill.augment import DiffAugment
-
-        if cfg.loss.mbstd_group_size is not None:
-            if cfg.loss.mbstd_group_size < 1:
-                raise ConfigError(f"loss.mbstd_group_size must be >= 1 or null, got {cfg.loss.mbstd_group_size}")
-            D.b4.mbstd_group_size = cfg.loss.mbstd_group_size
-
-        augment = DiffAugment(p=cfg.loss.augment_p)
-    optim = Optimization(
-        student=hydra.utils.instantiate(cfg.optim.student),
-        discriminator=hydra.utils.instantiate(cfg.optim.discriminator) if D is not None else None,
-        schedule=_instantiate("optim.schedule", cfg.optim.schedule)(total_steps=cfg.trainer.steps),
-        ema_beta=cfg.optim.ema_beta, grad_clip=cfg.optim.grad_clip)
-    module = DistillationModule(student, source, D, loss=OmegaConf.to_object(cfg.loss), data=OmegaConf.to_object(cfg.data),
-                                optim=optim, perceptual=perceptual, augment=augment, data_seed=cfg.trainer.seed,
-                                out_dir=out_dir)
-    return module, {"teacher": teacher_G, "student": student, "discriminator": D, "source": source}
+        source = CachedTripleSource(
+            source,
+            size=cfg.data.cache_size,
+            seed=cfg.trainer.seed + 1,
+            chunk=chunk,
+            progress=cfg.trainer.progress_bar,
+            renderer=render_with,
+        )
+    return source
 
 
 def build_strategy(tc: DictConfig) -> Any:
@@ -198,9 +255,17 @@ def build_trainer(cfg: DictConfig, out_dir: Path, n_optimizers: int) -> tuple[L.
     ckpt_dir = out_dir / "checkpoints"
     callbacks = []
     if not tc.fast_dev_run:
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/psnr", mode="max",
-                                         save_top_k=1, save_last=True,
-                                         every_n_train_steps=tc.checkpoint_every * n_optimizers))
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=ckpt_dir,
+                filename="best",
+                monitor="val/psnr",
+                mode="max",
+                save_top_k=1,
+                save_last=True,
+                every_n_train_steps=tc.checkpoint_every * n_optimizers,
+            )
+        )
     from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.utilities import disable_possible_user_warnings
 
@@ -210,18 +275,33 @@ def build_trainer(cfg: DictConfig, out_dir: Path, n_optimizers: int) -> tuple[L.
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     try:
         trainer = L.Trainer(
-            max_steps=tc.steps * n_optimizers, max_epochs=-1, accelerator=tc.accelerator, devices=tc.devices,
-            strategy=build_strategy(tc), num_nodes=tc.num_nodes, precision=tc.precision,
-            logger=build_logger(cfg, out_dir) if not tc.fast_dev_run else False, callbacks=callbacks,
-            val_check_interval=tc.val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
-            limit_val_batches=1, fast_dev_run=tc.fast_dev_run, enable_progress_bar=tc.progress_bar,
-            enable_model_summary=False, plugins=[AtomicCheckpointIO()], log_every_n_steps=10,
+            max_steps=tc.steps * n_optimizers,
+            max_epochs=-1,
+            accelerator=tc.accelerator,
+            devices=tc.devices,
+            strategy=build_strategy(tc),
+            num_nodes=tc.num_nodes,
+            precision=tc.precision,
+            logger=build_logger(cfg, out_dir) if not tc.fast_dev_run else False,
+            callbacks=callbacks,
+            val_check_interval=tc.val_every,
+            check_val_every_n_epoch=None,
+            num_sanity_val_steps=0,
+            limit_val_batches=1,
+            fast_dev_run=tc.fast_dev_run,
+            enable_progress_bar=tc.progress_bar,
+            enable_model_summary=False,
+            plugins=[AtomicCheckpointIO()],
+            log_every_n_steps=10,
             max_time=datetime.timedelta(minutes=tc.max_minutes) if tc.max_minutes else None,
-            default_root_dir=str(out_dir))
+            default_root_dir=str(out_dir),
+        )
     except (MisconfigurationException, RuntimeError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"trainer (accelerator={tc.accelerator}, devices={tc.devices}, strategy={tc.strategy}, "
-                          f"precision={tc.precision}): {first}") from None
+        raise ConfigError(
+            f"trainer (accelerator={tc.accelerator}, devices={tc.devices}, strategy={tc.strategy}, "
+            f"precision={tc.precision}): {first}"
+        ) from None
     return trainer, callbacks
 
 
@@ -279,8 +359,17 @@ def run(cfg: DictConfig, out_dir: str | Path) -> tuple[dict[str, Any], dict[str,
         "grid": str(out_dir / "val" / "latest.png"),
     }
     if trainer.is_global_zero:
-        save_student(student_out, G.cpu(), info={"source": "distillation", "teacher": cfg.teacher.source,
-                                                  "init": init, "iterations": module.iteration, "config": cfg.name})
+        save_student(
+            student_out,
+            G.cpu(),
+            info={
+                "source": "distillation",
+                "teacher": cfg.teacher.source,
+                "init": init,
+                "iterations": module.iteration,
+                "config": cfg.name,
+            },
+        )
         atomic_write(out_dir / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     return summary, {**objects, "module": module, "trainer": trainer}
 
@@ -290,7 +379,7 @@ def _steps_loader(n: int | None = None):
     from torch.utils.data import DataLoader, IterableDataset
 
     class _Steps(IterableDataset):
-        def __iter__(self):
+        def __iter__(self) -> Iterator[int]:
             i = 0
             while n is None or i < n:
                 yield i
@@ -299,10 +388,6 @@ def _steps_loader(n: int | None = None):
     # A private generator: a DataLoader iterator otherwise draws its base seed from the global RNG, which
     # the augmentation also uses, and a resumed run re-creates its iterators (exact resume breaks).
     return DataLoader(_Steps(), batch_size=None, generator=torch.Generator().manual_seed(0))
-
-
-def config_to_dict(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
 __all__ = ["AtomicCheckpointIO", "CheckpointError", "ConfigError", "run"]

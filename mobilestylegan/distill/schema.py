@@ -6,7 +6,7 @@ nodes that the YAML files in ``conf/`` extend; experiments are ``# @package _glo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -19,65 +19,66 @@ class ConfigError(ValueError):
 @dataclass
 class TeacherSchema:
     """Args:
-        source: Pretrained name (``ffhq-1024``: the published MobileStyleGAN student), any teacher checkpoint
-            (rosinality .pt, NVIDIA/TF .pkl, native, ...) or ``embedded:tiny64``.
-        discriminator: Where the discriminator starts, a ``_partial_`` factory of
-            :mod:`mobilestylegan.distill.discriminator` (group ``teacher/discriminator``: ``auto``, the teacher
-            file's D when it has one, else a fresh one; ``random``; ``file`` with ``path``).
+    source: Pretrained name (``ffhq-1024``: the published MobileStyleGAN student), any teacher checkpoint
+        (rosinality .pt, NVIDIA/TF .pkl, native, ...) or ``embedded:tiny64``.
+    discriminator: Where the discriminator starts, a ``_partial_`` factory of
+        :mod:`mobilestylegan.distill.discriminator` (group ``teacher/discriminator``: ``auto``, the teacher
+        file's D when it has one, else a fresh one; ``random``; ``file`` with ``path``).
     """
 
     source: str = "ffhq-1024"
-    discriminator: Any = field(default_factory=lambda: {"_target_": "mobilestylegan.distill.discriminator.auto",
-                                                        "_partial_": True})
+    discriminator: Any = field(
+        default_factory=lambda: {"_target_": "mobilestylegan.distill.discriminator.auto", "_partial_": True}
+    )
 
 
 @dataclass
 class StudentSchema:
     """Args:
-        img_resolution: Student output resolution (<= the teacher's, power-of-two ratio).
-        channels: Feature channels at 4..img_resolution/2; None = the teacher's table scaled by ``width``.
-        width: Channel multiplier for the default table.
-        kernel_size: Depthwise kernel size.
-        trainable_demod: Learn the demodulation vectors.
-        init: Start from this student (pretrained name or checkpoint), e.g. to fine-tune ffhq-1024.
-        init_from_teacher: Start from the teacher's own layers, channel-pruned to this student's widths
-            and cut at its resolution (MobileStyleGAN teachers only; ``mobilestylegan/distill/prune.py``).
+    img_resolution: Student output resolution (<= the teacher's, power-of-two ratio).
+    channels: Feature channels at 4..img_resolution/2; None = the teacher's table scaled by ``width``.
+    width: Channel multiplier for the default table.
+    kernel_size: Depthwise kernel size.
+    trainable_demod: Learn the demodulation vectors.
+    init: Start from this student (pretrained name or checkpoint), e.g. to fine-tune ffhq-1024.
+    init_from_teacher: Start from the teacher's own layers, channel-pruned to this student's widths
+        and cut at its resolution (MobileStyleGAN teachers only; ``mobilestylegan/distill/prune.py``).
     """
 
     img_resolution: int = 1024
-    channels: Optional[list[int]] = None
+    channels: list[int] | None = None
     width: float = 1.0
     kernel_size: int = 3
     trainable_demod: bool = False
-    init: Optional[str] = None
+    init: str | None = None
     init_from_teacher: bool = False
 
 
 @dataclass
 class DataSchema:
     """Args:
-        batch_size: Triples per step and process (the global batch is this times the number of processes;
-            a run's samples depend only on the global batch, not on how it is split).
-        truncation_psi: Truncation of the training latents (1 = none).
-        style_mixing_prob: Probability of mixing two latents at a random resolution.
-        render_batch: Teacher render chunk (memory); None = the whole batch.
-        val_size: Fixed validation latents (identical across runs and resumptions).
-        val_seed: Seed of the validation latents and noise.
-        baseline_samples: Teacher samples averaged into the mean image of the trivial baseline
-            (``baseline_psnr``: that image predicted for every validation latent), drawn independently of the
-            validation set. With a cache and no style mixing the pool's own mean is used (no extra renders).
-        cache_size: 0 = render the teacher on the fly every step; N > 0 = pre-render N triples once and draw
-            batches from them (for CPUs, where teacher renders dominate).
-        cache_renderer: What fills the cache: None (the PyTorch teacher itself) or a ``_partial_`` renderer such
-            as :class:`mobilestylegan.distill.render.OpenVINOSynthesis` with ``precision: f32 | bf16`` (the
-            teacher's synthesis compiled with OpenVINO for the CPU, several times faster there; bf16 targets differ
-            from f32 by up to ~0.02). Validation always renders with the PyTorch teacher.
+    batch_size: Triples per step and process (the global batch is this times the number of processes;
+        a run's samples depend only on the global batch, not on how it is split).
+    truncation_psi: Truncation of the training latents (1 = none).
+    style_mixing_prob: Probability of mixing two latents at a random resolution.
+    render_batch: Teacher render chunk (memory); None = the whole batch.
+    val_size: Fixed validation latents (identical across runs and resumptions).
+    val_seed: Seed of the validation latents and noise.
+    baseline_samples: Teacher samples averaged into the mean image of the trivial baseline
+        (``baseline_psnr``: that image predicted for every validation latent), drawn independently of the
+        validation set. With a cache and no style mixing the pool's own mean is used (no extra renders).
+    cache_size: 0 = render the teacher on the fly every step; N > 0 = pre-render N triples once and draw
+        batches from them (for CPUs, where teacher renders dominate).
+    cache_renderer: What fills the cache: None (the PyTorch teacher itself) or a ``_partial_`` renderer such
+        as :class:`mobilestylegan.distill.render.OpenVINOSynthesis` with ``precision: f32 | bf16`` (the
+        teacher's synthesis compiled with OpenVINO for the CPU, faster there than PyTorch; bf16 targets differ
+        from f32 by up to ~0.02). Validation always renders with the PyTorch teacher.
     """
 
     batch_size: int = 8
     truncation_psi: float = 1.0
     style_mixing_prob: float = 0.9
-    render_batch: Optional[int] = None
+    render_batch: int | None = None
     val_size: int = 16
     val_seed: int = 1234
     baseline_samples: int = 256
@@ -109,12 +110,12 @@ class LossSchema:
     pixel_l1: float = 1.0
     pixel_l2: float = 1.0
     perceptual_size: int = 256
-    vgg_weights: Optional[str] = None
+    vgg_weights: str | None = None
     allow_random_vgg: bool = False
     r1_gamma: float = 10.0
     r1_interval: int = 16
     augment_p: float = 0.5
-    mbstd_group_size: Optional[int] = None
+    mbstd_group_size: int | None = None
 
 
 @dataclass
@@ -128,38 +129,43 @@ class AdamSchema:
 @dataclass
 class OptimSchema:
     """Args:
-        student / discriminator: Optimizer partials (``_partial_: true``), Adam(5e-4, (0.9, 0.999)) by default.
-        grad_clip: Clip the student's gradient norm to this (None = off; users needed it at 512 px).
-        ema_beta: EMA of the student weights used for validation, samples and export (0 = no EMA).
-        schedule: The student's learning-rate schedule, a ``_partial_`` of :mod:`mobilestylegan.distill.schedule`
-            completed with the run's length (group ``optim/schedule``: ``constant``, ``cosine``; both with
-            ``warmup_steps``, cosine with ``min_lr_ratio``).
+    student / discriminator: Optimizer partials (``_partial_: true``), Adam(5e-4, (0.9, 0.999)) by default.
+    grad_clip: Clip the student's gradient norm to this (None = off; users needed it at 512 px).
+    ema_beta: EMA of the student weights used for validation, samples and export (0 = no EMA).
+    schedule: The student's learning-rate schedule, a ``_partial_`` of :mod:`mobilestylegan.distill.schedule`
+        completed with the run's length (group ``optim/schedule``: ``constant``, ``cosine``; both with
+        ``warmup_steps``, cosine with ``min_lr_ratio``).
     """
 
     student: AdamSchema = field(default_factory=AdamSchema)
     discriminator: AdamSchema = field(default_factory=AdamSchema)
-    grad_clip: Optional[float] = None
+    grad_clip: float | None = None
     ema_beta: float = 0.999
-    schedule: Any = field(default_factory=lambda: {"_target_": "mobilestylegan.distill.schedule.Constant",
-                                                   "_partial_": True, "warmup_steps": 0})
+    schedule: Any = field(
+        default_factory=lambda: {
+            "_target_": "mobilestylegan.distill.schedule.Constant",
+            "_partial_": True,
+            "warmup_steps": 0,
+        }
+    )
 
 
 @dataclass
 class TrainerSchema:
     """Args:
-        steps: Training iterations (each: one student step and, with a GAN loss, one discriminator step).
-        val_every / checkpoint_every: In iterations.
-        accelerator / devices / strategy / num_nodes / precision: Passed to ``lightning.Trainer``
-            (``precision: bf16-mixed`` for bf16). ``strategy``: a Lightning strategy name, or a node with
-            ``_target_`` (``trainer=ddp``: :class:`~mobilestylegan.distill.ddp.NetworkDDPStrategy`; the name
-            ``ddp`` means the same, since Lightning's whole-module wrapper cannot train this module).
-        seed: Global seed (model init, data, augmentation).
-        threads: torch CPU threads (None = torch's default).
-        resume: ``auto`` (continue from ``last.ckpt`` in the output directory if present), a checkpoint path,
-            or None.
-        fast_dev_run: One step of training and validation, no checkpoints (smoke test).
-        max_minutes: Stop after this wall-clock time (None = no limit).
-        progress_bar: Show a progress bar.
+    steps: Training iterations (each: one student step and, with a GAN loss, one discriminator step).
+    val_every / checkpoint_every: In iterations.
+    accelerator / devices / strategy / num_nodes / precision: Passed to ``lightning.Trainer``
+        (``precision: bf16-mixed`` for bf16). ``strategy``: a Lightning strategy name, or a node with
+        ``_target_`` (``trainer=ddp``: :class:`~mobilestylegan.distill.ddp.NetworkDDPStrategy`; the name
+        ``ddp`` means the same, since Lightning's whole-module wrapper cannot train this module).
+    seed: Global seed (model init, data, augmentation).
+    threads: torch CPU threads (None = torch's default).
+    resume: ``auto`` (continue from ``last.ckpt`` in the output directory if present), a checkpoint path,
+        or None.
+    fast_dev_run: One step of training and validation, no checkpoints (smoke test).
+    max_minutes: Stop after this wall-clock time (None = no limit).
+    progress_bar: Show a progress bar.
     """
 
     steps: int = 100_000
@@ -171,10 +177,10 @@ class TrainerSchema:
     num_nodes: int = 1
     precision: str = "32-true"
     seed: int = 0
-    threads: Optional[int] = None
-    resume: Optional[str] = "auto"
+    threads: int | None = None
+    resume: str | None = "auto"
     fast_dev_run: bool = False
-    max_minutes: Optional[float] = None
+    max_minutes: float | None = None
     progress_bar: bool = True
 
 
@@ -194,6 +200,12 @@ class DistillSchema:
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="distill_schema", node=DistillSchema)
-    for group, node in [("teacher", TeacherSchema), ("student", StudentSchema), ("data", DataSchema),
-                        ("loss", LossSchema), ("optim", OptimSchema), ("trainer", TrainerSchema)]:
+    for group, node in [
+        ("teacher", TeacherSchema),
+        ("student", StudentSchema),
+        ("data", DataSchema),
+        ("loss", LossSchema),
+        ("optim", OptimSchema),
+        ("trainer", TrainerSchema),
+    ]:
         cs.store(group=group, name=f"{group}_schema", node=node)

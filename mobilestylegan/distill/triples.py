@@ -19,14 +19,14 @@ augmentation) depends neither on how many processes share the global batch nor o
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from mobilestylegan.nets.resize import area_downsample
 from mobilestylegan.student.generator import teacher_noise_for_student
 from mobilestylegan.student.routing import student_ws_resolution, teacher_ws_resolution, ws_resolutions
 from mobilestylegan.student.synthesis import MobileSynthesisNetwork, StudentConfig
@@ -64,16 +64,10 @@ def shard(n: int, rank: int, world: int) -> slice:
     return slice(rank * n // world, (rank + 1) * n // world)
 
 
-def area_downsample(img: torch.Tensor, size: int) -> torch.Tensor:
-    """Box filter ``[N, C, H, H] -> [N, C, size, size]`` (H / size a power of two; identity when equal)."""
-    if img.shape[-1] == size:
-        return img
-    return F.interpolate(img, size=(size, size), mode="area")
-
-
 def image_pyramid(finest: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:
-    """Each level is the finest image box-downsampled to ``sizes[i]``. Box filters of power-of-two
-    factors compose, so this equals (to float rounding) downsampling the teacher image directly."""
+    """Each level is the finest image box-downsampled to ``sizes[i]`` (see
+    :func:`~mobilestylegan.nets.resize.area_downsample`). Box filters of power-of-two factors compose, so this
+    equals (to float rounding) downsampling the teacher image directly."""
     return [area_downsample(finest, s) for s in sizes]
 
 
@@ -97,16 +91,21 @@ class Triple:
     def __len__(self) -> int:
         return self.ws.shape[0]
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Triple":
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Triple:
         mv = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
-        return Triple(mv(self.ws), [mv(n) for n in self.noise], [mv(i) for i in self.images],
-                      [mv(w) for w in self.wavelets])
+        return Triple(
+            mv(self.ws), [mv(n) for n in self.noise], [mv(i) for i in self.images], [mv(w) for w in self.wavelets]
+        )
 
-    def subset(self, idx: Index) -> "Triple":
+    def subset(self, idx: Index) -> Triple:
         """The samples ``idx`` (a slice, index list, index tensor or boolean mask)."""
-        pick = lambda t: t[_as_index(idx, t.device)]  # noqa: E731
-        return Triple(pick(self.ws), [pick(n) for n in self.noise], [pick(i) for i in self.images],
-                      [pick(w) for w in self.wavelets])
+        pick = lambda t: t[as_index(idx, t.device)]  # noqa: E731
+        return Triple(
+            pick(self.ws),
+            [pick(n) for n in self.noise],
+            [pick(i) for i in self.images],
+            [pick(w) for w in self.wavelets],
+        )
 
 
 @dataclass
@@ -130,21 +129,25 @@ class Styles:
         take_w2 = res[None, :] >= self.crossover[:, None]  # [N, L]
         return torch.where(take_w2[:, :, None], self.w2[:, None], self.w1[:, None])
 
-    def to(self, device: torch.device | str) -> "Styles":
+    def to(self, device: torch.device | str) -> Styles:
         return Styles(*(getattr(self, f.name).to(device) for f in fields(self)))
 
-    def subset(self, idx: Index) -> "Styles":
-        return Styles(*(getattr(self, f.name)[_as_index(idx, self.w1.device)] for f in fields(self)))
+    def subset(self, idx: Index) -> Styles:
+        return Styles(*(getattr(self, f.name)[as_index(idx, self.w1.device)] for f in fields(self)))
 
 
-def _as_index(idx: Index, device: torch.device) -> torch.Tensor | slice:
+def as_index(idx: Index, device: torch.device) -> torch.Tensor | slice:
+    """``idx`` as something that indexes a tensor's first axis on ``device``: a slice as it is, else a tensor."""
     return idx if isinstance(idx, slice) else torch.as_tensor(idx, device=device)
 
 
-def _check_cpu_generator(generator: torch.Generator) -> None:
+def check_cpu_generator(generator: torch.Generator) -> None:
+    """A ValueError unless ``generator`` is a CPU ``torch.Generator`` (every random draw here is made on the CPU)."""
     if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
-        raise ValueError("pass a CPU torch.Generator (all randomness is drawn on the CPU, then moved, so a saved "
-                         f"state reproduces the same triples on any device), got {generator!r}")
+        raise ValueError(
+            "pass a CPU torch.Generator (all randomness is drawn on the CPU, then moved, so a saved "
+            f"state reproduces the same triples on any device), got {generator!r}"
+        )
 
 
 def _describe(teacher: nn.Module) -> str:
@@ -166,8 +169,14 @@ class TripleSource:
         render_batch: Largest batch the teacher renders at once (None: the whole batch).
     """
 
-    def __init__(self, teacher: nn.Module, student_cfg: StudentConfig, truncation_psi: float = 1.0,
-                 style_mixing_prob: float = 0.9, render_batch: int | None = None) -> None:
+    def __init__(
+        self,
+        teacher: nn.Module,
+        student_cfg: StudentConfig,
+        truncation_psi: float = 1.0,
+        style_mixing_prob: float = 0.9,
+        render_batch: int | None = None,
+    ) -> None:
         if not isinstance(student_cfg, StudentConfig):
             raise ValueError(f"student_cfg must be a StudentConfig, got {type(student_cfg).__name__}")
         if not 0.0 <= style_mixing_prob <= 1.0:
@@ -191,24 +200,32 @@ class TripleSource:
         t, s = self.teacher, self.student_cfg
         who = _describe(t)
         if t.w_dim != s.w_dim:
-            raise ValueError(f"{who} and the student (w_dim {s.w_dim}) disagree on w_dim: the student takes the "
-                             f"teacher's w; build it with StudentConfig(w_dim={t.w_dim}, ...)")
+            raise ValueError(
+                f"{who} and the student (w_dim {s.w_dim}) disagree on w_dim: the student takes the "
+                f"teacher's w; build it with StudentConfig(w_dim={t.w_dim}, ...)"
+            )
         rt, rs = t.img_resolution, s.img_resolution
         if rs > rt:
-            raise ValueError(f"a {rs}-px student cannot learn from a {rt}-px teacher ({who}): use a student with "
-                             f"img_resolution <= {rt}")
+            raise ValueError(
+                f"a {rs}-px student cannot learn from a {rt}-px teacher ({who}): use a student with "
+                f"img_resolution <= {rt}"
+            )
         ratio = rt // rs
         if rt % rs or ratio & (ratio - 1):
-            raise ValueError(f"{who} and the {rs}-px student: the resolution ratio must be a power of two (the "
-                             f"pyramid is a box downsample); use a student at {rt} / 2**k px")
+            raise ValueError(
+                f"{who} and the {rs}-px student: the resolution ratio must be a power of two (the "
+                f"pyramid is a box downsample); use a student at {rt} / 2**k px"
+            )
         probe = [torch.empty(shape, device="meta") for shape in t.synthesis.noise_shapes]
         try:
             teacher_noise_for_student(probe, self._layout)
         except ValueError as e:
-            raise ValueError(f"{who} cannot supply the {rs}-px student's noise ({e}); the student's noise layers "
-                             "(4, 8, 8, 16, 16, ...) must be a prefix of the teacher's") from e
+            raise ValueError(
+                f"{who} cannot supply the {rs}-px student's noise ({e}); the student's noise layers "
+                "(4, 8, 8, 16, 16, ...) must be a prefix of the teacher's"
+            ) from e
 
-    def to(self, device: torch.device | str) -> "TripleSource":
+    def to(self, device: torch.device | str) -> TripleSource:
         """Move the teacher (the source's only network) to ``device``; returns self. Cached
         validation sets stay where they were rendered (:meth:`fixed_set` moves what it returns)."""
         self.teacher.to(device)
@@ -221,15 +238,16 @@ class TripleSource:
         mapping = self.teacher.mapping
         return truncate(mapping.embed(z), mapping.w_avg, self.truncation_psi)
 
-    def draw(self, batch_size: int, generator: torch.Generator, device: torch.device | str
-             ) -> tuple[Styles, list[torch.Tensor]]:
+    def draw(
+        self, batch_size: int, generator: torch.Generator, device: torch.device | str
+    ) -> tuple[Styles, list[torch.Tensor]]:
         """Styles (with mixing) and the teacher's full noise list for one batch, all from ``generator``.
 
         Draw order: z1 ``[N, z_dim]``, z2, the mixing coin ``[N]``, the crossover index ``[N]``, then
         the teacher's ``make_noise``. z2 is drawn even without mixing, so the stream does not depend
         on the coins.
         """
-        _check_cpu_generator(generator)
+        check_cpu_generator(generator)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         z_dim = self.teacher.mapping.z_dim
@@ -240,33 +258,47 @@ class TripleSource:
         noise = self.teacher.synthesis.make_noise(batch_size, "random", device="cpu", generator=generator)
         return self._styles(z1, z2, mixed, pick, noise, device)
 
-    def draw_samples(self, generators: Sequence[torch.Generator], device: torch.device | str
-                     ) -> tuple[Styles, list[torch.Tensor]]:
+    def draw_samples(
+        self, generators: Sequence[torch.Generator], device: torch.device | str
+    ) -> tuple[Styles, list[torch.Tensor]]:
         """Like :meth:`draw`, one sample per generator (each draws z1, z2, coin, crossover, noise in that
         order), so sample ``i`` depends only on ``generators[i]``."""
         if not generators:
             raise ValueError("draw_samples needs at least one generator")
         z_dim, parts = self.teacher.mapping.z_dim, []
         for g in generators:
-            _check_cpu_generator(g)
-            parts.append((torch.randn([1, z_dim], generator=g), torch.randn([1, z_dim], generator=g),
-                          torch.rand([1], generator=g) < self.style_mixing_prob,
-                          torch.randint(0, len(self.crossovers), [1], generator=g),
-                          self.teacher.synthesis.make_noise(1, "random", device="cpu", generator=g)))
+            check_cpu_generator(g)
+            parts.append(
+                (
+                    torch.randn([1, z_dim], generator=g),
+                    torch.randn([1, z_dim], generator=g),
+                    torch.rand([1], generator=g) < self.style_mixing_prob,
+                    torch.randint(0, len(self.crossovers), [1], generator=g),
+                    self.teacher.synthesis.make_noise(1, "random", device="cpu", generator=g),
+                )
+            )
         z1, z2, mixed, pick = (torch.cat([p[k] for p in parts]) for k in range(4))
         noise = [torch.cat(maps) for maps in zip(*(p[4] for p in parts))]
         return self._styles(z1, z2, mixed, pick, noise, device)
 
-    def _styles(self, z1: torch.Tensor, z2: torch.Tensor, mixed: torch.Tensor, pick: torch.Tensor,
-                noise: list[torch.Tensor], device: torch.device | str) -> tuple[Styles, list[torch.Tensor]]:
+    def _styles(
+        self,
+        z1: torch.Tensor,
+        z2: torch.Tensor,
+        mixed: torch.Tensor,
+        pick: torch.Tensor,
+        noise: list[torch.Tensor],
+        device: torch.device | str,
+    ) -> tuple[Styles, list[torch.Tensor]]:
         crossover = torch.where(mixed, torch.tensor(self.crossovers)[pick], torch.full_like(pick, NO_MIXING))
         mixed = mixed.to(device)
         w1 = self.embed(z1.to(device))
         w2 = torch.where(mixed[:, None], self.embed(z2.to(device)), w1) if bool(mixed.any()) else w1
         return Styles(w1, w2, crossover.to(device)), [n.to(device) for n in noise]
 
-    def _seeded_chunks(self, n: int, seed: int, chunk: int, part: slice = slice(None)
-                       ) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
+    def _seeded_chunks(
+        self, n: int, seed: int, chunk: int, part: slice = slice(None)
+    ) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
         """z and teacher noise for ``n`` samples drawn one after the other from ``seed`` (so sample i
         does not depend on ``n`` or ``chunk``), yielded ``chunk`` samples at a time on the CPU; only the
         samples in ``part`` are yielded (the others are drawn and dropped, so every part sees the same draws)."""
@@ -300,8 +332,9 @@ class TripleSource:
         return list(teacher_noise_for_student(teacher_noise, self._layout))
 
     @torch.no_grad()
-    def render_finest(self, ws: torch.Tensor, noise: list[torch.Tensor],
-                      synthesis: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
+    def render_finest(
+        self, ws: torch.Tensor, noise: list[torch.Tensor], synthesis: Callable[..., torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """Teacher render of W+ ``ws`` with its ``noise``, box-downsampled to the student's resolution:
         ``[N, 3, R, R]``, in chunks of ``render_batch`` (each chunk's full-size image is dropped at once).
         ``synthesis`` stands in for the teacher's synthesis network (e.g. ``ov_render.OpenVINOSynthesis``)."""
@@ -310,7 +343,7 @@ class TripleSource:
             synthesis = functools.partial(self.teacher.synthesis, inference=True)
         out = []
         for i in range(0, ws.shape[0], step):
-            img = synthesis(ws[i:i + step], noise=[m[i:i + step] for m in noise])
+            img = synthesis(ws[i : i + step], noise=[m[i : i + step] for m in noise])
             out.append(area_downsample(img.float(), self.student_cfg.img_resolution))
         return torch.cat(out)
 
@@ -353,8 +386,9 @@ class TripleSource:
         return self._fixed[key].to(device)
 
     @torch.no_grad()
-    def image_sum(self, n: int, seed: int, device: torch.device | str, rank: int = 0, world: int = 1
-                  ) -> tuple[torch.Tensor, int]:
+    def image_sum(
+        self, n: int, seed: int, device: torch.device | str, rank: int = 0, world: int = 1
+    ) -> tuple[torch.Tensor, int]:
         """``(sum, count)``: the float64 sum ``[1, 3, R, R]`` of the renders of process ``rank``'s share
         (:func:`shard`) of the ``n`` seeded samples of :meth:`mean_image`, and how many they are; the
         processes' sums and counts add up to the whole."""
@@ -385,6 +419,22 @@ def _cat_triples(parts: list[Triple]) -> Triple:
     return Triple(torch.cat([p.ws for p in parts]), cat("noise"), cat("images"), cat("wavelets"))
 
 
-__all__ = ["NO_MIXING", "Triple", "Styles", "TripleSource", "teacher_ws_resolution", "student_ws_resolution",
-           "ws_resolutions", "area_downsample", "image_pyramid", "sample_generator", "shard",
-           "STREAM_TRIPLE", "STREAM_POOL", "STREAM_AUG_STUDENT", "STREAM_AUG_REAL", "STREAM_AUG_FAKE"]
+__all__ = [
+    "NO_MIXING",
+    "Triple",
+    "Styles",
+    "TripleSource",
+    "teacher_ws_resolution",
+    "student_ws_resolution",
+    "ws_resolutions",
+    "as_index",
+    "check_cpu_generator",
+    "image_pyramid",
+    "sample_generator",
+    "shard",
+    "STREAM_TRIPLE",
+    "STREAM_POOL",
+    "STREAM_AUG_STUDENT",
+    "STREAM_AUG_REAL",
+    "STREAM_AUG_FAKE",
+]

@@ -77,8 +77,9 @@ def _pad_reflect_blur(img: np.ndarray, pad: tuple[int, int, int, int], qsize: fl
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def align_image(image: np.ndarray, face: Face, size: int = 1024, transform_size: int = 4096,
-                padding: bool = True) -> Aligned:
+def align_image(
+    image: np.ndarray, face: Face, size: int = 1024, transform_size: int = 4096, padding: bool = True
+) -> Aligned:
     """FFHQ's crop of an RGB uint8 photo around ``face``."""
     from PIL import Image
 
@@ -94,14 +95,22 @@ def align_image(image: np.ndarray, face: Face, size: int = 1024, transform_size:
         qsize /= shrink
     border = max(int(round(qsize * 0.1)), 3)
     lo, hi = np.floor(quad.min(0)).astype(int), np.ceil(quad.max(0)).astype(int)
-    crop = (max(lo[0] - border, 0), max(lo[1] - border, 0), min(hi[0] + border, img.width),
-            min(hi[1] + border, img.height))
+    crop = (
+        max(lo[0] - border, 0),
+        max(lo[1] - border, 0),
+        min(hi[0] + border, img.width),
+        min(hi[1] + border, img.height),
+    )
     if crop[2] - crop[0] < img.width or crop[3] - crop[1] < img.height:
         img = img.crop(crop)
         quad -= crop[:2]
     lo, hi = np.floor(quad.min(0)).astype(int), np.ceil(quad.max(0)).astype(int)
-    pad = (max(-lo[0] + border, 0), max(-lo[1] + border, 0), max(hi[0] - img.width + border, 0),
-           max(hi[1] - img.height + border, 0))
+    pad = (
+        max(-lo[0] + border, 0),
+        max(-lo[1] + border, 0),
+        max(hi[0] - img.width + border, 0),
+        max(hi[1] - img.height + border, 0),
+    )
     if padding and max(pad) > border - 4:
         pad = tuple(max(p, int(round(qsize * 0.3))) for p in pad)
         img = Image.fromarray(_pad_reflect_blur(np.asarray(img), pad, qsize))
@@ -113,6 +122,7 @@ def align_image(image: np.ndarray, face: Face, size: int = 1024, transform_size:
     return Aligned(image=np.asarray(img), face=face, quad=quad0)
 
 
-def align(image: np.ndarray, size: int = 1024, **kwargs) -> Aligned:
-    """Find the largest face in an RGB uint8 photo and return FFHQ's crop of it."""
+def align(image: np.ndarray, size: int = 1024, **kwargs: int | bool) -> Aligned:
+    """Find the largest face in an RGB uint8 photo and return FFHQ's crop of it (``kwargs``: :func:`align_image`'s
+    ``transform_size`` and ``padding``)."""
     return align_image(image, find_face(image), size=size, **kwargs)

@@ -71,8 +71,9 @@ def style_affines(G: torch.nn.Module) -> torch.Tensor:
     return torch.cat(rows)
 
 
-def compute(G: torch.nn.Module, method: str, k: int = 10, samples: int = SAMPLES, weighted: bool = True
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+def compute(
+    G: torch.nn.Module, method: str, k: int = 10, samples: int = SAMPLES, weighted: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The top ``k`` directions ``[k, w_dim]`` (unit rows) and their sigmas ``[k]`` of ``method``."""
     w = mapped_w(G, samples)
     mean = w.mean(0)
@@ -128,8 +129,9 @@ def from_file(spec: str, G: torch.nn.Module) -> Direction:
     if arr.ndim == 1:
         arr = arr[None]
     if arr.ndim != 2 or arr.shape[1] != G.w_dim:
-        raise UsageError(f"{path} holds a {list(arr.shape)} array; a direction file is [{G.w_dim}], [1, {G.w_dim}] "
-                         f"or [k, {G.w_dim}]")
+        raise UsageError(
+            f"{path} holds a {list(arr.shape)} array; a direction file is [{G.w_dim}], [1, {G.w_dim}] or [k, {G.w_dim}]"
+        )
     if not 0 <= row < len(arr):
         raise UsageError(f"{path} has {len(arr)} row(s); row {row} does not exist")
     v = torch.from_numpy(arr[row])

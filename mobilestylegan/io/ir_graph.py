@@ -19,13 +19,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 import torch
 
 from teacher.formats import openvino_ir
 from teacher.formats.common import CheckpointError
+
+if TYPE_CHECKING:
+    import openvino as ov  # typing only: read through teacher.formats.openvino_ir, imported lazily
+
+    from mobilestylegan.student.modconv import ModulatedConv2d, ModulatedDWConv2d
+    from mobilestylegan.student.synthesis import MobileSynthesisNetwork
 
 _LRELU_SLOPE = 0.2
 _HAAR_TAP = 1 / math.sqrt(2)
@@ -46,7 +52,7 @@ class _Style:
 class _GraphReader:
     """Follows the published student's data path op by op and collects its constants as our state."""
 
-    def __init__(self, model, what: str) -> None:
+    def __init__(self, model: ov.Model, what: str) -> None:
         self.model, self.what = model, what
         self.visited: set[str] = set()
         params, results = model.get_parameters(), model.get_results()
@@ -55,18 +61,17 @@ class _GraphReader:
         self.param, self.result = params[0], results[0]
         self.visit(self.param)
         self.visit(self.result)
-        self.consts = {op.get_friendly_name(): op for op in model.get_ordered_ops()
-                       if op.get_type_name() == "Constant"}
+        self.consts = {op.get_friendly_name(): op for op in model.get_ordered_ops() if op.get_type_name() == "Constant"}
 
-    def fail(self, msg: str):
+    def fail(self, msg: str) -> NoReturn:
         raise CheckpointError(f"{self.what}: {msg}; this is not the published MobileStyleGAN student graph")
 
-    def visit(self, node) -> None:
+    def visit(self, node: ov.Node) -> None:
         self.visited.add(node.get_name())
 
     # -- small graph helpers ------------------------------------------------------------------
 
-    def next_op(self, output, op_type: str):
+    def next_op(self, output: ov.Output, op_type: str) -> tuple[ov.Node, int]:
         """The only consumer of ``output`` (ShapeOf readers aside); returns (node, data input index)."""
         targets = [t for t in output.get_target_inputs() if t.get_node().get_type_name() != "ShapeOf"]
         src = output.get_node().get_friendly_name()
@@ -78,12 +83,12 @@ class _GraphReader:
         self.visit(node)
         return node, targets[0].get_index()
 
-    def other_input(self, node, data_index: int):
+    def other_input(self, node: ov.Node, data_index: int) -> ov.Output:
         if node.get_input_size() != 2:
             self.fail(f"{node.get_friendly_name()} has {node.get_input_size()} inputs, expected 2")
         return node.input(1 - data_index).get_source_output()
 
-    def const(self, output, shape: tuple[int, ...], name: str | None = None) -> np.ndarray:
+    def const(self, output: ov.Output, shape: tuple[int, ...], name: str | None = None) -> np.ndarray:
         """A float32 Constant of the given shape (and friendly name), as a float32 copy."""
         node = output.get_node()
         if node.get_type_name() != "Constant":
@@ -99,20 +104,20 @@ class _GraphReader:
         self.visit(node)
         return value
 
-    def int_const(self, output) -> list[int]:
+    def int_const(self, output: ov.Output) -> list[int]:
         node = output.get_node()
         if node.get_type_name() != "Constant":
             self.fail(f"expected an integer constant, found {node.get_type_name()} ({node.get_friendly_name()})")
         self.visit(node)
         return [int(v) for v in np.atleast_1d(node.get_data())]
 
-    def shape_of(self, output) -> tuple[int, ...]:
+    def shape_of(self, output: ov.Output) -> tuple[int, ...]:
         ps = output.get_partial_shape()
         if not ps.is_static:
             self.fail(f"{output.get_node().get_friendly_name()} has a dynamic shape {ps}")
         return tuple(int(d) for d in ps.to_shape())
 
-    def check_attrs(self, node, **want: Any) -> None:
+    def check_attrs(self, node: ov.Node, **want: Any) -> None:
         attrs = node.get_attributes()
         for key, value in want.items():
             got = attrs.get(key)
@@ -120,7 +125,7 @@ class _GraphReader:
             if got != value:
                 self.fail(f"{node.get_friendly_name()}: attribute {key} = {got!r}, expected {value!r}")
 
-    def check_slope(self, prelu, data_index: int) -> None:
+    def check_slope(self, prelu: ov.Node, data_index: int) -> None:
         if data_index != 0:
             self.fail(f"{prelu.get_friendly_name()}: data must be the first PRelu input")
         slope = self.const(prelu.input(1).get_source_output(), (1,))
@@ -129,7 +134,7 @@ class _GraphReader:
 
     # -- patterns -----------------------------------------------------------------------------
 
-    def style(self, output, channels: int, w_dim: int) -> _Style:
+    def style(self, output: ov.Output, channels: int, w_dim: int) -> _Style:
         """``[Multiply(scale)](Reshape(Add(MatMul(w, W^T), b)))`` -> the affine and its scale."""
         node, scale = output.get_node(), None
         if node.get_type_name() == "Multiply":
@@ -161,13 +166,14 @@ class _GraphReader:
         suffix = ".modulation.weight"
         if not (w_name.startswith("m.") and w_name.endswith(suffix)):
             self.fail(f"{mm.get_friendly_name()}: weight {w_name!r} is not named m.<module>{suffix}")
-        module = w_name[2:-len(suffix)]
+        module = w_name[2 : -len(suffix)]
         weight = self.const(mm.input(1).get_source_output(), (channels, w_dim), w_name)
-        bias = self.const(add.input(1 - mm_index).get_source_output(), (1, channels),
-                          f"m.{module}.modulation.bias")
+        bias = self.const(add.input(1 - mm_index).get_source_output(), (1, channels), f"m.{module}.modulation.bias")
         return _Style(module, weight, bias.reshape(channels), scale)
 
-    def modulate(self, x, module: str, channels: int, w_dim: int, scale: float | None):
+    def modulate(
+        self, x: ov.Output, module: str, channels: int, w_dim: int, scale: float | None
+    ) -> tuple[ov.Output, _Style]:
         """``x * style`` with the style of ``module``; checks the name and the scale (None: no scale)."""
         mul, idx = self.next_op(x, "Multiply")
         st = self.style(self.other_input(mul, idx), channels, w_dim)
@@ -179,7 +185,9 @@ class _GraphReader:
             self.fail(f"m.{module}: modulation scale {st.scale}, expected 1/sqrt(C_in*k^2) = {scale}")
         return mul.output(0), st
 
-    def conv(self, x, op_type: str, weight_shape: tuple[int, ...], pad: int, name: str | None = None):
+    def conv(
+        self, x: ov.Output, op_type: str, weight_shape: tuple[int, ...], pad: int, name: str | None = None
+    ) -> tuple[ov.Output, np.ndarray]:
         node, idx = self.next_op(x, op_type)
         if idx != 0:
             self.fail(f"{node.get_friendly_name()}: data must be the first input")
@@ -187,12 +195,21 @@ class _GraphReader:
         weight = self.const(node.input(1).get_source_output(), weight_shape, name)
         return node.output(0), weight
 
-    def add_const(self, x, shape: tuple[int, ...], name: str | None = None):
+    def add_const(self, x: ov.Output, shape: tuple[int, ...], name: str | None = None) -> tuple[ov.Output, np.ndarray]:
         node, idx = self.next_op(x, "Add")
         return node.output(0), self.const(self.other_input(node, idx), shape, name)
 
-    def styled_conv(self, x, path: str, conv_module, c_in: int, c_out: int, res: int, w_dim: int,
-                    depthwise: bool) -> tuple[Any, dict[str, np.ndarray]]:
+    def styled_conv(
+        self,
+        x: ov.Output,
+        path: str,
+        conv_module: ModulatedConv2d | ModulatedDWConv2d,
+        c_in: int,
+        c_out: int,
+        res: int,
+        w_dim: int,
+        depthwise: bool,
+    ) -> tuple[ov.Output, dict[str, np.ndarray]]:
         """modulate -> [depthwise ->] conv -> + noise map -> + bias -> leaky ReLU."""
         k = conv_module.weight_dw.shape[-1] if depthwise else conv_module.weight.shape[-1]
         x, st = self.modulate(x, f"{path}.conv", c_in, w_dim, conv_module.scale)
@@ -214,20 +231,22 @@ class _GraphReader:
         out[f"{path}.noise_map"] = noise  # split into strength and unit map by the caller
         return act.output(0), out
 
-    def idwt(self, x, c: int) -> Any:
+    def idwt(self, x: ov.Output, c: int) -> ov.Output:
         """The graph's Haar synthesis, checked op by op and tap by tap: 4C -> C channels at 2x."""
         _, _, h, w = self.shape_of(x)
         split, _ = self.next_op(x, "VariadicSplit")
-        if self.int_const(split.input(1).get_source_output()) != [1] or \
-                self.int_const(split.input(2).get_source_output()) != [c, 3 * c]:
+        if self.int_const(split.input(1).get_source_output()) != [1] or self.int_const(
+            split.input(2).get_source_output()
+        ) != [c, 3 * c]:
             self.fail(f"{split.get_friendly_name()} does not split channels into LL ({c}) and high bands ({3 * c})")
         ll = split.output(0)
         reshape, _ = self.next_op(split.output(1), "Reshape")
         if self.shape_of(reshape.output(0)) != (1, c, 3, h, w):  # band index fastest: channel c + 3*i + b
             self.fail(f"{reshape.get_friendly_name()} does not reshape the high bands to [1,{c},3,{h},{w}]")
         bands_split, _ = self.next_op(reshape.output(0), "VariadicSplit")
-        if self.int_const(bands_split.input(1).get_source_output()) != [2] or \
-                self.int_const(bands_split.input(2).get_source_output()) != [1, 1, 1]:
+        if self.int_const(bands_split.input(1).get_source_output()) != [2] or self.int_const(
+            bands_split.input(2).get_source_output()
+        ) != [1, 1, 1]:
             self.fail(f"{bands_split.get_friendly_name()} does not split the 3 bands")
         bands = []
         for b in range(3):
@@ -236,21 +255,24 @@ class _GraphReader:
                 self.fail(f"{squeeze.get_friendly_name()} does not squeeze the band axis")
             bands.append(squeeze.output(0))
 
-        def tconv(src, axis: str, kind: int):
+        def tconv(src: ov.Output, axis: str, kind: int) -> ov.Node:
             node, idx = self.next_op(src, "GroupConvolutionBackpropData")
             if idx != 0 or node.get_input_size() != 2:
                 self.fail(f"{node.get_friendly_name()}: unexpected inputs")
             strides, kshape = ([2, 1], (2, 1)) if axis == "H" else ([1, 2], (1, 2))
-            self.check_attrs(node, strides=strides, dilations=[1, 1], pads_begin=[0, 0], pads_end=[0, 0],
-                             output_padding=[0, 0])
+            self.check_attrs(
+                node, strides=strides, dilations=[1, 1], pads_begin=[0, 0], pads_end=[0, 0], output_padding=[0, 0]
+            )
             taps = self.const(node.input(1).get_source_output(), (c, 1, 1) + kshape).reshape(c, 2)
             want = np.array([_HAAR_TAP, _HAAR_TAP if kind == 0 else -_HAAR_TAP], dtype=np.float32)
             if not np.allclose(taps, want, rtol=0, atol=1e-6):
-                self.fail(f"{node.get_friendly_name()}: Haar filter taps {taps[0].tolist()}, expected {want.tolist()} "
-                          f"along {axis}")
+                self.fail(
+                    f"{node.get_friendly_name()}: Haar filter taps {taps[0].tolist()}, expected {want.tolist()} "
+                    f"along {axis}"
+                )
             return node
 
-        def join(a, b):
+        def join(a: ov.Node, b: ov.Node) -> ov.Node:
             add, idx = self.next_op(a.output(0), "Add")
             if self.other_input(add, idx).get_node().get_name() != b.get_name():
                 self.fail(f"{add.get_friendly_name()} does not add the expected IDWT branches")
@@ -264,18 +286,25 @@ class _GraphReader:
         return y.output(0)
 
     def check_everything_visited(self) -> None:
-        stray = [f"{op.get_type_name()} {op.get_friendly_name()}" for op in self.model.get_ordered_ops()
-                 if op.get_name() not in self.visited and op.get_type_name() not in _SHAPE_OPS]
+        stray = [
+            f"{op.get_type_name()} {op.get_friendly_name()}"
+            for op in self.model.get_ordered_ops()
+            if op.get_name() not in self.visited and op.get_type_name() not in _SHAPE_OPS
+        ]
         if stray:
             self.fail(f"{len(stray)} op(s) outside the expected data path: {', '.join(stray[:8])}")
-        floats = [op.get_friendly_name() for op in self.model.get_ordered_ops()
-                  if op.get_type_name() == "Constant" and op.get_name() not in self.visited
-                  and op.get_element_type().is_real()]
+        floats = [
+            op.get_friendly_name()
+            for op in self.model.get_ordered_ops()
+            if op.get_type_name() == "Constant"
+            and op.get_name() not in self.visited
+            and op.get_element_type().is_real()
+        ]
         if floats:
             self.fail(f"{len(floats)} float constant(s) not accounted for: {', '.join(floats[:8])}")
 
 
-def read_synthesis(xml_path: Path, synthesis, what: str) -> dict[str, np.ndarray]:
+def read_synthesis(xml_path: Path, synthesis: MobileSynthesisNetwork, what: str) -> dict[str, np.ndarray]:
     """Walk the IR from ``m.input.input`` to the image; returns our (fused) state, noise still folded."""
     model = openvino_ir.read_model(xml_path)
     g = _GraphReader(model, what)
@@ -334,7 +363,7 @@ def split_noise(state: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         if not key.endswith(".noise_map"):
             out[key] = torch.from_numpy(value)
             continue
-        layer = key[:-len(".noise_map")]
+        layer = key[: -len(".noise_map")]
         std = float(value.astype(np.float64).std())
         unit = value.astype(np.float64) / std if std > 0 else np.zeros_like(value, dtype=np.float64)
         out[f"{layer}.noise.weight"] = torch.tensor([std], dtype=torch.float32)

@@ -61,8 +61,10 @@ def load_any_student(source: str | Path, device: str | torch.device = "cpu") -> 
     if not p.exists():
         raise CheckpointError(f"{p} does not exist and is not a pretrained name (known: {sorted(PRETRAINED)})")
     if p.is_dir() or not zipfile.is_zipfile(p):  # every student container is a torch zip
-        raise NotAStudentError(f"{p} holds no student (not a torch checkpoint file; expected a native student "
-                               "checkpoint, e.g. from mobilestylegan-import, or a MobileStyleGAN.pytorch Lightning .ckpt)")
+        raise NotAStudentError(
+            f"{p} holds no student (not a torch checkpoint file; expected a native student "
+            "checkpoint, e.g. from mobilestylegan-import, or a MobileStyleGAN.pytorch Lightning .ckpt)"
+        )
     obj, stubbed = load_torch_container(p)
     state = obj.get("state_dict") if isinstance(obj, dict) else None
     if is_student_dict(obj):
@@ -75,8 +77,10 @@ def load_any_student(source: str | Path, device: str | torch.device = "cpu") -> 
         G.info["ignored"] = sorted(set(obj) - {"state_dict"}) + [f"state_dict: {k}.*" for k in sorted(prefixes)]
         G.info["lightning_version"] = obj.get("pytorch-lightning_version")
     else:
-        raise NotAStudentError(f"{p} holds no student (expected a native student checkpoint, e.g. from "
-                              "mobilestylegan-import, or a MobileStyleGAN.pytorch Lightning .ckpt)")
+        raise NotAStudentError(
+            f"{p} holds no student (expected a native student checkpoint, e.g. from "
+            "mobilestylegan-import, or a MobileStyleGAN.pytorch Lightning .ckpt)"
+        )
     if stubbed:
         G.info["inert_classes"] = stubbed  # named in the file, read as inert data, never imported
     return G.eval().requires_grad_(False).to(device)
@@ -84,10 +88,12 @@ def load_any_student(source: str | Path, device: str | torch.device = "cpu") -> 
 
 def student_from_lightning(state: dict[str, torch.Tensor], what: str) -> StudentGenerator:
     """Convert a MobileStyleGAN.pytorch Distiller ``state_dict`` into a :class:`StudentGenerator`."""
-    student = {k[len("student."):]: v for k, v in state.items() if k.startswith("student.")}
+    student = {k[len("student.") :]: v for k, v in state.items() if k.startswith("student.")}
     if "layers.0.conv1.conv.weight_dw" in student and "layers.0.conv1.conv.style_inv" not in student:
-        raise CheckpointError(f"{what}: this student comes from a later MobileStyleGAN.pytorch revision (tanh "
-                              "modulation, no style_inv), which this toolkit does not implement")
+        raise CheckpointError(
+            f"{what}: this student comes from a later MobileStyleGAN.pytorch revision (tanh "
+            "modulation, no style_inv), which this toolkit does not implement"
+        )
     student = _drop_fixed_buffers(student, what)
     cfg = _student_config(student, what)
     mapping = _mapping(state, cfg.w_dim, what)
@@ -99,9 +105,12 @@ def student_from_lightning(state: dict[str, torch.Tensor], what: str) -> Student
             student[k] = torch.randn(v.shape, generator=g)
     check_state_dict(f"student in {what}", student, {k: tuple(v.shape) for k, v in expected.items()})
     G.synthesis.load_state_dict(student, strict=True)
-    G.info = {"source": str(what), "source_format": "mobilestylegan-lightning",
-              "noise_const": f"N(0, 1) drawn with seed {NOISE_SEED} (the original checkpoint stores no noise)",
-              "w_avg": "style_mean" if "style_mean" in state else "zeros (no style_mean in the checkpoint)"}
+    G.info = {
+        "source": str(what),
+        "source_format": "mobilestylegan-lightning",
+        "noise_const": f"N(0, 1) drawn with seed {NOISE_SEED} (the original checkpoint stores no noise)",
+        "w_avg": "style_mean" if "style_mean" in state else "zeros (no style_mean in the checkpoint)",
+    }
     return G
 
 
@@ -131,8 +140,13 @@ def _student_config(student: dict[str, torch.Tensor], what: str) -> StudentConfi
     except KeyError as err:
         raise CheckpointError(f"{what}: student is missing {err}") from err
     try:
-        return StudentConfig(img_resolution=8 * 2**i, w_dim=w_dim, channels=tuple(channels), kernel_size=kernel,
-                             aux_heads="to_img1.conv.weight" in student)
+        return StudentConfig(
+            img_resolution=8 * 2**i,
+            w_dim=w_dim,
+            channels=tuple(channels),
+            kernel_size=kernel,
+            aux_heads="to_img1.conv.weight" in student,
+        )
     except ValueError as err:
         raise CheckpointError(f"{what}: inconsistent student architecture ({err})") from err
 
@@ -169,7 +183,9 @@ def load_generator_any(source: str, device: str) -> torch.nn.Module:
 
     source = resolve_source(source)
     if source not in PRETRAINED and not Path(source).exists():
-        raise UnknownSourceError(f"{source} is neither a file nor a pretrained name (known: {', '.join(sorted(PRETRAINED))})")
+        raise UnknownSourceError(
+            f"{source} is neither a file nor a pretrained name (known: {', '.join(sorted(PRETRAINED))})"
+        )
     try:
         return load_any_student(source, device=device)
     except NotAStudentError:

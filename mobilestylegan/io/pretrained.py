@@ -56,15 +56,16 @@ class PretrainedSpec:
 PRETRAINED: dict[str, PretrainedSpec] = {
     "ffhq-1024": PretrainedSpec(
         description="MobileStyleGAN FFHQ 1024x1024 (bes-dev, published as OpenVINO IR in random-face), "
-                    "with the StyleGAN2 FFHQ mapping network",
+        "with the StyleGAN2 FFHQ mapping network",
         requirement="random-face==2021.7.21.1",
         install_hint=INSTALL_HINT,
     ),
 }
 
 
-def import_published_ir(xml_path: str | os.PathLike, mapping_xml_path: str | os.PathLike,
-                        unfused: bool = False) -> StudentGenerator:
+def import_published_ir(
+    xml_path: str | os.PathLike, mapping_xml_path: str | os.PathLike, unfused: bool = False
+) -> StudentGenerator:
     """Convert the published MobileStyleGAN student (OpenVINO IR) and its mapping network.
 
     Args:
@@ -90,8 +91,9 @@ def import_published_ir(xml_path: str | os.PathLike, mapping_xml_path: str | os.
     # The synthesis graph first (fails fast on a wrong file); our layers give the expected shapes and scales.
     state = split_noise(read_synthesis(xml_path, MobileSynthesisNetwork(cfg), what))
     mapping_state, mapping_info = openvino_ir.read_mapping_ir(mapping_xml_path)
-    mapping = MappingNetwork(mapping_info["z_dim"], mapping_info["w_dim"], mapping_info["num_layers"],
-                             mapping_info["lr_mul"])
+    mapping = MappingNetwork(
+        mapping_info["z_dim"], mapping_info["w_dim"], mapping_info["num_layers"], mapping_info["lr_mul"]
+    )
     mapping.load_state_dict(mapping_state, strict=True)
     G = StudentGenerator(cfg, mapping)
     info: dict[str, Any] = {}
@@ -106,22 +108,27 @@ def import_published_ir(xml_path: str | os.PathLike, mapping_xml_path: str | os.
     if not unfused:
         G.synthesis.fuse()  # the rest of the inference form (the final inverse transform into the head)
 
-    info.update({
-        "source": "MobileStyleGAN FFHQ-1024 student, OpenVINO IR from random-face==2021.7.21.1 (Apache-2.0)",
-        "source_files": {p.name: {"path": str(p), "sha256": sha256_file(p)}
-                         for p in _ir_pair(xml_path) + _ir_pair(mapping_xml_path)},
-        "importer_version": IMPORTER_VERSION,
-        "fused": not unfused,
-        "noise": "IR noise maps have the strength folded in: noise.weight = std(map), noise_const = map / std",
-        "w_avg_source": mapping_info["w_avg_source"],
-        "missing_from_source": "auxiliary heads, style_inv, w_avg",
-    })
+    info.update(
+        {
+            "source": "MobileStyleGAN FFHQ-1024 student, OpenVINO IR from random-face==2021.7.21.1 (Apache-2.0)",
+            "source_files": {
+                p.name: {"path": str(p), "sha256": sha256_file(p)}
+                for p in _ir_pair(xml_path) + _ir_pair(mapping_xml_path)
+            },
+            "importer_version": IMPORTER_VERSION,
+            "fused": not unfused,
+            "noise": "IR noise maps have the strength folded in: noise.weight = std(map), noise_const = map / std",
+            "w_avg_source": mapping_info["w_avg_source"],
+            "missing_from_source": "auxiliary heads, style_inv, w_avg",
+        }
+    )
     G.info = info
     return G.eval().requires_grad_(False)
 
 
-def load_pretrained(name: str = "ffhq-1024", device: str | torch.device = "cpu",
-                    cache_dir: str | os.PathLike | None = None) -> StudentGenerator:
+def load_pretrained(
+    name: str = "ffhq-1024", device: str | torch.device = "cpu", cache_dir: str | os.PathLike | None = None
+) -> StudentGenerator:
     """A published student, ready to sample: eval mode, gradients off, fused.
 
     The first call converts the installed random-face IR files and caches a native checkpoint at
@@ -143,9 +150,10 @@ def load_pretrained(name: str = "ffhq-1024", device: str | torch.device = "cpu",
     try:
         files = openvino_ir.random_face_files()
     except CheckpointError as err:
-        raise CheckpointError(f"the pretrained student {name!r} is read from the random-face package, which was not "
-                              f"found; install it (without its dependencies) with: {spec.install_hint}  ({err})"
-                              ) from err
+        raise CheckpointError(
+            f"the pretrained student {name!r} is read from the random-face package, which was not "
+            f"found; install it (without its dependencies) with: {spec.install_hint}  ({err})"
+        ) from err
     digests = {p.name: sha256_file(p) for p in files.values()}
     path = cache_path(name, cache_dir)
     G = _read_cache(path, name, digests)
@@ -181,8 +189,12 @@ def _read_cache(path: Path, name: str, digests: dict[str, str]) -> StudentGenera
         return None
     info = G.info
     cached = {k: v.get("sha256") for k, v in (info.get("source_files") or {}).items() if isinstance(v, dict)}
-    if (info.get("pretrained_name") != name or info.get("importer_version") != IMPORTER_VERSION
-            or cached != digests or not G.synthesis.fused):
+    if (
+        info.get("pretrained_name") != name
+        or info.get("importer_version") != IMPORTER_VERSION
+        or cached != digests
+        or not G.synthesis.fused
+    ):
         log.info("re-importing %s: the cached checkpoint %s was made from other files or another importer", name, path)
         return None
     return G

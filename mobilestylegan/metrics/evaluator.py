@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,8 +18,9 @@ from tqdm import tqdm
 from mobilestylegan.errors import UsageError
 from mobilestylegan.metrics import measures as M
 from mobilestylegan.metrics.sources import Source, cache_dir, load_stats, save_stats
-from mobilestylegan.nets.inception import load_inception, preprocess
-from mobilestylegan.nets.vgg import load_vgg16_full
+from mobilestylegan.nets.inception import FIDInceptionV3, load_inception, preprocess
+from mobilestylegan.nets.lpips import PerceptualDistance, find_lpips_weights, load_lpips_heads
+from mobilestylegan.nets.vgg import VGG16Full, load_vgg16_full
 from mobilestylegan.student.sampling import seeded_z
 from teacher.fs import sha256_file
 
@@ -64,6 +66,7 @@ class EvalOptions:
 
     @classmethod
     def from_namespace(cls, ns: argparse.Namespace) -> EvalOptions:
+        """The options of the parsed ``mobilestylegan-eval`` arguments of the same names."""
         return cls(**{f.name: getattr(ns, f.name) for f in fields(cls)})
 
 
@@ -78,12 +81,14 @@ class FeatureSet:
     count: int | None = None  # sample count of a moments-only statistics file
 
     def moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and covariance: the stored ones, else computed from the features (and then kept)."""
         if self.mu is None:
             self.mu, self.sigma = M.feature_stats(self.features)
         return self.mu, self.sigma
 
     @property
     def n(self) -> int | None:
+        """How many samples the features (or the moments) describe."""
         return self.count if self.features is None else len(self.features)
 
 
@@ -97,54 +102,73 @@ class Evaluator:
         self.weights: dict[str, str] = {}
 
     # ------------------------------------------------------------------------------ networks
-    def inception(self):
+    def inception(self) -> FIDInceptionV3:
+        """The FID Inception on the evaluation device (loaded on first use)."""
         if self._inception is None:
             net, self.weights["inception"] = load_inception(self.a.inception, self.a.allow_random_weights)
             self._inception = net.to(self.a.device)
         return self._inception
 
-    def vgg(self):
+    def vgg(self) -> VGG16Full:
+        """VGG16 on the evaluation device, with its classifier when precision/recall was asked for."""
         if self._vgg is None:
-            net, self.weights["vgg16"] = load_vgg16_full(self.a.vgg, self.a.allow_random_weights,
-                                                         classifier=self.need_classifier)
+            net, self.weights["vgg16"] = load_vgg16_full(
+                self.a.vgg, self.a.allow_random_weights, classifier=self.need_classifier
+            )
             self._vgg = net.to(self.a.device)
         return self._vgg
 
-    def perceptual(self) -> M.PerceptualDistance:
+    def perceptual(self) -> PerceptualDistance:
+        """LPIPS-VGG when its heads are found, else the unit-normalised VGG16 distance (see ``comparable``)."""
         if self._perceptual is None:
-            lpips_path = M.find_lpips_weights(self.a.lpips)
-            heads = M.load_lpips_heads(lpips_path) if lpips_path else None
+            lpips_path = find_lpips_weights(self.a.lpips)
+            heads = load_lpips_heads(lpips_path) if lpips_path else None
             if lpips_path:
                 self.weights["lpips"] = sha256_file(lpips_path)
-            self._perceptual = M.PerceptualDistance(self.vgg(), heads, self.a.lpips_size).to(self.a.device)
+            self._perceptual = PerceptualDistance(self.vgg(), heads, self.a.lpips_size).to(self.a.device)
         return self._perceptual
 
     def convention(self, kind: str) -> dict:
+        """What the ``inception`` or ``vgg`` features depend on: network, weights, resize, input size."""
         a = self.a
         if kind == "inception":
             self.inception()
-            return {"network": "pt_inception-2015-12-05 (pytorch-fid port), pool3 2048-d",
-                    "weights": self.weights["inception"], "resize": a.resize, "size": a.inception_size}
+            return {
+                "network": "pt_inception-2015-12-05 (pytorch-fid port), pool3 2048-d",
+                "weights": self.weights["inception"],
+                "resize": a.resize,
+                "size": a.inception_size,
+            }
         self.vgg()
-        return {"network": "vgg16 fc2 4096-d after ReLU (torchvision vgg16-397923af)",
-                "weights": self.weights["vgg16"], "resize": a.resize, "size": a.pr_size}
+        return {
+            "network": "vgg16 fc2 4096-d after ReLU (torchvision vgg16-397923af)",
+            "weights": self.weights["vgg16"],
+            "resize": a.resize,
+            "size": a.pr_size,
+        }
 
     # ------------------------------------------------------------------------------ rendering
-    def _noise(self, G, seeds: list[int]) -> list[torch.Tensor | None] | None:
-        """Per-sample seeded random noise maps (drawn on the CPU: identical on every device)."""
+    def seeded_noise(self, G: torch.nn.Module, seeds: list[int]) -> list[torch.Tensor | None] | None:
+        """Per-sample seeded random noise maps of ``G`` (drawn on the CPU: identical on every device), on the
+        evaluation device; None for a generator without noise inputs."""
         if not hasattr(G.synthesis, "make_noise"):
             return None
-        per = [G.synthesis.make_noise(1, "random", device="cpu",
-                                      generator=torch.Generator().manual_seed(NOISE_STREAM + s)) for s in seeds]
+        per = [
+            G.synthesis.make_noise(1, "random", device="cpu", generator=torch.Generator().manual_seed(NOISE_STREAM + s))
+            for s in seeds
+        ]
         return [None if maps[0] is None else torch.cat(maps).to(self.a.device) for maps in zip(*per)]
 
     @torch.no_grad()
-    def render(self, G, seeds: list[int]) -> torch.Tensor:
+    def render(self, G: torch.nn.Module, seeds: list[int]) -> torch.Tensor:
+        """The images of ``seeds`` (truncated, with their seeded noise), float32 ``[N, 3, R, R]``."""
         ws = G.mapping(seeded_z(seeds, G.z_dim).to(self.a.device), truncation_psi=self.a.trunc)
-        return G.synthesis(ws, noise=self._noise(G, seeds), inference=True).float()
+        return G.synthesis(ws, noise=self.seeded_noise(G, seeds), inference=True).float()
 
     @torch.no_grad()
-    def render_pair(self, A, B, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def render_pair(
+        self, A: torch.nn.Module, B: torch.nn.Module, seeds: list[int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Same z, same w (B's mapping, one w broadcast to each network's num_ws), same noise maps."""
         from mobilestylegan.student.generator import StudentGenerator, teacher_noise_for_student
 
@@ -152,12 +176,12 @@ class Evaluator:
         shapes_a, shapes_b = A.synthesis.noise_shapes, B.synthesis.noise_shapes
         try:
             if list(shapes_a) == list(shapes_b):
-                noise_b = noise_a = self._noise(B, seeds)
+                noise_b = noise_a = self.seeded_noise(B, seeds)
             elif isinstance(A, StudentGenerator) and not isinstance(B, StudentGenerator):
-                noise_b = self._noise(B, seeds)
+                noise_b = self.seeded_noise(B, seeds)
                 noise_a = teacher_noise_for_student(noise_b, A.synthesis)
             elif isinstance(B, StudentGenerator) and not isinstance(A, StudentGenerator):
-                noise_a = self._noise(A, seeds)
+                noise_a = self.seeded_noise(A, seeds)
                 noise_b = teacher_noise_for_student(noise_a, B.synthesis)
             else:
                 raise ValueError(f"noise layers {len(shapes_a)} vs {len(shapes_b)} do not correspond")
@@ -167,7 +191,8 @@ class Evaluator:
         img_b = B.synthesis(w[:, None].expand(-1, B.num_ws, -1), noise=noise_b, inference=True).float()
         return img_a, img_b
 
-    def _seed_batches(self, desc: str) -> Iterator[list[int]]:
+    def seed_batches(self, desc: str) -> Iterator[list[int]]:
+        """The seeds of the ``--num`` samples, ``--batch-size`` at a time, with a progress bar titled ``desc``."""
         n, b, s = self.a.num, self.a.batch_size, self.a.seed
         with tqdm(total=n, desc=desc, unit="img", leave=False, disable=self.a.quiet) as bar:
             for i in range(0, n, b):
@@ -180,10 +205,11 @@ class Evaluator:
         from PIL import Image
 
         b = self.a.batch_size
-        for i in tqdm(range(0, len(src.files), b), desc=f"{src.spec}: reading", unit="batch", leave=False,
-                      disable=self.a.quiet):
+        for i in tqdm(
+            range(0, len(src.files), b), desc=f"{src.spec}: reading", unit="batch", leave=False, disable=self.a.quiet
+        ):
             batch = []
-            for f in src.files[i:i + b]:
+            for f in src.files[i : i + b]:
                 with Image.open(f) as im:
                     arr = np.array(im.convert("RGB"))  # [H, W, 3] uint8
                 batch.append(torch.from_numpy(arr).permute(2, 0, 1).float().div(127.5).sub(1))
@@ -191,7 +217,7 @@ class Evaluator:
 
     # ------------------------------------------------------------------------------ features
     @torch.no_grad()
-    def _extract(self, imgs: torch.Tensor | list[torch.Tensor], kinds: tuple[str, ...]) -> dict[str, np.ndarray]:
+    def extract(self, imgs: torch.Tensor | list[torch.Tensor], kinds: tuple[str, ...]) -> dict[str, np.ndarray]:
         """Images ``[N, 3, H, W]`` (or a list of ``[3, H, W]``) in [-1, 1] -> {kind: features [N, d]} (float64)."""
         out = {}
         if "inception" in kinds:
@@ -216,10 +242,13 @@ class Evaluator:
                     todo.remove(k)
         if todo:
             chunks: dict[str, list[np.ndarray]] = {k: [] for k in todo}
-            batches = (self._folder_batches(src) if src.kind == "folder" else
-                       (self.render(src.G, seeds) for seeds in self._seed_batches(f"{src.spec}: rendering")))
+            batches = (
+                self._folder_batches(src)
+                if src.kind == "folder"
+                else (self.render(src.G, seeds) for seeds in self.seed_batches(f"{src.spec}: rendering"))
+            )
             for imgs in batches:
-                for k, v in self._extract(imgs, tuple(todo)).items():
+                for k, v in self.extract(imgs, tuple(todo)).items():
                     chunks[k].append(v)
             for k in todo:
                 result[k] = FeatureSet(self.convention(k), np.concatenate(chunks[k]))
@@ -243,8 +272,10 @@ class Evaluator:
             raise UsageError(f"statistics file {src.spec} holds no {kind} features")
         diff = [f"{key}={conv.get(key)!r} (this run: {run[key]!r})" for key in run if conv.get(key) != run[key]]
         if diff:
-            raise UsageError(f"statistics file {src.spec} was computed with a different convention: {', '.join(diff)}; "
-                             f"match it (--resize, --inception, sizes) or recompute the statistics")
+            raise UsageError(
+                f"statistics file {src.spec} was computed with a different convention: {', '.join(diff)}; "
+                f"match it (--resize, --inception, sizes) or recompute the statistics"
+            )
         if kind == "inception":
             return FeatureSet(conv, src.stats["features"], src.stats["mu"], src.stats["sigma"], header.get("num"))
         if src.stats["vgg_features"] is None:
@@ -253,6 +284,7 @@ class Evaluator:
 
     # ------------------------------------------------------------------------------ metrics
     def comparable(self, metric: str) -> tuple[bool, list[str]]:
+        """Whether ``metric``'s value can be compared with published numbers, and the reasons it cannot."""
         why = []
         if self.a.allow_random_weights:
             why.append("--allow-random-weights (tests only)")
@@ -265,10 +297,20 @@ class Evaluator:
         return not why, why
 
     def line(self, metric: str, value: float, gen: Source, ref: Source | None, **extra: Any) -> dict:
+        """The JSON line of one metric value: the value, ``extra``, both sources, the sampling and comparability."""
         ok, why = self.comparable(metric)
-        out = {"metric": metric, "value": value, **extra, "gen": gen.spec, "gen_hash": gen.ident,
-               "ref": None if ref is None else ref.spec, "ref_hash": None if ref is None else ref.ident,
-               "truncation": self.a.trunc, "seed": self.a.seed, "comparable": ok}
+        out = {
+            "metric": metric,
+            "value": value,
+            **extra,
+            "gen": gen.spec,
+            "gen_hash": gen.ident,
+            "ref": None if ref is None else ref.spec,
+            "ref_hash": None if ref is None else ref.ident,
+            "truncation": self.a.trunc,
+            "seed": self.a.seed,
+            "comparable": ok,
+        }
         if gen.kind == "generator" and ref is not None and ref.kind == "generator":
             out["noise"] = "random, seeded per sample; both generators get the same maps"
         elif gen.kind == "generator" or (ref is not None and ref.kind == "generator"):

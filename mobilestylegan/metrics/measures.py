@@ -1,7 +1,8 @@
-"""Evaluation maths on features and images: FID, KID, precision/recall, PPL filtering, and the perceptual
-(LPIPS or unit-normalised VGG16) distance (PSNR: :func:`teacher.numerics.psnr_db`). Everything here is a pure
-function of its inputs; :mod:`mobilestylegan.metrics.evaluator` renders images and extracts features,
-:mod:`mobilestylegan.metrics.registry` turns them into metric lines with their conventions.
+"""Evaluation maths on features and images: FID, KID, precision/recall and PPL filtering (PSNR:
+:func:`teacher.numerics.psnr_db`; the perceptual distance, LPIPS or unit-normalised VGG16, is a fixed network in
+:mod:`mobilestylegan.nets.lpips`, re-exported here). Everything here is a pure function of its inputs;
+:mod:`mobilestylegan.metrics.evaluator` renders images and extracts features, :mod:`mobilestylegan.metrics.registry`
+turns them into metric lines with their conventions.
 
 Definitions (features ``x`` ``[n, d]`` of one set, ``y`` ``[m, d]`` of the other):
 
@@ -20,28 +21,28 @@ Definitions (features ``x`` ``[n, d]`` of one set, ``y`` ``[m, d]`` of the other
 
 from __future__ import annotations
 
-import importlib.util
-import os
-from pathlib import Path
-
 import numpy as np
 import torch
-from torch import nn
 
-from mobilestylegan.nets.resize import resize_square
-from mobilestylegan.nets.vgg import FULL_FEATURE_CHANNELS, VGG16Full
-from teacher.formats.common import CheckpointError, check_state_dict
+from mobilestylegan.nets.lpips import LPIPS_ENV, PerceptualDistance, find_lpips_weights, load_lpips_heads
 
 __all__ = [
-    "LPIPS_ENV", "PerceptualDistance", "feature_stats", "fid_from_features", "find_lpips_weights",
-    "frechet_distance", "kid",
-    "load_lpips_heads", "ppl_filtered_mean", "precision_recall", "trace_sqrt_product",
+    "LPIPS_ENV",
+    "PerceptualDistance",
+    "feature_stats",
+    "fid_from_features",
+    "find_lpips_weights",
+    "frechet_distance",
+    "kid",
+    "load_lpips_heads",
+    "ppl_filtered_mean",
+    "precision_recall",
+    "trace_sqrt_product",
 ]
-
-LPIPS_ENV = "MOBILESTYLEGAN_LPIPS"
 
 
 # ------------------------------------------------------------------------------------------------ FID
+
 
 def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``[n, d]`` -> (mean ``[d]``, unbiased covariance ``[d, d]``), float64. Needs n >= 2."""
@@ -70,8 +71,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     mu1, mu2 = np.asarray(mu1, dtype=np.float64), np.asarray(mu2, dtype=np.float64)
     sigma1, sigma2 = np.asarray(sigma1, dtype=np.float64), np.asarray(sigma2, dtype=np.float64)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != mu1.shape * 2:
-        raise ValueError(f"statistics do not match: mu {mu1.shape} / {mu2.shape}, "
-                         f"sigma {sigma1.shape} / {sigma2.shape}")
+        raise ValueError(
+            f"statistics do not match: mu {mu1.shape} / {mu2.shape}, sigma {sigma1.shape} / {sigma2.shape}"
+        )
     diff = mu1 - mu2
     value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt_product(sigma1, sigma2)
     return float(max(value, 0.0))  # rounding can give -1e-12 for identical sets
@@ -100,8 +102,10 @@ def fid_from_features(x: np.ndarray, y: np.ndarray) -> float:
 
 # ------------------------------------------------------------------------------------------------ KID
 
-def kid(x: np.ndarray, y: np.ndarray, num_subsets: int = 100, subset_size: int = 1000,
-        seed: int = 0) -> tuple[float, float, int]:
+
+def kid(
+    x: np.ndarray, y: np.ndarray, num_subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float, int]:
     """Kernel Inception Distance: (mean, std over subsets, subset size used).
 
     Each subset draws ``s = min(subset_size, n, m)`` rows of ``x`` and of ``y`` without replacement
@@ -129,6 +133,7 @@ def kid(x: np.ndarray, y: np.ndarray, num_subsets: int = 100, subset_size: int =
 
 # ------------------------------------------------------------------------------------ precision/recall
 
+
 def _pairwise_sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Squared euclidean distances ``[len(a), len(b)]``."""
     return ((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T).clamp_min(0)
@@ -138,7 +143,7 @@ def _knn_radii_sq(x: torch.Tensor, k: int, batch: int) -> torch.Tensor:
     """Squared distance of each row to its k-th nearest other row ``[n]``."""
     out = []
     for i in range(0, len(x), batch):
-        dist = _pairwise_sq(x[i:i + batch], x)
+        dist = _pairwise_sq(x[i : i + batch], x)
         out.append(dist.kthvalue(k + 1, dim=1).values)  # the (k+1)-th smallest: the row itself is at 0
     return torch.cat(out)
 
@@ -147,12 +152,18 @@ def _coverage(query: torch.Tensor, ref: torch.Tensor, radii_sq: torch.Tensor, ba
     """Share of ``query`` rows within at least one ball (centre ``ref[j]``, radius ``radii[j]``)."""
     inside = 0
     for i in range(0, len(query), batch):
-        inside += int((_pairwise_sq(query[i:i + batch], ref) <= radii_sq[None]).any(dim=1).sum())
+        inside += int((_pairwise_sq(query[i : i + batch], ref) <= radii_sq[None]).any(dim=1).sum())
     return inside / len(query)
 
 
-def precision_recall(gen: np.ndarray, ref: np.ndarray, k: int = 3, batch: int = 1024, device: str = "cpu",
-                     dtype: torch.dtype = torch.float32) -> tuple[float, float]:
+def precision_recall(
+    gen: np.ndarray,
+    ref: np.ndarray,
+    k: int = 3,
+    batch: int = 1024,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[float, float]:
     """Improved precision and recall (Kynkaenniemi et al. 2019) of ``gen`` against ``ref`` features.
 
     Distances are computed in row blocks of ``batch`` on ``device`` in ``dtype`` (float32: the
@@ -161,8 +172,9 @@ def precision_recall(gen: np.ndarray, ref: np.ndarray, k: int = 3, batch: int = 
     g = torch.as_tensor(np.asarray(gen)).to(device=device, dtype=dtype)
     r = torch.as_tensor(np.asarray(ref)).to(device=device, dtype=dtype)
     if g.ndim != 2 or r.ndim != 2 or g.shape[1] != r.shape[1]:
-        raise ValueError(f"precision/recall need two [n, d] feature sets of the same d, got {tuple(g.shape)}, "
-                         f"{tuple(r.shape)}")
+        raise ValueError(
+            f"precision/recall need two [n, d] feature sets of the same d, got {tuple(g.shape)}, {tuple(r.shape)}"
+        )
     if min(len(g), len(r)) <= k:
         raise ValueError(f"precision/recall with k={k} need more than {k} samples per set, got {len(g)}, {len(r)}")
     precision = _coverage(g, r, _knn_radii_sq(r, k, batch), batch)
@@ -172,77 +184,9 @@ def precision_recall(gen: np.ndarray, ref: np.ndarray, k: int = 3, batch: int = 
 
 # ------------------------------------------------------------------------------------------ PPL
 
+
 def ppl_filtered_mean(dist: np.ndarray) -> float:
     """Mean of the distances between the 1st (``lower``) and 99th (``higher``) percentiles, inclusive."""
     d = np.asarray(dist, dtype=np.float64)
     lo, hi = np.percentile(d, 1, method="lower"), np.percentile(d, 99, method="higher")
     return float(d[(d >= lo) & (d <= hi)].mean())
-
-
-# ----------------------------------------------------------------------------------------- perceptual
-
-def find_lpips_weights(path: str | os.PathLike | None = None) -> Path | None:
-    """LPIPS's VGG linear heads: ``path``, else ``$MOBILESTYLEGAN_LPIPS``, else
-    ``<lpips package>/weights/v0.1/vgg.pth`` of an installed ``lpips`` (located, not imported: it
-    imports torchvision). None when none of them exists. A given ``path`` must exist."""
-    if path is not None:
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise FileNotFoundError(f"LPIPS weights not found at {p} (from `pip install --no-deps lpips==0.1.4`: "
-                                    f"lpips/weights/v0.1/vgg.pth)")
-        return p
-    env = os.environ.get(LPIPS_ENV)
-    if env:
-        return find_lpips_weights(env)
-    spec = importlib.util.find_spec("lpips")
-    if spec is not None and spec.submodule_search_locations:
-        cand = Path(next(iter(spec.submodule_search_locations))) / "weights" / "v0.1" / "vgg.pth"
-        if cand.is_file():
-            return cand
-    return None
-
-
-def load_lpips_heads(path: str | os.PathLike) -> list[torch.Tensor]:
-    """The five non-negative 1x1 weights ``lin{0..4}.model.1.weight`` ``[1, C, 1, 1]`` as ``[C]`` vectors."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} holds a {type(state).__name__}, expected LPIPS's state dict")
-    expected = {f"lin{i}.model.1.weight": (1, c, 1, 1) for i, c in enumerate(FULL_FEATURE_CHANNELS)}
-    check_state_dict(f"LPIPS VGG heads in {path}", state, expected)
-    return [state[f"lin{i}.model.1.weight"].flatten().float() for i in range(len(FULL_FEATURE_CHANNELS))]
-
-
-class PerceptualDistance(nn.Module):
-    """Per-pair distance of images ``[N, 3, H, W]`` in [-1, 1], both resized to ``size`` first::
-
-        d(a, b) = sum_l mean_{h,w} sum_c w_lc (u_l(a) - u_l(b))_c^2,   u = f / (|f|_channels + 1e-10)
-
-    over VGG16's relu1_2 .. relu5_3. With LPIPS's heads ``w`` this is LPIPS v0.1 (VGG): the
-    ImageNet normalisation inside :class:`VGG16Full` equals LPIPS's input scaling layer. Without
-    heads every ``w_lc = 1`` ("vgg-unit": unit-normalised feature squared distance summed over layers).
-
-    Args:
-        vgg: A :class:`VGG16Full` (the classifier is not needed).
-        heads: LPIPS's five channel weight vectors, or None.
-        size: Side both images are resized to (area when shrinking, bilinear when enlarging).
-    """
-
-    def __init__(self, vgg: VGG16Full, heads: list[torch.Tensor] | None = None, size: int = 256) -> None:
-        super().__init__()
-        self.vgg = vgg.eval().requires_grad_(False)
-        self.size = size
-        self.kind = "lpips-vgg-v0.1" if heads is not None else "vgg-unit"
-        for i, c in enumerate(FULL_FEATURE_CHANNELS):
-            w = heads[i] if heads is not None else torch.ones(c)
-            self.register_buffer(f"w{i}", w.view(1, c, 1, 1).clone(), persistent=False)
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # -> [N]
-        if a.shape != b.shape:
-            raise ValueError(f"PerceptualDistance: shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
-        n = a.shape[0]
-        feats = self.vgg.relu_features(resize_square(torch.cat([a, b]), self.size))
-        total = a.new_zeros(n)
-        for i, f in enumerate(feats):
-            u = f / (f.square().sum(1, keepdim=True).sqrt() + 1e-10)
-            total = total + (getattr(self, f"w{i}") * (u[:n] - u[n:]).square()).sum(1).mean((1, 2))
-        return total

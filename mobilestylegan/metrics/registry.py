@@ -8,22 +8,24 @@ yields each metric's JSON lines in the order of :data:`REGISTRY`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mobilestylegan.errors import UsageError
 from mobilestylegan.metrics import measures as M
 from mobilestylegan.metrics.evaluator import PPL_STREAM, Evaluator, FeatureSet
 from mobilestylegan.metrics.sources import Source
+from mobilestylegan.nets.resize import compare_at_smaller_resolution
 from mobilestylegan.student.sampling import seeded_z
-from teacher.numerics import psnr_db
 
-FID_IMPL = ("mobilestylegan.metrics.measures: float64, covariance ddof 1, tr sqrt(S1 S2) from the eigendecomposition "
-            "of S1^1/2 S2 S1^1/2 (or, with n <= 2048 features on both sides, the exact low-rank SVD route)")
+FID_IMPL = (
+    "mobilestylegan.metrics.measures: float64, covariance ddof 1, tr sqrt(S1 S2) from the eigendecomposition "
+    "of S1^1/2 S2 S1^1/2 (or, with n <= 2048 features on both sides, the exact low-rank SVD route)"
+)
 
 
 @dataclass
@@ -52,7 +54,10 @@ class Metric:
 REGISTRY: dict[str, Metric] = {}
 
 
-def register(name: str, **needs) -> Callable:
+def register(name: str, **needs: Any) -> Callable:
+    """Decorator: registers the decorated ``compute(ev, inputs)`` as metric ``name`` with ``needs`` (the fields of
+    :class:`Metric`)."""
+
     def add(fn: Callable[[Evaluator, Inputs], Iterator[dict]]) -> Callable:
         REGISTRY[name] = Metric(name, fn, **needs)
         return fn
@@ -66,68 +71,121 @@ def _sizes(n_gen: int | None, n_ref: int | None) -> dict:
 
 @register("fid", features=("inception",), needs_ref=True)
 def fid(ev: Evaluator, x: Inputs) -> Iterator[dict]:
+    """FID of the Inception features (or a statistics file's moments)."""
     g, r = x.gen_features["inception"], x.ref_features["inception"]
     both = g.features is not None and r.features is not None
     value = M.fid_from_features(g.features, r.features) if both else M.frechet_distance(*g.moments(), *r.moments())
-    yield ev.line("fid", value, x.gen, x.ref, implementation=FID_IMPL, **_sizes(g.n, r.n), resize=ev.a.resize,
-                  convention=g.convention)
+    yield ev.line(
+        "fid",
+        value,
+        x.gen,
+        x.ref,
+        implementation=FID_IMPL,
+        **_sizes(g.n, r.n),
+        resize=ev.a.resize,
+        convention=g.convention,
+    )
 
 
 @register("kid", features=("inception",), needs_ref=True)
 def kid(ev: Evaluator, x: Inputs) -> Iterator[dict]:
+    """KID of the Inception features: mean and std over random subsets."""
     a = ev.a
     g, r = x.gen_features["inception"], x.ref_features["inception"]
     mean, std, s = M.kid(g.features, r.features, a.kid_subsets, a.kid_subset_size, seed=a.seed)
-    yield ev.line("kid", mean, x.gen, x.ref, std=std, implementation=f"mobilestylegan.metrics.measures.kid: unbiased "
-                  f"MMD^2, kernel (x.y/d+1)^3, {a.kid_subsets} subsets of {s}", **_sizes(g.n, r.n), resize=a.resize,
-                  convention=g.convention)
+    yield ev.line(
+        "kid",
+        mean,
+        x.gen,
+        x.ref,
+        std=std,
+        implementation=f"mobilestylegan.metrics.measures.kid: unbiased "
+        f"MMD^2, kernel (x.y/d+1)^3, {a.kid_subsets} subsets of {s}",
+        **_sizes(g.n, r.n),
+        resize=a.resize,
+        convention=g.convention,
+    )
 
 
 @register("pr", features=("vgg",), needs_ref=True)
 def precision_recall(ev: Evaluator, x: Inputs) -> Iterator[dict]:
+    """Precision and recall (two lines) of the VGG16 fc2 features."""
     g, r = x.gen_features["vgg"], x.ref_features["vgg"]
     p, rec = M.precision_recall(g.features, r.features, k=3, device=ev.a.device)
     impl = "mobilestylegan.metrics.measures.precision_recall: k-NN (k=3) manifolds, Kynkaanniemi et al. 2019"
     for name, value in (("precision", p), ("recall", rec)):
-        yield ev.line(name, value, x.gen, x.ref, implementation=impl, **_sizes(g.n, r.n), resize=ev.a.resize,
-                      convention=g.convention)
+        yield ev.line(
+            name,
+            value,
+            x.gen,
+            x.ref,
+            implementation=impl,
+            **_sizes(g.n, r.n),
+            resize=ev.a.resize,
+            convention=g.convention,
+        )
 
 
 @register("fidelity", needs_ref=True, gen_generator=True, ref_generator=True)
 def fidelity(ev: Evaluator, x: Inputs) -> Iterator[dict]:
-    desc = {"psnr": "per-latent PSNR in dB, images clamped to [-1,1] and measured on [0,1] (peak 1, MSE floor 1e-10)",
-            "l1": "per-latent mean |a-b| on [0,1]",
-            "perceptual": f"per-latent {ev.perceptual().kind} distance at {ev.a.lpips_size}px (area/bilinear resize)"}
+    """PSNR, L1 and perceptual distance between two generators' images of the same latents (three lines)."""
+    desc = {
+        "psnr": "per-latent PSNR in dB, images clamped to [-1,1] and measured on [0,1] (peak 1, MSE floor 1e-10)",
+        "l1": "per-latent mean |a-b| on [0,1]",
+        "perceptual": f"per-latent {ev.perceptual().kind} distance at {ev.a.lpips_size}px (area/bilinear resize)",
+    }
     for name, vals in x.fidelity.items():
         v = np.asarray(vals, dtype=np.float64)
-        yield ev.line(name, float(v.mean()), x.gen, x.ref, std=float(v.std()), implementation=desc[name],
-                      **_sizes(len(v), len(v)), resolution=min(x.gen.G.img_resolution, x.ref.G.img_resolution))
+        yield ev.line(
+            name,
+            float(v.mean()),
+            x.gen,
+            x.ref,
+            std=float(v.std()),
+            implementation=desc[name],
+            **_sizes(len(v), len(v)),
+            resolution=min(x.gen.G.img_resolution, x.ref.G.img_resolution),
+        )
 
 
 @register("ppl", gen_generator=True)
 def ppl_line(ev: Evaluator, x: Inputs) -> Iterator[dict]:
+    """The perceptual path length line (see :func:`ppl`)."""
     value, info = ppl(ev, x.gen)
     yield ev.line("ppl", value, x.gen, None, **info, **_sizes(ev.a.num, None))
 
 
 @register("complexity", gen_generator=True)
 def complexity(ev: Evaluator, x: Inputs) -> Iterator[dict]:
+    """Synthesis parameters and MACs per image (two lines)."""
     from mobilestylegan.student.complexity import count_macs, count_params
 
     G = x.gen.G
     ws = G.mapping(seeded_z([ev.a.seed], G.z_dim).to(ev.a.device), truncation_psi=ev.a.trunc)
     macs = count_macs(lambda: G.synthesis(ws))
-    yield ev.line("params", count_params(G.synthesis), x.gen, None, mapping_params=count_params(G.mapping),
-                  implementation="synthesis parameters (every parameter, auxiliary heads included)")
-    yield ev.line("macs", macs["macs"], x.gen, None, macs_paper=macs["macs_paper"],
-                  implementation="synthesis MACs per image (FlopCounterMode / 2, transposed convs on their input grid; "
-                                 "macs_paper counts them on the 2x output grid), batch 1, inference path")
+    yield ev.line(
+        "params",
+        count_params(G.synthesis),
+        x.gen,
+        None,
+        mapping_params=count_params(G.mapping),
+        implementation="synthesis parameters (every parameter, auxiliary heads included)",
+    )
+    yield ev.line(
+        "macs",
+        macs["macs"],
+        x.gen,
+        None,
+        macs_paper=macs["macs_paper"],
+        implementation="synthesis MACs per image (FlopCounterMode / 2, transposed convs on their input grid; "
+        "macs_paper counts them on the 2x output grid), batch 1, inference path",
+    )
 
 
 @torch.no_grad()
 def _crop(img: torch.Tensor) -> torch.Tensor:
     c = img.shape[-2] // 8
-    return img[:, :, 3 * c:7 * c, 2 * c:6 * c]
+    return img[:, :, 3 * c : 7 * c, 2 * c : 6 * c]
 
 
 @torch.no_grad()
@@ -136,7 +194,7 @@ def ppl(ev: Evaluator, gen: Source) -> tuple[float, dict]:
     a, eps, G = ev.a, ev.a.ppl_eps, gen.G
     dist = ev.perceptual()
     values: list[float] = []
-    for seeds in ev._seed_batches(f"{gen.spec}: ppl"):
+    for seeds in ev.seed_batches(f"{gen.spec}: ppl"):
         z = seeded_z([2 * s for s in seeds] + [2 * s + 1 for s in seeds], G.z_dim).to(a.device)
         w0, w1 = G.mapping(z, truncation_psi=a.trunc).chunk(2)
         if a.ppl_sampling == "full":
@@ -144,7 +202,7 @@ def ppl(ev: Evaluator, gen: Source) -> tuple[float, dict]:
         else:
             t = torch.zeros(len(seeds))
         t = t.to(a.device).view(-1, 1, 1)
-        noise = ev._noise(G, seeds)
+        noise = ev.seeded_noise(G, seeds)
         noise2 = None if noise is None else [None if n is None else torch.cat([n, n]) for n in noise]
         img = G.synthesis(torch.cat([w0.lerp(w1, t), w0.lerp(w1, t + eps)]), noise=noise2, inference=True).float()
         if a.ppl_crop:
@@ -154,8 +212,10 @@ def ppl(ev: Evaluator, gen: Source) -> tuple[float, dict]:
     crop = "rows 3/8..7/8, cols 2/8..6/8 (StyleGAN's face crop)" if a.ppl_crop else "none"
     return M.ppl_filtered_mean(np.asarray(values)), {
         "implementation": f"W-space PPL, eps={eps:g}, t~{'U(0,1)' if a.ppl_sampling == 'full' else '0 (end)'}, "
-                          f"distance / eps^2, mean over the 1st..99th percentile",
-        "distance": f"{dist.kind} at {a.lpips_size}px (area/bilinear resize)", "crop": crop}
+        f"distance / eps^2, mean over the 1st..99th percentile",
+        "distance": f"{dist.kind} at {a.lpips_size}px (area/bilinear resize)",
+        "crop": crop,
+    }
 
 
 def check_needs(metrics: list[str], gen: Source, ref: Source | None) -> None:
@@ -179,24 +239,29 @@ def _paired(ev: Evaluator, x: Inputs, kinds: tuple[str, ...], with_fidelity: boo
     """Two generators on the same latents and noise: features of both sides, and the per-latent fidelity."""
     gen, ref = x.gen, x.ref
     if (gen.G.z_dim, gen.G.w_dim) != (ref.G.z_dim, ref.G.w_dim):
-        raise UsageError(f"{gen.spec} (z {gen.G.z_dim}, w {gen.G.w_dim}) and {ref.spec} (z {ref.G.z_dim}, "
-                         f"w {ref.G.w_dim}) do not share a latent space")
+        raise UsageError(
+            f"{gen.spec} (z {gen.G.z_dim}, w {gen.G.w_dim}) and {ref.spec} (z {ref.G.z_dim}, "
+            f"w {ref.G.w_dim}) do not share a latent space"
+        )
     chunks: dict[str, dict[str, list]] = {"gen": {k: [] for k in kinds}, "ref": {k: [] for k in kinds}}
-    for seeds in ev._seed_batches(f"{gen.spec} vs {ref.spec}"):
+    for seeds in ev.seed_batches(f"{gen.spec} vs {ref.spec}"):
         img_g, img_r = ev.render_pair(gen.G, ref.G, seeds)
         for side, imgs in (("gen", img_g), ("ref", img_r)):
-            for k, v in ev._extract(imgs, kinds).items():
+            for k, v in ev.extract(imgs, kinds).items():
                 chunks[side][k].append(v)
         if with_fidelity:
-            size = min(img_g.shape[-1], img_r.shape[-1])  # compare at the smaller resolution (area)
-            g = F.interpolate(img_g, size=(size, size), mode="area") if img_g.shape[-1] != size else img_g
-            r = F.interpolate(img_r, size=(size, size), mode="area") if img_r.shape[-1] != size else img_r
-            x.fidelity["psnr"] += psnr_db(g, r).tolist()
-            x.fidelity["l1"] += ((g.clamp(-1, 1) - r.clamp(-1, 1)).abs() / 2).flatten(1).mean(1).tolist()
-            with torch.no_grad():
-                x.fidelity["perceptual"] += ev.perceptual()(g, r).tolist()
+            _add_fidelity(ev, x, img_g, img_r)
     x.gen_features = {k: FeatureSet(ev.convention(k), np.concatenate(chunks["gen"][k])) for k in kinds}
     x.ref_features = {k: FeatureSet(ev.convention(k), np.concatenate(chunks["ref"][k])) for k in kinds}
+
+
+def _add_fidelity(ev: Evaluator, x: Inputs, img_g: torch.Tensor, img_r: torch.Tensor) -> None:
+    """Append each pair's PSNR, L1 and perceptual distance, compared at the smaller resolution, to ``x.fidelity``."""
+    g, r, psnr = compare_at_smaller_resolution(img_g, img_r)
+    x.fidelity["psnr"] += psnr.tolist()
+    x.fidelity["l1"] += ((g.clamp(-1, 1) - r.clamp(-1, 1)).abs() / 2).flatten(1).mean(1).tolist()
+    with torch.no_grad():
+        x.fidelity["perceptual"] += ev.perceptual()(g, r).tolist()
 
 
 def evaluate(ev: Evaluator, gen: Source, ref: Source | None, metrics: list[str]) -> Iterator[dict]:

@@ -50,11 +50,21 @@ def open_source(spec: str, device: str) -> Source:
     G = load_generator_any(spec, device).eval().requires_grad_(False)
     return Source(spec, "generator", "sha256:" + sha256_file(path) if path.is_file() else f"pretrained:{spec}", G=G)
 
-def save_stats(path: Path, header: dict, mu: np.ndarray, sigma: np.ndarray, features: np.ndarray | None,
-               vgg_features: np.ndarray | None) -> Path:
+
+def save_stats(
+    path: Path,
+    header: dict,
+    mu: np.ndarray,
+    sigma: np.ndarray,
+    features: np.ndarray | None,
+    vgg_features: np.ndarray | None,
+) -> Path:
     """Write a statistics file atomically (npz: ``header`` JSON, ``mu``, ``sigma``, optional features)."""
-    arrays = {"header": np.array(json.dumps(header | {"format": STATS_FORMAT, "version": STATS_VERSION})),
-              "mu": mu, "sigma": sigma}
+    arrays = {
+        "header": np.array(json.dumps(header | {"format": STATS_FORMAT, "version": STATS_VERSION})),
+        "mu": mu,
+        "sigma": sigma,
+    }
     if features is not None:
         arrays["features"] = features
     if vgg_features is not None:
@@ -71,10 +81,17 @@ def load_stats(path: Path) -> dict[str, Any]:
     except (OSError, ValueError, KeyError) as err:
         raise UsageError(f"{path} is not a mobilestylegan statistics file ({err})") from None
     if header.get("format") != STATS_FORMAT or header.get("version") != STATS_VERSION:
-        raise UsageError(f"{path} is not a {STATS_FORMAT} v{STATS_VERSION} file (header {header.get('format')!r} "
-                         f"v{header.get('version')})")
-    return {"header": header, "mu": data["mu"], "sigma": data["sigma"], "features": data.get("features"),
-            "vgg_features": data.get("vgg_features")}
+        raise UsageError(
+            f"{path} is not a {STATS_FORMAT} v{STATS_VERSION} file (header {header.get('format')!r} "
+            f"v{header.get('version')})"
+        )
+    return {
+        "header": header,
+        "mu": data["mu"],
+        "sigma": data["sigma"],
+        "features": data.get("features"),
+        "vgg_features": data.get("vgg_features"),
+    }
 
 
 def cache_dir() -> Path:

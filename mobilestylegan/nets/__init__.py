@@ -1,2 +1,2 @@
-"""Fixed feature networks: VGG16 (perceptual loss, LPIPS, precision/recall), the FID Inception, and the reader of
-their published weight files."""
+"""Fixed feature networks: VGG16 (perceptual loss, LPIPS, precision/recall), LPIPS's perceptual distance, the FID
+Inception, the reader of their published weight files, and resizing images to a common size."""

@@ -35,8 +35,16 @@ from mobilestylegan.nets.weights import default_weights_path, locate, read_publi
 from teacher.formats.common import check_state_dict
 
 __all__ = [
-    "FIDInceptionV3", "INCEPTION_ENV", "INCEPTION_FILENAME", "INCEPTION_SHA256_PREFIX", "INCEPTION_URL",
-    "InceptionWeightsNotFoundError", "RESIZE_MODES", "default_inception_path", "load_inception", "preprocess",
+    "FIDInceptionV3",
+    "INCEPTION_ENV",
+    "INCEPTION_FILENAME",
+    "INCEPTION_SHA256_PREFIX",
+    "INCEPTION_URL",
+    "InceptionWeightsNotFoundError",
+    "RESIZE_MODES",
+    "default_inception_path",
+    "load_inception",
+    "preprocess",
 ]
 
 INCEPTION_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -58,11 +66,18 @@ class InceptionWeightsNotFoundError(FileNotFoundError):
 
 # --------------------------------------------------------------------------------------------- layers
 
+
 class BasicConv2d(nn.Module):
     """conv (no bias) -> batch norm (eps 1e-3) -> ReLU; keys ``conv.weight``, ``bn.*``."""
 
-    def __init__(self, c_in: int, c_out: int, kernel_size: int | tuple[int, int], stride: int = 1,
-                 padding: int | tuple[int, int] = 0) -> None:
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        kernel_size: int | tuple[int, int],
+        stride: int = 1,
+        padding: int | tuple[int, int] = 0,
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, kernel_size, stride=stride, padding=padding, bias=False)
         self.bn = nn.BatchNorm2d(c_out, eps=_BN_EPS)
@@ -188,6 +203,7 @@ class FIDInceptionE(nn.Module):
 
 # -------------------------------------------------------------------------------------------- network
 
+
 class FIDInceptionV3(nn.Module):
     """Images ``[N, 3, H, W]`` in [0, 1] (already resized, see :func:`preprocess`) -> pool3 ``[N, 2048]``.
 
@@ -236,9 +252,11 @@ def default_inception_path() -> Path:
 
 
 def how_to_get(path: Path) -> str:
-    return (f"download the FID Inception-v3 weights from {INCEPTION_URL} (sha256 starts with "
-            f"{INCEPTION_SHA256_PREFIX}) to {path}, or pass --inception /path/to/{INCEPTION_FILENAME} "
-            f"(or set ${INCEPTION_ENV})")
+    return (
+        f"download the FID Inception-v3 weights from {INCEPTION_URL} (sha256 starts with "
+        f"{INCEPTION_SHA256_PREFIX}) to {path}, or pass --inception /path/to/{INCEPTION_FILENAME} "
+        f"(or set ${INCEPTION_ENV})"
+    )
 
 
 def _random_init(model: FIDInceptionV3, seed: int) -> None:
@@ -253,12 +271,13 @@ def _random_init(model: FIDInceptionV3, seed: int) -> None:
                 m.reset_parameters()
                 m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.01)
             elif isinstance(m, nn.Linear):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * FEATURE_DIM ** -0.5)
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * FEATURE_DIM**-0.5)
                 m.bias.zero_()
 
 
-def load_inception(path: str | os.PathLike | None, allow_random_weights: bool = False,
-                   seed: int = 0) -> tuple[FIDInceptionV3, str]:
+def load_inception(
+    path: str | os.PathLike | None, allow_random_weights: bool = False, seed: int = 0
+) -> tuple[FIDInceptionV3, str]:
     """Build :class:`FIDInceptionV3` in eval mode with gradients off.
 
     Args:
@@ -286,8 +305,9 @@ def load_inception(path: str | os.PathLike | None, allow_random_weights: bool = 
         return model.eval().requires_grad_(False), f"random-seed{seed}"
     if not path.is_file():
         raise InceptionWeightsNotFoundError(f"Inception weights not found at {path}: {how_to_get(path)}")
-    state, digest = read_published_weights(path, f"pytorch-fid's {INCEPTION_FILENAME}", INCEPTION_SHA256_PREFIX,
-                                           INCEPTION_URL)
+    state, digest = read_published_weights(
+        path, f"pytorch-fid's {INCEPTION_FILENAME}", INCEPTION_SHA256_PREFIX, INCEPTION_URL
+    )
     own = model.state_dict()
     # Batch-norm step counters carry no information; old files lack them.
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
@@ -299,6 +319,7 @@ def load_inception(path: str | os.PathLike | None, allow_random_weights: bool = 
 
 
 # ---------------------------------------------------------------------------------------- preprocess
+
 
 def _pil_bicubic(arr: np.ndarray, size: int) -> np.ndarray:
     """``[H, W, 3]`` uint8 -> ``[3, size, size]`` float32 in [0, 255]: each channel resized as a

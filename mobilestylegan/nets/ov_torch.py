@@ -9,6 +9,7 @@ TensorFlow) to PyTorch. Ops outside the set are refused when the module is built
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -16,8 +17,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SUPPORTED = ("Parameter", "Constant", "Result", "Convolution", "Add", "Subtract", "Multiply", "Divide", "Maximum",
-             "Power", "Relu", "Concat", "MaxPool", "AvgPool", "Reshape", "Transpose", "MatMul", "ReduceSum")
+SUPPORTED = (
+    "Parameter",
+    "Constant",
+    "Result",
+    "Convolution",
+    "Add",
+    "Subtract",
+    "Multiply",
+    "Divide",
+    "Maximum",
+    "Power",
+    "Relu",
+    "Concat",
+    "MaxPool",
+    "AvgPool",
+    "Reshape",
+    "Transpose",
+    "MatMul",
+    "ReduceSum",
+)
 
 
 def _same_pads(size: int, kernel: int, stride: int, dilation: int, upper: bool) -> tuple[int, int]:
@@ -27,12 +46,19 @@ def _same_pads(size: int, kernel: int, stride: int, dilation: int, upper: bool) 
     return (small, total - small) if upper else (total - small, small)
 
 
-def _pads(attrs: dict[str, Any], spatial: tuple[int, int], kernel: tuple[int, int], strides, dilations) -> list[int]:
+def _pads(
+    attrs: dict[str, Any],
+    spatial: tuple[int, int],
+    kernel: tuple[int, int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+) -> list[int]:
     """``F.pad`` order (left, right, top, bottom) from OpenVINO's auto_pad / pads_begin / pads_end."""
     auto = str(attrs.get("auto_pad", "explicit")).lower()
     if auto in ("same_upper", "same_lower"):
-        (t, b), (lft, r) = (_same_pads(spatial[i], kernel[i], strides[i], dilations[i], auto == "same_upper")
-                            for i in range(2))
+        (t, b), (lft, r) = (
+            _same_pads(spatial[i], kernel[i], strides[i], dilations[i], auto == "same_upper") for i in range(2)
+        )
         return [lft, r, t, b]
     if auto == "valid":
         return [0, 0, 0, 0]
@@ -65,8 +91,9 @@ class OVGraph(nn.Module):
                 data = np.array(op.get_data())
                 if data.dtype.kind == "f":
                     self._buffers[name] = f"c{len(self._buffers)}"
-                    self.register_buffer(self._buffers[name], torch.from_numpy(data.astype(np.float32)),
-                                         persistent=False)
+                    self.register_buffer(
+                        self._buffers[name], torch.from_numpy(data.astype(np.float32)), persistent=False
+                    )
                 else:
                     self._arrays[name] = data
                 continue
@@ -99,8 +126,14 @@ class OVGraph(nn.Module):
     def _apply(kind: str, args: list[Any], a: dict[str, Any]) -> torch.Tensor:
         if kind in ("Add", "Subtract", "Multiply", "Divide", "Maximum", "Power"):
             x, y = (torch.as_tensor(v, dtype=torch.float32) if isinstance(v, np.ndarray) else v for v in args)
-            return {"Add": torch.add, "Subtract": torch.sub, "Multiply": torch.mul, "Divide": torch.div,
-                    "Maximum": torch.maximum, "Power": torch.pow}[kind](x, y)
+            return {
+                "Add": torch.add,
+                "Subtract": torch.sub,
+                "Multiply": torch.mul,
+                "Divide": torch.div,
+                "Maximum": torch.maximum,
+                "Power": torch.pow,
+            }[kind](x, y)
         if kind == "Relu":
             return F.relu(args[0])
         if kind == "Convolution":

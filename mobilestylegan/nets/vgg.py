@@ -25,9 +25,21 @@ from mobilestylegan.nets.weights import default_weights_path, locate, read_publi
 from teacher.formats.common import check_state_dict
 
 __all__ = [
-    "FEATURE_CHANNELS", "FEATURE_LAYERS", "FEATURE_NAMES", "FULL_FEATURE_CHANNELS", "FULL_FEATURE_LAYERS",
-    "VGG16Features", "VGG16Full", "VGG16_CONFIG_KEY", "VGG16_ENV", "VGG16_SHA256_PREFIX", "VGG16_URL",
-    "VGGWeightsNotFoundError", "default_vgg16_path", "load_vgg16", "load_vgg16_full",
+    "FEATURE_CHANNELS",
+    "FEATURE_LAYERS",
+    "FEATURE_NAMES",
+    "FULL_FEATURE_CHANNELS",
+    "FULL_FEATURE_LAYERS",
+    "VGG16Features",
+    "VGG16Full",
+    "VGG16_CONFIG_KEY",
+    "VGG16_ENV",
+    "VGG16_SHA256_PREFIX",
+    "VGG16_URL",
+    "VGGWeightsNotFoundError",
+    "default_vgg16_path",
+    "load_vgg16",
+    "load_vgg16_full",
 ]
 
 VGG16_FILENAME = "vgg16-397923af.pth"
@@ -50,6 +62,7 @@ def _conv_stack(layout: tuple[int | str, ...]) -> nn.Sequential:
             layers += [nn.Conv2d(c_in, int(item), kernel_size=3, padding=1), nn.ReLU()]
             c_in = int(item)
     return nn.Sequential(*layers)
+
 
 # torchvision's vgg16 "D" configuration up to relu4_3: channels per conv, "M" = 2x2 max pool.
 _LAYOUT: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512)
@@ -102,8 +115,10 @@ def default_vgg16_path() -> Path:
 
 
 def _how_to_get(path: Path) -> str:
-    return (f"download torchvision's ImageNet VGG16 from {VGG16_URL} (sha256 starts with {VGG16_SHA256_PREFIX}) "
-            f"to {path}, or set {VGG16_CONFIG_KEY}=/path/to/{VGG16_FILENAME} (or ${VGG16_ENV})")
+    return (
+        f"download torchvision's ImageNet VGG16 from {VGG16_URL} (sha256 starts with {VGG16_SHA256_PREFIX}) "
+        f"to {path}, or set {VGG16_CONFIG_KEY}=/path/to/{VGG16_FILENAME} (or ${VGG16_ENV})"
+    )
 
 
 def _random_init(model: VGG16Features, seed: int = 0) -> None:
@@ -194,8 +209,11 @@ class VGG16Full(nn.Module):
         self.features = _conv_stack(_FULL_LAYOUT)  # indices 0..30, as torchvision's
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         # Dropouts keep torchvision's indices (fc1 = classifier.0, fc2 = classifier.3); identity in eval.
-        self.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 4096), nn.ReLU(), nn.Dropout(),
-                                        nn.Linear(4096, 4096), nn.ReLU()) if classifier else None
+        self.classifier = (
+            nn.Sequential(nn.Linear(512 * 7 * 7, 4096), nn.ReLU(), nn.Dropout(), nn.Linear(4096, 4096), nn.ReLU())
+            if classifier
+            else None
+        )
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.random_weights = False
@@ -207,7 +225,7 @@ class VGG16Full(nn.Module):
 
     def relu_features(self, img: torch.Tensor) -> list[torch.Tensor]:
         x, outs = self._normalise(img), []
-        for i, layer in enumerate(self.features[:FULL_FEATURE_LAYERS[-1] + 1]):
+        for i, layer in enumerate(self.features[: FULL_FEATURE_LAYERS[-1] + 1]):
             x = layer(x)
             if i in FULL_FEATURE_LAYERS:
                 outs.append(x)
@@ -230,8 +248,9 @@ def _random_init_full(model: VGG16Full, seed: int) -> None:
                 m.bias.normal_(0.0, 0.01, generator=g)
 
 
-def load_vgg16_full(path: str | os.PathLike | None, allow_random_weights: bool = False, classifier: bool = True,
-                    seed: int = 0) -> tuple[VGG16Full, str]:
+def load_vgg16_full(
+    path: str | os.PathLike | None, allow_random_weights: bool = False, classifier: bool = True, seed: int = 0
+) -> tuple[VGG16Full, str]:
     """Build :class:`VGG16Full` in eval mode with gradients off.
 
     Args:

@@ -43,8 +43,10 @@ def read_published_weights(path: Path, what: str, sha256_prefix: str, url: str) 
     vgg16-397923af.pth"); returns (state dict, sha256). Tensors only (``weights_only``)."""
     digest = sha256_file(path)
     if not digest.startswith(sha256_prefix):
-        raise CheckpointError(f"{path} is not {what}: its sha256 is {digest}, expected one starting with "
-                              f"{sha256_prefix} (re-download it from {url})")
+        raise CheckpointError(
+            f"{path} is not {what}: its sha256 is {digest}, expected one starting with "
+            f"{sha256_prefix} (re-download it from {url})"
+        )
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, expected a state dict")

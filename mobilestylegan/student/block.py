@@ -31,8 +31,14 @@ class MobileSynthesisBlock(nn.Module):
         self.conv2 = StyledConv(out_channels, out_channels, w_dim, resolution, kernel_size=kernel_size)
         self.to_img = WaveletHead(out_channels, w_dim)
 
-    def forward(self, x: torch.Tensor, ws: torch.Tensor, noise: list[torch.Tensor | None],
-                head: bool = True, inference: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        ws: torch.Tensor,
+        noise: list[torch.Tensor | None],
+        head: bool = True,
+        inference: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """ws ``[N, 3, w_dim]``, noise: two maps (or None). ``head=False`` skips the head. ``inference``: gradients
         are off and ``x`` may be overwritten (the in-place kernels)."""
         x = self.up(x, ws[:, 0], inference=inference)

@@ -14,7 +14,8 @@ included).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable, Collection
+from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -47,7 +48,13 @@ class _TransposedConvRecorder(torch.overrides.TorchFunctionMode):
         super().__init__()
         self.macs = 0.0
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Collection[type],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
         kwargs = kwargs or {}
         if func is torch.nn.functional.conv_transpose2d:
             x, w = args[0], args[1]

@@ -33,26 +33,33 @@ class StudentGenerator(nn.Module):
         self.mapping.requires_grad_(False)
         self.synthesis = MobileSynthesisNetwork(cfg)
 
-    def train(self, mode: bool = True) -> "StudentGenerator":
+    def train(self, mode: bool = True) -> StudentGenerator:
         super().train(mode)
         self.mapping.eval()  # frozen: never in training mode
         return self
 
-    def forward(self, z: torch.Tensor, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
-                noise_mode: str = "const", noise: list[torch.Tensor | None] | None = None,
-                inference: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        z: torch.Tensor,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        noise_mode: str = "const",
+        noise: list[torch.Tensor | None] | None = None,
+        inference: bool = False,
+    ) -> torch.Tensor:
         """z ``[N, z_dim]`` -> image ``[N, 3, R, R]``; ``inference`` as in :meth:`MobileSynthesisNetwork.forward`."""
         ws = self.mapping(z, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
         return self.synthesis(ws, noise_mode=noise_mode, noise=noise, inference=inference)
 
-    def fuse(self) -> "StudentGenerator":
+    def fuse(self) -> StudentGenerator:
         """Inference form (see :meth:`MobileSynthesisNetwork.fuse`). Returns self."""
         self.synthesis.fuse()
         return self
 
 
-def teacher_noise_for_student(teacher_noise: list[torch.Tensor | None], student: MobileSynthesisNetwork
-                              ) -> list[torch.Tensor | None]:
+def teacher_noise_for_student(
+    teacher_noise: list[torch.Tensor | None], student: MobileSynthesisNetwork
+) -> list[torch.Tensor | None]:
     """Pick the teacher's noise maps the student's layers correspond to.
 
     The teacher's conv layers run 4 (one), then two per resolution; the student has the same
@@ -61,7 +68,7 @@ def teacher_noise_for_student(teacher_noise: list[torch.Tensor | None], student:
     want = [s[-1] for s in student.noise_shapes]
     if len(teacher_noise) < len(want):
         raise ValueError(f"the teacher gives {len(teacher_noise)} noise maps, the student needs {len(want)}")
-    picked = teacher_noise[:len(want)]
+    picked = teacher_noise[: len(want)]
     for i, (n, r) in enumerate(zip(picked, want)):
         if n is not None and n.shape[-1] != r:
             raise ValueError(f"teacher noise map {i} is {n.shape[-1]}px, the student's layer {i} is {r}px")

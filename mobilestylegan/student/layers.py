@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mobilestylegan.student.modconv import ModulatedConv2d, ModulatedDWConv2d, _affine
+from mobilestylegan.student.modconv import ModulatedConv2d, ModulatedDWConv2d, style_affine
 from mobilestylegan.student.wavelets import haar_synthesis_rows, idwt
 
 WAVELET_CHANNELS = 12  # Haar bands of RGB: 3 LL + 3 colours x 3 high bands
@@ -35,8 +35,15 @@ class StyledConv(nn.Module):
         kernel_size: Kernel size.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int,
-                 depthwise: bool = True, kernel_size: int = 3) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        depthwise: bool = True,
+        kernel_size: int = 3,
+    ) -> None:
         super().__init__()
         conv = ModulatedDWConv2d if depthwise else ModulatedConv2d
         self.conv = conv(in_channels, out_channels, w_dim, kernel_size)
@@ -45,8 +52,9 @@ class StyledConv(nn.Module):
         self.resolution = resolution
         self.register_buffer("noise_const", torch.randn(1, 1, resolution, resolution))
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None,
-                inference: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None, inference: bool = False
+    ) -> torch.Tensor:
         """x ``[N, I, H, W]``, w ``[N, w_dim]``, noise ``[N or 1, 1, H, W]`` or None -> ``[N, O, H, W]``.
         ``inference``: gradients are off; the noise and the activation then run in place."""
         x = self.conv(x, w, self.bias.reshape(-1), inference=inference)  # the bias rides in the conv: one pass fewer
@@ -70,7 +78,7 @@ class IDWTUpsample(nn.Module):
         super().__init__()
         if in_channels % 4:
             raise ValueError(f"IDWT up-sampling needs a multiple of 4 channels, got {in_channels}")
-        self.modulation = _affine(w_dim, in_channels)
+        self.modulation = style_affine(w_dim, in_channels)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, inference: bool = False) -> torch.Tensor:
         """``[N, C, h, w] -> [N, C/4, 2h, 2w]``. ``inference``: gradients are off and ``x`` is a temporary the

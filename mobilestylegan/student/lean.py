@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,9 @@ from mobilestylegan.student.wavelets import HAAR
 from teacher.mapping import MappingNetwork
 
 W_INPUTS = ("w", "wplus")
-NOISE_MODES = ("const", "input", "none")
+# How a lean graph gets its noise (the teacher's ``noise_mode`` of a synthesis call is another thing: const, random,
+# none): the stored maps baked in as constants, one graph input per layer, or none at all.
+NOISE_SOURCES = ("const", "input", "none")
 IDWT_MODES = ("conv", "matmul")
 MODULATION_MODES = ("weights", "activations")
 
@@ -47,8 +50,7 @@ def band_interleave(channels: int) -> torch.Tensor:
 class _Affine:
     """One style affine of the student: which ws index it reads, its folded weight and bias."""
 
-    def __init__(self, linear: nn.Linear, ws_index: int, scale: float = 1.0,
-                 rows: torch.Tensor | None = None) -> None:
+    def __init__(self, linear: nn.Linear, ws_index: int, scale: float = 1.0, rows: torch.Tensor | None = None) -> None:
         w, b = linear.weight.detach() * scale, linear.bias.detach() * scale
         if rows is not None:
             w, b = w[rows], b[rows]
@@ -70,13 +72,27 @@ class LeanSynthesis(nn.Module):
             spent on modulation, which matters because the high-resolution stages are memory-bound.
             ``activations`` (default): feature maps are multiplied by the styles (works with a dynamic batch,
             and leaves every conv weight constant, as INT8 quantisation needs).
+        noise_barrier: ``const`` noise only: a function each baked map passes through on its way into the graph
+            (identity in value), e.g. a converter's optimisation barrier that keeps it from folding the map with the
+            next bias into one ``[1, C, r, r]`` constant (C times the map). None: the maps are read as stored.
     """
 
-    def __init__(self, synthesis: MobileSynthesisNetwork, w_input: str = "w", noise: str = "const",
-                 idwt: str = "conv", modulation: str = "activations") -> None:
+    def __init__(
+        self,
+        synthesis: MobileSynthesisNetwork,
+        w_input: str = "w",
+        noise: str = "const",
+        idwt: str = "conv",
+        modulation: str = "activations",
+        noise_barrier: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         super().__init__()
-        for name, value, allowed in (("w_input", w_input, W_INPUTS), ("noise", noise, NOISE_MODES),
-                                     ("idwt", idwt, IDWT_MODES), ("modulation", modulation, MODULATION_MODES)):
+        for name, value, allowed in (
+            ("w_input", w_input, W_INPUTS),
+            ("noise", noise, NOISE_SOURCES),
+            ("idwt", idwt, IDWT_MODES),
+            ("modulation", modulation, MODULATION_MODES),
+        ):
             if value not in allowed:
                 raise ValueError(f"LeanSynthesis {name} must be one of {allowed}, got {value!r}")
         if not isinstance(synthesis, MobileSynthesisNetwork):
@@ -87,6 +103,7 @@ class LeanSynthesis(nn.Module):
         if modulation == "weights" and idwt != "conv":
             raise ValueError("LeanSynthesis modulation='weights' needs idwt='conv' (the band mix takes the scales)")
         self.w_input, self.noise_mode, self.idwt_mode, self.modulation = w_input, noise, idwt, modulation
+        self.noise_barrier = noise_barrier
         self.w_dim, self.num_ws, self.img_resolution = src.w_dim, src.num_ws, src.img_resolution
         self.noise_resolutions = [c.resolution for c in src.styled_convs()]
         with torch.no_grad():
@@ -124,8 +141,9 @@ class LeanSynthesis(nn.Module):
             }
             perm = band_interleave(conv2.weight_permute.shape[0]) if i < last else None
             self._add_conv_params(f"b{i}c1", block.conv1, weight_dw=conv1.weight_dw, weight_pw=conv1.weight_permute)
-            self._add_conv_params(f"b{i}c2", block.conv2, weight_dw=conv2.weight_dw,
-                                  weight_pw=conv2.weight_permute, perm=perm)
+            self._add_conv_params(
+                f"b{i}c2", block.conv2, weight_dw=conv2.weight_dw, weight_pw=conv2.weight_permute, perm=perm
+            )
             self._blocks.append(entry)
         head = src.layers[-1].to_img
         self._head = {"style": add(_Affine(head.conv.modulation, 3 * last + 3, head.conv.scale))}
@@ -139,7 +157,15 @@ class LeanSynthesis(nn.Module):
 
         self._group_affines(affines)
 
-    def _add_conv_params(self, name: str, styled, weight=None, weight_dw=None, weight_pw=None, perm=None) -> None:
+    def _add_conv_params(
+        self,
+        name: str,
+        styled: nn.Module,
+        weight: torch.Tensor | None = None,
+        weight_dw: torch.Tensor | None = None,
+        weight_pw: torch.Tensor | None = None,
+        perm: torch.Tensor | None = None,
+    ) -> None:
         """Register one styled conv's weights (output channels permuted by ``perm``), bias and noise."""
         bias = styled.bias.detach().reshape(1, -1, 1, 1)
         if perm is not None:
@@ -206,8 +232,10 @@ class LeanSynthesis(nn.Module):
         """Every style of the network, ``[B, style_dim]``, from w ``[B, w_dim]`` or ws ``[B, num_ws, w_dim]``."""
         if self._style_groups is None:
             return torch.addmm(self.style_bias, w, self.style_weight)
-        parts = [torch.addmm(getattr(self, f"style_bias{j}"), w[:, idx], getattr(self, f"style_weight{j}"))
-                 for j, idx in enumerate(self._style_groups)]
+        parts = [
+            torch.addmm(getattr(self, f"style_bias{j}"), w[:, idx], getattr(self, f"style_weight{j}"))
+            for j, idx in enumerate(self._style_groups)
+        ]
         return torch.cat(parts, dim=1)
 
     def _noise_bias(self, x: torch.Tensor, name: str, noise: torch.Tensor | None) -> torch.Tensor:
@@ -220,13 +248,12 @@ class LeanSynthesis(nn.Module):
         return F.leaky_relu(x, 0.2)
 
     def _const_noise(self, name: str) -> torch.Tensor:
-        """The baked noise map ``[1, 1, r, r]`` of layer ``name``. An exporter may replace this on an instance: the
-        LiteRT converter would otherwise fold each map with the bias into a ``[1, r, r, C]`` constant (C times the
-        map), so ``export.litert`` reads it through an optimisation barrier."""
-        return getattr(self, f"{name}_noise")
+        """The baked noise map ``[1, 1, r, r]`` of layer ``name``, through the ``noise_barrier`` when there is one."""
+        m = getattr(self, f"{name}_noise")
+        return m if self.noise_barrier is None else self.noise_barrier(m)
 
     @staticmethod
-    def _band_scale(style, blk: dict) -> torch.Tensor:
+    def _band_scale(style: Callable[[tuple[int, int]], torch.Tensor], blk: dict) -> torch.Tensor:
         """``[B, 4C]``, band-interleaved: the upsampling style of each band times conv1's modulation of its channel
         (the same for the 4 bands). A broadcast multiply, not ``repeat_interleave``: its expand is an op XNNPACK does
         not take, which would split an ExecuTorch program into two delegates."""
@@ -252,7 +279,7 @@ class LeanSynthesis(nn.Module):
         s = self.styles(w)
 
         def style(span: tuple[int, int]) -> torch.Tensor:
-            return s[:, span[0]:span[1]]
+            return s[:, span[0] : span[1]]
 
         x = self.const * style(self._stage0["style"])[:, :, None, None]
         x = F.conv2d(x, self.s0_w, padding=self.s0_w.shape[-1] // 2)
@@ -272,8 +299,9 @@ class LeanSynthesis(nn.Module):
         x = x * style(self._head["style"])[:, :, None, None]
         return F.pixel_shuffle(F.conv2d(x, self.head_weight) + self.head_bias, 2)
 
-
-    def _blocks_modulated_weights(self, x: torch.Tensor, style, maps: list) -> torch.Tensor:
+    def _blocks_modulated_weights(
+        self, x: torch.Tensor, style: Callable[[tuple[int, int]], torch.Tensor], maps: list
+    ) -> torch.Tensor:
         """The blocks and the head with every style folded into per-sample weights (batch -> groups)."""
         n = x.shape[0]
 

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _affine(w_dim: int, channels: int) -> nn.Linear:
+def style_affine(w_dim: int, channels: int) -> nn.Linear:
+    """The affine that maps w to per-channel style scales, its bias initialised to 1 (styles start at 1)."""
     lin = nn.Linear(w_dim, channels)
     nn.init.ones_(lin.bias)
     return lin
@@ -33,7 +34,7 @@ class _StyleIndependentDemodulation(nn.Module):
     _folded: str
 
     def _init_modulation(self, in_channels: int, w_dim: int, kernel_size: int, demodulate: bool) -> None:
-        self.modulation = _affine(w_dim, in_channels)
+        self.modulation = style_affine(w_dim, in_channels)
         self.demodulate = demodulate
         if demodulate:
             self.style_inv = nn.Parameter(torch.randn(1, 1, in_channels, 1, 1))
@@ -70,8 +71,9 @@ class ModulatedConv2d(_StyleIndependentDemodulation):
 
     _folded = "weight"
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, kernel_size: int,
-                 demodulate: bool = True) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, w_dim: int, kernel_size: int, demodulate: bool = True
+    ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self._init_modulation(in_channels, w_dim, kernel_size, demodulate)
@@ -81,8 +83,9 @@ class ModulatedConv2d(_StyleIndependentDemodulation):
         d = (self.scale * self.style_inv * self.weight[None]).square().sum(dim=[2, 3, 4]) + 1e-8
         return d.rsqrt()[:, :, None, None]
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
-                inference: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, inference: bool = False
+    ) -> torch.Tensor:
         """x ``[N, I, H, W]``, w ``[N, w_dim]`` -> ``[N, O, H, W]`` (plus ``bias`` ``[O]``, if given).
         ``inference`` is accepted for a common signature: the computation is the same either way."""
         x = x * (self.scale * self.modulation(w))[:, :, None, None]
@@ -102,8 +105,9 @@ class ModulatedDWConv2d(_StyleIndependentDemodulation):
 
     _folded = "weight_permute"
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, kernel_size: int = 3,
-                 demodulate: bool = True) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, w_dim: int, kernel_size: int = 3, demodulate: bool = True
+    ) -> None:
         super().__init__()
         self.weight_dw = nn.Parameter(torch.randn(in_channels, 1, kernel_size, kernel_size))
         self.weight_permute = nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
@@ -115,8 +119,9 @@ class ModulatedDWConv2d(_StyleIndependentDemodulation):
         d = (self.scale * self.style_inv * w[None]).square().sum(dim=[2, 3, 4]) + 1e-8
         return d.rsqrt()[:, :, None, None]
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
-                inference: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, inference: bool = False
+    ) -> torch.Tensor:
         """x ``[N, I, H, W]``, w ``[N, w_dim]`` -> ``[N, O, H, W]`` (plus ``bias`` ``[O]``, if given).
         ``inference``: gradients are off; the modulation then goes into per-sample filters."""
         n, c, h, wd = x.shape

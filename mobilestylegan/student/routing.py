@@ -46,8 +46,10 @@ def ws_resolutions(synthesis: nn.Module, num_ws: int) -> torch.Tensor:
     elif isinstance(synthesis, SynthesisNetwork):
         rule = teacher_ws_resolution
     else:
-        raise ValueError(f"unknown synthesis network {type(synthesis).__name__}: the W+ layer resolutions are "
-                         "defined for teacher.synthesis.SynthesisNetwork and MobileSynthesisNetwork")
+        raise ValueError(
+            f"unknown synthesis network {type(synthesis).__name__}: the W+ layer resolutions are "
+            "defined for teacher.synthesis.SynthesisNetwork and MobileSynthesisNetwork"
+        )
     return torch.tensor([rule(i) for i in range(num_ws)], dtype=torch.int64)
 
 

@@ -54,12 +54,16 @@ class StudentConfig:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         n = _log2(self.img_resolution) - 2
         if len(self.channels) != n:
-            raise ValueError(f"StudentConfig.channels needs {n} entries (resolutions 4..{self.img_resolution // 2}) "
-                             f"for img_resolution {self.img_resolution}, got {len(self.channels)}")
+            raise ValueError(
+                f"StudentConfig.channels needs {n} entries (resolutions 4..{self.img_resolution // 2}) "
+                f"for img_resolution {self.img_resolution}, got {len(self.channels)}"
+            )
         bad = [c for c in self.channels[:-1] if c <= 0 or c % 4]
         if bad or self.channels[-1] <= 0:
-            raise ValueError(f"StudentConfig.channels must be positive and (except the last) multiples of 4, "
-                             f"got {list(self.channels)}")
+            raise ValueError(
+                f"StudentConfig.channels must be positive and (except the last) multiples of 4, "
+                f"got {list(self.channels)}"
+            )
 
     @property
     def num_ws(self) -> int:
@@ -71,7 +75,7 @@ class StudentConfig:
         return [4 * 2**i for i in range(len(self.channels))]
 
     @classmethod
-    def for_resolution(cls, img_resolution: int, width: float = 1.0, **kw: Any) -> "StudentConfig":
+    def for_resolution(cls, img_resolution: int, width: float = 1.0, **kw: Any) -> StudentConfig:
         """Default channel table at any resolution, optionally scaled by ``width`` (rounded to multiples of 4)."""
         ch = [max(4, int(round(c * width / 4)) * 4) for c in default_student_channels(img_resolution)]
         return cls(img_resolution=img_resolution, channels=tuple(ch), **kw)
@@ -82,7 +86,7 @@ class StudentConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "StudentConfig":
+    def from_dict(cls, d: dict[str, Any]) -> StudentConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -134,8 +138,13 @@ class MobileSynthesisNetwork(nn.Module):
     def noise_shapes(self) -> list[tuple[int, int, int]]:
         return [(1, c.resolution, c.resolution) for c in self.styled_convs()]
 
-    def make_noise(self, batch: int, noise_mode: str = "random", device: torch.device | None = None,
-                   generator: torch.Generator | None = None) -> list[torch.Tensor | None]:
+    def make_noise(
+        self,
+        batch: int,
+        noise_mode: str = "random",
+        device: torch.device | None = None,
+        generator: torch.Generator | None = None,
+    ) -> list[torch.Tensor | None]:
         """Per-layer noise maps ``[N, 1, r, r]`` (``const``: the stored maps; ``none``: None entries)."""
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
@@ -151,9 +160,14 @@ class MobileSynthesisNetwork(nn.Module):
                 out.append(None)
         return out
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "const", noise: list[torch.Tensor | None] | None = None,
-                return_wavelets: bool = False, inference: bool = False
-                ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(
+        self,
+        ws: torch.Tensor,
+        noise_mode: str = "const",
+        noise: list[torch.Tensor | None] | None = None,
+        return_wavelets: bool = False,
+        inference: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """Render ``ws``.
 
         Args:
@@ -167,8 +181,10 @@ class MobileSynthesisNetwork(nn.Module):
                 CPU, the same image to float rounding. Off by default, so training and tracing never take it.
         """
         if inference and torch.is_grad_enabled():
-            raise RuntimeError("inference=True runs in-place kernels without autograd: call it under torch.no_grad() "
-                               "or torch.inference_mode()")
+            raise RuntimeError(
+                "inference=True runs in-place kernels without autograd: call it under torch.no_grad() "
+                "or torch.inference_mode()"
+            )
         if ws.ndim == 2:
             ws = ws[:, None].expand(-1, self.num_ws, -1)
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
@@ -186,15 +202,16 @@ class MobileSynthesisNetwork(nn.Module):
         last = len(self.layers) - 1
         for i, block in enumerate(self.layers):
             want_head = return_wavelets or i == last
-            x, head = block(x, ws[:, 3 * i + 1:3 * i + 4], noise[1 + 2 * i:3 + 2 * i], head=want_head,
-                            inference=inference)
+            x, head = block(
+                x, ws[:, 3 * i + 1 : 3 * i + 4], noise[1 + 2 * i : 3 + 2 * i], head=want_head, inference=inference
+            )
             if return_wavelets:
                 wavelets.append(head)
         img = self.layers[-1].to_img.to_image(head, inference=inference)
         return (img, wavelets) if return_wavelets else img
 
     @torch.no_grad()
-    def fuse(self) -> "MobileSynthesisNetwork":
+    def fuse(self) -> MobileSynthesisNetwork:
         """Inference form: fold every demodulation into its weights, fold the final inverse Haar
         transform into the last head (the image is then a pixel shuffle of it) and remove the
         auxiliary heads. The output of ``forward`` is unchanged (to float rounding). Returns self.

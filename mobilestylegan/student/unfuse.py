@@ -9,10 +9,15 @@ recomputed ``d`` is 1 and the weights stay as they are. Needs scipy.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
 from teacher.formats.common import CheckpointError
+
+if TYPE_CHECKING:
+    from mobilestylegan.student.synthesis import MobileSynthesisNetwork
 
 _DEMOD_EPS = 1e-8
 
@@ -22,19 +27,24 @@ def _demod_fit(gram: np.ndarray, scale: float, what: str, tol: float) -> tuple[n
     try:
         from scipy.optimize import nnls
     except ImportError as err:  # scipy is an optional (dev) dependency
-        raise ImportError("importing the published student unfused needs scipy (pip install scipy); "
-                          "the default fused import does not") from err
+        raise ImportError(
+            "importing the published student unfused needs scipy (pip install scipy); the default fused import does not"
+        ) from err
     A = scale**2 * gram.astype(np.float64)
     a, _ = nnls(A, np.ones(A.shape[0]), maxiter=50 * A.shape[1])
     d = 1 / np.sqrt(A @ a + _DEMOD_EPS)
     err = float(np.abs(d - 1).max())
     if err > tol:
-        raise CheckpointError(f"{what}: no demodulation vector reproduces the folded weights "
-                              f"(max |d - 1| = {err:.3g} > {tol}); the weights are not a folded demodulation")
+        raise CheckpointError(
+            f"{what}: no demodulation vector reproduces the folded weights "
+            f"(max |d - 1| = {err:.3g} > {tol}); the weights are not a folded demodulation"
+        )
     return a, err
 
 
-def unfuse_state(state: dict[str, torch.Tensor], synthesis, what: str, tol: float = 1e-5) -> dict[str, float]:
+def unfuse_state(
+    state: dict[str, torch.Tensor], synthesis: MobileSynthesisNetwork, what: str, tol: float = 1e-5
+) -> dict[str, float]:
     """Add ``style_inv = sqrt(a)`` per styled conv so the recomputed demodulation is 1 (weights unchanged)."""
     fit: dict[str, float] = {}
     paths = ["conv1"] + [f"layers.{b}.conv{j}" for b in range(len(synthesis.layers)) for j in (1, 2)]

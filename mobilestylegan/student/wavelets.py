@@ -18,10 +18,9 @@ import torch
 import torch.nn.functional as F
 
 # Rows: output phase (a, b) in (0,0), (0,1), (1,0), (1,1); columns: LL, B0, B1, B2.
-HAAR = 0.5 * torch.tensor([[1.0, 1.0, 1.0, 1.0],
-                           [1.0, 1.0, -1.0, -1.0],
-                           [1.0, -1.0, 1.0, -1.0],
-                           [1.0, -1.0, -1.0, 1.0]])
+HAAR = 0.5 * torch.tensor(
+    [[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, -1.0, -1.0], [1.0, -1.0, 1.0, -1.0], [1.0, -1.0, -1.0, 1.0]]
+)
 
 
 def _bands(x: torch.Tensor) -> torch.Tensor:

@@ -53,8 +53,9 @@ def load_torch_container(path: str | os.PathLike) -> tuple[object, list[str]]:
 
     module, stubbed = torch_pickle_module(str(path))
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=module,
-                         mmap=zipfile.is_zipfile(path))
+        obj = torch.load(
+            path, map_location="cpu", weights_only=False, pickle_module=module, mmap=zipfile.is_zipfile(path)
+        )
     except CheckpointError as err:
         raise CheckpointError(f"{path}: {err}") from None
     except Exception as err:  # torch raises UnpicklingError / RuntimeError with long messages
@@ -73,8 +74,9 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
         if mobilestylegan.sniff(str(p), b""):
             return mobilestylegan.read(str(p))
-        raise CheckpointError(f"{p} is a directory that holds no MobileStyleGAN split teacher files; "
-                              "pass a checkpoint file")
+        raise CheckpointError(
+            f"{p} is a directory that holds no MobileStyleGAN split teacher files; pass a checkpoint file"
+        )
     with open(p, "rb") as fh:
         head = fh.read(64)
     if not head:
@@ -111,8 +113,10 @@ def _read_torch_zip(p: Path) -> Checkpoint:
 
         return mobilestylegan.from_lightning(state, str(p))
     if isinstance(obj, dict) and "distill" in obj:
-        raise CheckpointError(f"{p} is a distillation checkpoint of this toolkit: it holds the student (read it with "
-                              "mobilestylegan-generate / -export / -eval), never the teacher; pass the teacher's "
-                              "own file")
+        raise CheckpointError(
+            f"{p} is a distillation checkpoint of this toolkit: it holds the student (read it with "
+            "mobilestylegan-generate / -export / -eval), never the teacher; pass the teacher's "
+            "own file"
+        )
     keys = sorted(obj)[:10] if isinstance(obj, dict) else type(obj).__name__
     raise CheckpointError(f"{p}: a torch file, but not a StyleGAN2 checkpoint we know (top-level keys: {keys})")

@@ -1,9 +1,10 @@
-"""What every checkpoint reader returns, and the strict key check they all share."""
+"""What every checkpoint reader returns, and the checks they share: the strict key check and malformed settings."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import torch
 
@@ -60,3 +61,15 @@ def check_state_dict(
                 shown = ", ".join(items[:12]) + (f", ... ({len(items) - 12} more)" if len(items) > 12 else "")
                 parts.append(f"{len(items)} {title} key(s): {shown}")
         raise CheckpointError(f"{what} does not match the network: " + "; ".join(parts))
+
+
+@contextmanager
+def malformed_settings(what: str) -> Iterator[None]:
+    """Turn the TypeError, ValueError or AttributeError that network settings of the wrong types cause while a
+    pickled network is read (e.g. a string where a number belongs) into one CheckpointError naming ``what``."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except (TypeError, ValueError, AttributeError) as err:
+        raise CheckpointError(f"{what}: malformed network settings ({type(err).__name__}: {err})") from err

@@ -38,8 +38,9 @@ file is an error (half a generator); :func:`read_pair` takes two explicit paths.
 from __future__ import annotations
 
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -119,7 +120,8 @@ def find_pair(directory: str | Path) -> tuple[Path, Path]:
         )
     names = "; ".join(f"{m.name} + {s.name}" for m, s in pairs)
     raise CheckpointError(
-        f"{len(pairs)} MobileStyleGAN file pairs in {directory} ({names}); pass one file of the pair you want")
+        f"{len(pairs)} MobileStyleGAN file pairs in {directory} ({names}); pass one file of the pair you want"
+    )
 
 
 def _kind_and_key(name: str) -> tuple[str, str] | None:
@@ -147,12 +149,18 @@ def read(path: str | Path) -> Checkpoint:
     partner = None
     kind_key = _kind_and_key(path.name)
     if kind_key is not None and kind_key[0] == kind:
-        partners = [p for p in sorted(path.parent.iterdir())
-                    if p.is_file() and p.suffix.lower() in _SUFFIXES and _kind_and_key(p.name) == (other, kind_key[1])]
+        partners = [
+            p
+            for p in sorted(path.parent.iterdir())
+            if p.is_file() and p.suffix.lower() in _SUFFIXES and _kind_and_key(p.name) == (other, kind_key[1])
+        ]
         partner = partners[0] if len(partners) == 1 else None
     if partner is None:
-        what = (f"synthesis network ({params.get('size')} px, style_dim {params.get('style_dim')})"
-                if kind == "synthesis" else f"mapping network ({params.get('n_layers')} layers)")
+        what = (
+            f"synthesis network ({params.get('size')} px, style_dim {params.get('style_dim')})"
+            if kind == "synthesis"
+            else f"mapping network ({params.get('n_layers')} layers)"
+        )
         raise CheckpointError(
             f"{path} is MobileStyleGAN's {what} file, but a StyleGAN2 generator needs both halves and "
             f"its {other} network file was not found next to it (same name with '{kind}' -> '{other}'). "
@@ -169,8 +177,8 @@ def from_lightning(state: Mapping[str, Any], what: str) -> Checkpoint:
     ``state_dict``): ``mapping_net.*`` and ``synthesis_net.*`` are the split files' two state dicts, whose
     ``params`` are read off the shapes here; ``style_mean`` ``[1, num_ws, w_dim]`` is the truncation centre
     (w_avg). The student, losses and evaluation networks in the same file are ignored (``extra``)."""
-    mapping = {k[len("mapping_net."):]: v for k, v in state.items() if k.startswith("mapping_net.")}
-    synthesis = {k[len("synthesis_net."):]: v for k, v in state.items() if k.startswith("synthesis_net.")}
+    mapping = {k[len("mapping_net.") :]: v for k, v in state.items() if k.startswith("mapping_net.")}
+    synthesis = {k[len("synthesis_net.") :]: v for k, v in state.items() if k.startswith("synthesis_net.")}
     try:
         n_layers = sum(1 for k in mapping if k.endswith(".weight") and k.startswith("layers."))
         style_dim = int(mapping["layers.1.weight"].shape[0])
@@ -255,7 +263,8 @@ def _load(path: Path) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:
     if not isinstance(obj, Mapping) or set(obj) != {"params", "ckpt"}:
         keys = sorted(map(str, obj)) if isinstance(obj, Mapping) else type(obj).__name__
         raise CheckpointError(
-            f"{path} is not a MobileStyleGAN split file: expected keys ['ckpt', 'params'], got {keys}")
+            f"{path} is not a MobileStyleGAN split file: expected keys ['ckpt', 'params'], got {keys}"
+        )
     params, state = obj["params"], obj["ckpt"]
     if not isinstance(params, Mapping) or not isinstance(state, Mapping):
         raise CheckpointError(f"{path}: 'params' and 'ckpt' must both be dicts")
@@ -375,4 +384,3 @@ def _check_fir_buffers(what: str, state: Mapping[str, torch.Tensor], keys: list[
             f"{what}: FIR buffer(s) {shown} differ from outer(f, f) / sum**2 * 4 for f = {list(taps)}; "
             "a different blur kernel needs 'blur_kernel' in params"
         )
-

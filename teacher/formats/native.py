@@ -35,8 +35,10 @@ def is_native_dict(obj: Any) -> bool:
 def from_dict(obj: dict, path: str) -> Checkpoint:
     """Convert a loaded native ``.pt`` dict."""
     if obj.get("version") != VERSION:
-        raise CheckpointError(f"{path}: native checkpoint version {obj.get('version')!r} is not supported "
-                              f"(this toolkit reads version {VERSION})")
+        raise CheckpointError(
+            f"{path}: native checkpoint version {obj.get('version')!r} is not supported "
+            f"(this toolkit reads version {VERSION})"
+        )
     return _build(path, obj.get("g_config"), obj.get("g_state"), obj.get("d_config"), obj.get("d_state"))
 
 
@@ -61,7 +63,9 @@ def _build(path: str, g_cfg: dict | None, g_state: dict | None, d_cfg: dict | No
 
 
 def sniff_safetensors(head: bytes) -> bool:
-    return len(head) > SAFETENSORS_MAGIC_OFFSET and head[SAFETENSORS_MAGIC_OFFSET:SAFETENSORS_MAGIC_OFFSET + 1] == b"{"
+    return (
+        len(head) > SAFETENSORS_MAGIC_OFFSET and head[SAFETENSORS_MAGIC_OFFSET : SAFETENSORS_MAGIC_OFFSET + 1] == b"{"
+    )
 
 
 def read_safetensors(path: str) -> Checkpoint:
@@ -74,8 +78,10 @@ def read_safetensors(path: str) -> Checkpoint:
     except Exception as err:  # safetensors raises its own error types for corrupt headers
         raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: safetensors file without our metadata (format={meta.get('format')!r}); "
-                              f"only native toolkit files are read in this container")
+        raise CheckpointError(
+            f"{path}: safetensors file without our metadata (format={meta.get('format')!r}); "
+            f"only native toolkit files are read in this container"
+        )
     if meta.get("version") != str(VERSION):
         raise CheckpointError(f"{path}: native checkpoint version {meta.get('version')!r} is not supported")
     unknown = sorted(k for k in tensors if not k.startswith(("G.", "D.")))
@@ -105,10 +111,21 @@ def save(path: str | os.PathLike, ckpt: Checkpoint) -> Path:
 
         tensors = {f"G.{k}": v for k, v in plain(ckpt.g_state).items()}
         tensors.update({f"D.{k}": v for k, v in plain(ckpt.d_state).items()})
-        meta = {"format": FORMAT, "version": str(VERSION), "g_config": json.dumps(g_cfg), "d_config": json.dumps(d_cfg),
-                "source_format": ckpt.source_format}
+        meta = {
+            "format": FORMAT,
+            "version": str(VERSION),
+            "g_config": json.dumps(g_cfg),
+            "d_config": json.dumps(d_cfg),
+            "source_format": ckpt.source_format,
+        }
         return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
-    obj = {"format": FORMAT, "version": VERSION, "source_format": ckpt.source_format,
-           "g_config": g_cfg, "g_state": plain(ckpt.g_state) if g_cfg else None,
-           "d_config": d_cfg, "d_state": plain(ckpt.d_state) if d_cfg else None}
+    obj = {
+        "format": FORMAT,
+        "version": VERSION,
+        "source_format": ckpt.source_format,
+        "g_config": g_cfg,
+        "g_state": plain(ckpt.g_state) if g_cfg else None,
+        "d_config": d_cfg,
+        "d_state": plain(ckpt.d_state) if d_cfg else None,
+    }
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from teacher.config import DiscriminatorConfig, GeneratorConfig, default_channels
-from teacher.formats.common import Checkpoint, CheckpointError, check_state_dict
+from teacher.formats.common import Checkpoint, CheckpointError, check_state_dict, malformed_settings
 from teacher.formats.layout import discriminator_shapes, generator_shapes
 from teacher.formats.safe_pickle import (
     CONTAINER_GLOBALS,
@@ -49,6 +49,8 @@ from teacher.ops import setup_filter
 SOURCE_FORMAT = "nvidia-pkl"
 _MARKER = b"torch_utils.persistence"
 _DEFAULT_FILTER = (1.0, 3.0, 3.0, 1.0)
+
+
 @dataclass
 class PersistentModule:
     """What ``_reconstruct_persistent_obj(meta)`` gives back here: the class name and the module state."""
@@ -69,16 +71,23 @@ class PersistentModule:
 
 def _reconstruct_persistent_obj(meta: Any) -> PersistentModule:
     """Stub for ``torch_utils.persistence._reconstruct_persistent_obj``: ``meta['module_src']`` is ignored."""
-    if not (isinstance(meta, dict) and meta.get("type") == "class" and isinstance(meta.get("class_name"), str)
-            and isinstance(meta.get("state"), dict)):
-        raise CheckpointError("malformed torch_utils.persistence object (expected meta with type='class', "
-                              "class_name and a state dict)")
+    if not (
+        isinstance(meta, dict)
+        and meta.get("type") == "class"
+        and isinstance(meta.get("class_name"), str)
+        and isinstance(meta.get("state"), dict)
+    ):
+        raise CheckpointError(
+            "malformed torch_utils.persistence object (expected meta with type='class', class_name and a state dict)"
+        )
     return PersistentModule(meta["class_name"], meta["state"])
 
 
 _WHITELIST = {
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
-    **TORCH_TENSOR_GLOBALS, **NUMPY_GLOBALS, **CONTAINER_GLOBALS,
+    **TORCH_TENSOR_GLOBALS,
+    **NUMPY_GLOBALS,
+    **CONTAINER_GLOBALS,
 }
 _HINTS = {("dnnlib.tflib.network", "Network"): " (a TensorFlow StyleGAN2 pickle: the tensorflow-pkl reader reads it)"}
 
@@ -100,24 +109,22 @@ def read(path: str) -> Checkpoint:
     d_mod = data.get("D") if isinstance(data.get("D"), PersistentModule) else None
     if g_key is None and d_mod is None:
         raise CheckpointError(f"{what}: holds no G_ema, G or D network (keys: {sorted(map(str, data))[:10]})")
-    ckpt = Checkpoint(SOURCE_FORMAT, extra={"generator_key": g_key,
-                                            "training_set_kwargs": plain(data.get("training_set_kwargs"))})
-    try:
+    ckpt = Checkpoint(
+        SOURCE_FORMAT, extra={"generator_key": g_key, "training_set_kwargs": plain(data.get("training_set_kwargs"))}
+    )
+    with malformed_settings(what):  # e.g. _init_kwargs of the wrong types
         if g_key is not None:
             ckpt.g_config, ckpt.g_state = _generator(data[g_key], f"{what} [{g_key}]")
             ckpt.extra["g_init_kwargs"] = plain(data[g_key].init_kwargs)
         if d_mod is not None:
             ckpt.d_config, ckpt.d_state = _discriminator(d_mod, f"{what} [D]")
             ckpt.extra["d_init_kwargs"] = plain(d_mod.init_kwargs)
-    except CheckpointError:
-        raise
-    except (TypeError, ValueError, AttributeError) as err:  # e.g. _init_kwargs of the wrong types
-        raise CheckpointError(f"{what}: malformed network settings ({type(err).__name__}: {err})") from err
     return ckpt
 
 
-def _flatten(module: PersistentModule, what: str, prefix: str = "", out: dict | None = None,
-             depth: int = 0) -> dict[str, torch.Tensor]:
+def _flatten(
+    module: PersistentModule, what: str, prefix: str = "", out: dict | None = None, depth: int = 0
+) -> dict[str, torch.Tensor]:
     """``state_dict()`` of a stored module tree: persistent parameters and buffers, recursively."""
     out = {} if out is None else out
     if depth > 16:
@@ -134,14 +141,17 @@ def _flatten(module: PersistentModule, what: str, prefix: str = "", out: dict | 
                 continue
             if group == "_modules":
                 if not isinstance(value, PersistentModule):
-                    raise CheckpointError(f"{what}: {prefix}{name} is a {type(value).__name__}, "
-                                          "not a persistent module")
+                    raise CheckpointError(
+                        f"{what}: {prefix}{name} is a {type(value).__name__}, not a persistent module"
+                    )
                 _flatten(value, what, f"{prefix}{name}.", out, depth + 1)
             elif isinstance(value, torch.Tensor) and value.is_floating_point():
                 out[f"{prefix}{name}"] = value
             else:
-                raise CheckpointError(f"{what}: {prefix}{name} is a {type(value).__name__} "
-                                      f"{getattr(value, 'dtype', '')}, not a floating-point tensor")
+                raise CheckpointError(
+                    f"{what}: {prefix}{name} is a {type(value).__name__} "
+                    f"{getattr(value, 'dtype', '')}, not a floating-point tensor"
+                )
     return out
 
 
@@ -161,7 +171,8 @@ def _drop_filters(flat: dict[str, torch.Tensor], taps: Any, what: str) -> dict[s
     want = setup_filter(list(taps))
     for key, buf in flat.items():
         if key.endswith(".resample_filter") and (
-                buf.shape != want.shape or not torch.allclose(buf.float(), want, atol=1e-6)):
+            buf.shape != want.shape or not torch.allclose(buf.float(), want, atol=1e-6)
+        ):
             raise CheckpointError(f"{what}: {key} {tuple(buf.shape)} is not the filter {list(taps)} of _init_kwargs")
     return {k: v.float().contiguous() for k, v in flat.items() if not k.endswith(".resample_filter")}
 
@@ -198,10 +209,14 @@ def infer_generator_config(flat: dict[str, torch.Tensor], what: str, **settings:
     fc_last = _shape(flat, f"mapping.fc{max(n_map - 1, 0)}.weight", 2, what)
     try:
         return GeneratorConfig(
-            z_dim=_shape(flat, "mapping.fc0.weight", 2, what)[1], w_dim=fc_last[0], img_resolution=res[-1],
+            z_dim=_shape(flat, "mapping.fc0.weight", 2, what)[1],
+            w_dim=fc_last[0],
+            img_resolution=res[-1],
             channels={r: _shape(flat, f"synthesis.b{r}.conv1.weight", 4, what)[0] for r in res},
-            img_channels=_shape(flat, f"synthesis.b{res[-1]}.torgb.weight", 4, what)[0], mapping_layers=n_map,
-            **settings)
+            img_channels=_shape(flat, f"synthesis.b{res[-1]}.torgb.weight", 4, what)[0],
+            mapping_layers=n_map,
+            **settings,
+        )
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{what}: unsupported architecture ({err})") from err
 
@@ -215,16 +230,23 @@ def infer_discriminator_config(flat: dict[str, torch.Tensor], what: str, **setti
     channels[4] = conv[0]
     try:
         return DiscriminatorConfig(
-            img_resolution=res[-1], channels=channels, mbstd_num_channels=conv[1] - conv[0],
-            img_channels=_shape(flat, f"b{res[-1]}.fromrgb.weight", 4, what)[1], **settings)
+            img_resolution=res[-1],
+            channels=channels,
+            mbstd_num_channels=conv[1] - conv[0],
+            img_channels=_shape(flat, f"b{res[-1]}.fromrgb.weight", 4, what)[1],
+            **settings,
+        )
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{what}: unsupported architecture ({err})") from err
 
 
 def cross_check(what: str, source: str, pairs: list[tuple[str, Any, Any]]) -> None:
     """Raise when a stored setting (not None) disagrees with what the tensors say."""
-    bad = [f"{name}={said!r} but the tensors say {found!r}" for name, said, found in pairs
-           if said is not None and said != found]
+    bad = [
+        f"{name}={said!r} but the tensors say {found!r}"
+        for name, said, found in pairs
+        if said is not None and said != found
+    ]
     if bad:
         raise CheckpointError(f"{what}: {source} disagree with the stored tensors: " + "; ".join(bad))
 
@@ -248,30 +270,52 @@ def _generator(G: PersistentModule, what: str) -> tuple[GeneratorConfig, dict[st
         arch = "resnet"
     elif any(f"synthesis.b{r}.torgb.weight" not in flat for r in blocks if r != max(blocks)):
         arch = "orig"
-    _refuse(what, [
-        (any(k.startswith("synthesis.input.") or re.match(r"synthesis\.L\d+_", k) for k in flat),
-         f"a StyleGAN3 (alias-free) synthesis network ({synth.class_name} with input / L*_ layers); "
-         "only StyleGAN2 generators are supported"),
-        (bool(c_dim) or any(k.startswith("mapping.embed.") for k in flat),
-         f"a conditional generator (c_dim={c_dim}, mapping.embed); only unconditional models are supported"),
-        (arch != "skip", f"synthesis architecture {arch!r}; only 'skip' is supported"),
-        (_first(skw, "use_noise", True) is False, "a generator without noise inputs (use_noise=False)"),
-        (_first(skw, "activation", "lrelu") != "lrelu" or _first(mkw, "activation", "lrelu") != "lrelu",
-         "activations other than lrelu are not supported"),
-    ])
+    _refuse(
+        what,
+        [
+            (
+                any(k.startswith("synthesis.input.") or re.match(r"synthesis\.L\d+_", k) for k in flat),
+                f"a StyleGAN3 (alias-free) synthesis network ({synth.class_name} with input / L*_ layers); "
+                "only StyleGAN2 generators are supported",
+            ),
+            (
+                bool(c_dim) or any(k.startswith("mapping.embed.") for k in flat),
+                f"a conditional generator (c_dim={c_dim}, mapping.embed); only unconditional models are supported",
+            ),
+            (arch != "skip", f"synthesis architecture {arch!r}; only 'skip' is supported"),
+            (_first(skw, "use_noise", True) is False, "a generator without noise inputs (use_noise=False)"),
+            (
+                _first(skw, "activation", "lrelu") != "lrelu" or _first(mkw, "activation", "lrelu") != "lrelu",
+                "activations other than lrelu are not supported",
+            ),
+        ],
+    )
     taps = tuple(_first(skw, "resample_filter", _DEFAULT_FILTER))
     flat = _drop_filters(flat, taps, what)
     clamp = _first(skw, "conv_clamp")
-    cfg = infer_generator_config(flat, what, mapping_lr_mul=float(_first(mkw, "lr_multiplier", 0.01)),
-                                 conv_clamp=None if clamp is None else float(clamp), resample_filter=taps)
-    cross_check(what, "_init_kwargs", [
-        ("z_dim", kw.get("z_dim"), cfg.z_dim), ("w_dim", kw.get("w_dim"), cfg.w_dim),
-        ("img_resolution", kw.get("img_resolution"), cfg.img_resolution),
-        ("img_channels", kw.get("img_channels"), cfg.img_channels),
-        ("mapping_kwargs.num_layers", _first(mkw, "num_layers"), cfg.mapping_layers),
-        ("channel_base/channel_max", _table(cfg.img_resolution, _first(skw, "channel_base"),
-                                            _first(skw, "channel_max")), cfg.channels),
-    ])
+    cfg = infer_generator_config(
+        flat,
+        what,
+        mapping_lr_mul=float(_first(mkw, "lr_multiplier", 0.01)),
+        conv_clamp=None if clamp is None else float(clamp),
+        resample_filter=taps,
+    )
+    cross_check(
+        what,
+        "_init_kwargs",
+        [
+            ("z_dim", kw.get("z_dim"), cfg.z_dim),
+            ("w_dim", kw.get("w_dim"), cfg.w_dim),
+            ("img_resolution", kw.get("img_resolution"), cfg.img_resolution),
+            ("img_channels", kw.get("img_channels"), cfg.img_channels),
+            ("mapping_kwargs.num_layers", _first(mkw, "num_layers"), cfg.mapping_layers),
+            (
+                "channel_base/channel_max",
+                _table(cfg.img_resolution, _first(skw, "channel_base"), _first(skw, "channel_max")),
+                cfg.channels,
+            ),
+        ],
+    )
     check_state_dict(what, flat, generator_shapes(cfg))
     return cfg, flat
 
@@ -286,13 +330,18 @@ def _discriminator(D: PersistentModule, what: str) -> tuple[DiscriminatorConfig,
         arch = "skip"
     elif any(f"b{r}.skip.weight" not in flat for r in blocks if r != 4):
         arch = "orig"
-    _refuse(what, [
-        (bool(kw.get("c_dim")) or any(k.startswith(("mapping.", "b4.cmap")) for k in flat),
-         f"a conditional discriminator (c_dim={kw.get('c_dim')}, mapping / cmap); only unconditional "
-         "models are supported"),
-        (arch != "resnet", f"discriminator architecture {arch!r}; only 'resnet' is supported"),
-        (_first([bkw, ekw], "activation", "lrelu") != "lrelu", "activations other than lrelu are not supported"),
-    ])
+    _refuse(
+        what,
+        [
+            (
+                bool(kw.get("c_dim")) or any(k.startswith(("mapping.", "b4.cmap")) for k in flat),
+                f"a conditional discriminator (c_dim={kw.get('c_dim')}, mapping / cmap); only unconditional "
+                "models are supported",
+            ),
+            (arch != "resnet", f"discriminator architecture {arch!r}; only 'resnet' is supported"),
+            (_first([bkw, ekw], "activation", "lrelu") != "lrelu", "activations other than lrelu are not supported"),
+        ],
+    )
     taps = tuple(_first([bkw, kw], "resample_filter", _DEFAULT_FILTER))
     flat = _drop_filters(flat, taps, what)
     b4 = D.child("b4")
@@ -302,15 +351,26 @@ def _discriminator(D: PersistentModule, what: str) -> tuple[DiscriminatorConfig,
     else:  # the MinibatchStdLayer's own attribute, else NVIDIA's default
         group = mbstd.state.get("group_size", 4) if mbstd is not None else 4
     clamp = kw.get("conv_clamp")
-    cfg = infer_discriminator_config(flat, what, resample_filter=taps,
-                                     mbstd_group_size=None if group is None else int(group),
-                                     conv_clamp=None if clamp is None else float(clamp))
-    cross_check(what, "_init_kwargs", [
-        ("img_resolution", kw.get("img_resolution"), cfg.img_resolution),
-        ("img_channels", kw.get("img_channels"), cfg.img_channels),
-        ("epilogue_kwargs.mbstd_num_channels", _first([ekw], "mbstd_num_channels"), cfg.mbstd_num_channels),
-        ("channel_base/channel_max", _table(cfg.img_resolution, kw.get("channel_base"), kw.get("channel_max")),
-         cfg.channels),
-    ])
+    cfg = infer_discriminator_config(
+        flat,
+        what,
+        resample_filter=taps,
+        mbstd_group_size=None if group is None else int(group),
+        conv_clamp=None if clamp is None else float(clamp),
+    )
+    cross_check(
+        what,
+        "_init_kwargs",
+        [
+            ("img_resolution", kw.get("img_resolution"), cfg.img_resolution),
+            ("img_channels", kw.get("img_channels"), cfg.img_channels),
+            ("epilogue_kwargs.mbstd_num_channels", _first([ekw], "mbstd_num_channels"), cfg.mbstd_num_channels),
+            (
+                "channel_base/channel_max",
+                _table(cfg.img_resolution, kw.get("channel_base"), kw.get("channel_max")),
+                cfg.channels,
+            ),
+        ],
+    )
     check_state_dict(what, flat, discriminator_shapes(cfg))
     return cfg, flat

@@ -32,7 +32,7 @@ import importlib.util
 import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ import torch
 from teacher.config import GeneratorConfig
 from teacher.formats.common import Checkpoint, CheckpointError, check_state_dict
 from teacher.formats.layout import generator_shapes
+
+if TYPE_CHECKING:
+    import openvino as ov  # typing only: imported lazily at run time
 
 SOURCE_FORMAT = "openvino-ir-mapping"
 INSTALL_HINT = "pip install --no-deps random-face==2021.7.21.1"
@@ -97,7 +100,7 @@ def _random_face_dirs() -> list[Path]:
     return dirs
 
 
-def _read_layers(model, what: str) -> tuple[int, int, list[np.ndarray], list[np.ndarray], tuple[int, ...]]:
+def _read_layers(model: ov.Model, what: str) -> tuple[int, int, list[np.ndarray], list[np.ndarray], tuple[int, ...]]:
     """Check the mapping graph's interface and walk its layers: ``(z_dim, w_dim, weights, biases, output shape)``
     with the effective (gain-folded) weight ``[w_dim, in]`` and bias of every layer."""
 
@@ -110,7 +113,8 @@ def _read_layers(model, what: str) -> tuple[int, int, list[np.ndarray], list[np.
         raise CheckpointError(f"{what}: input must be [N, z_dim], got {in_shape}")
     if len(out_shape) != 2:
         raise CheckpointError(
-            f"{what}: output shape {out_shape} is not a single w [N, w_dim]; not a mapping network IR")
+            f"{what}: output shape {out_shape} is not a single w [N, w_dim]; not a mapping network IR"
+        )
 
     matmuls = [op for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"]
     if not matmuls:
@@ -196,10 +200,9 @@ def read_mapping_ir(
 
 def mapping_shapes(z_dim: int, w_dim: int, num_layers: int) -> dict[str, tuple[int, ...]]:
     """Key -> shape of a native mapping state (keys relative to the mapping module)."""
-    cfg = GeneratorConfig(z_dim=z_dim, w_dim=w_dim, img_resolution=8, channels={4: 1, 8: 1},
-                          mapping_layers=num_layers)
+    cfg = GeneratorConfig(z_dim=z_dim, w_dim=w_dim, img_resolution=8, channels={4: 1, 8: 1}, mapping_layers=num_layers)
     prefix = "mapping."
-    return {k[len(prefix):]: v for k, v in generator_shapes(cfg).items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in generator_shapes(cfg).items() if k.startswith(prefix)}
 
 
 def sniff(path: str | Path, head: bytes) -> bool:
@@ -237,7 +240,7 @@ def read(path: str | Path) -> Checkpoint:
 # Graph walking
 
 
-def read_model(xml_path: Path):
+def read_model(xml_path: Path) -> ov.Model:
     import openvino as ov  # heavy; only needed here
 
     bin_path = xml_path.with_suffix(".bin")
@@ -250,13 +253,13 @@ def read_model(xml_path: Path):
         raise CheckpointError(f"OpenVINO cannot read {xml_path}: {e}") from e
 
 
-def _static_shape(pshape, what: str, which: str) -> tuple[int, ...]:
+def _static_shape(pshape: ov.PartialShape, what: str, which: str) -> tuple[int, ...]:
     if not pshape.is_static:
         raise CheckpointError(f"{what}: {which} shape {pshape} is not static")
     return tuple(int(d) for d in pshape.to_shape())
 
 
-def _const(output) -> np.ndarray | None:
+def _const(output: ov.Output) -> np.ndarray | None:
     """Value of a Constant (optionally behind a Convert) as float64, else None."""
     node = output.get_node()
     if node.get_type_name() == "Convert":
@@ -266,14 +269,14 @@ def _const(output) -> np.ndarray | None:
     return np.array(node.get_data(), dtype=np.float64)
 
 
-def _only_consumer(node, what: str):
+def _only_consumer(node: ov.Node, what: str) -> ov.Input:
     targets = list(node.output(0).get_target_inputs())
     if len(targets) != 1:
         raise CheckpointError(f"{what}: {node.get_friendly_name()} has {len(targets)} consumers, expected 1")
     return targets[0]
 
 
-def _binary_const(node, chain_index: int, what: str) -> np.ndarray:
+def _binary_const(node: ov.Node, chain_index: int, what: str) -> np.ndarray:
     """The constant operand of a binary op whose other operand (``chain_index``) is the data path."""
     value = _const(node.input(1 - chain_index).get_source_output())
     if value is None:
@@ -281,7 +284,7 @@ def _binary_const(node, chain_index: int, what: str) -> np.ndarray:
     return value
 
 
-def _expect(target, op_type: str, what: str):
+def _expect(target: ov.Input, op_type: str, what: str) -> ov.Node:
     node = target.get_node()
     if node.get_type_name() != op_type:
         raise CheckpointError(
@@ -291,7 +294,7 @@ def _expect(target, op_type: str, what: str):
     return node
 
 
-def _walk_layers(first_matmul, what: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _walk_layers(first_matmul: ov.Node, what: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Follow MatMul -> Add -> PRelu -> Multiply -> (MatMul | Result); return effective W [out, in], b [out]."""
     weights: list[np.ndarray] = []
     biases: list[np.ndarray] = []
@@ -307,14 +310,16 @@ def _walk_layers(first_matmul, what: str) -> tuple[list[np.ndarray], list[np.nda
         w = w if attrs.get("transpose_b") else w.T  # -> [out, in], y = x @ w.T
         if weights and w.shape[1] != weights[-1].shape[0]:
             raise CheckpointError(
-                f"{what}: {name} takes {w.shape[1]} features, previous layer gives {weights[-1].shape[0]}")
+                f"{what}: {name} takes {w.shape[1]} features, previous layer gives {weights[-1].shape[0]}"
+            )
 
         target = _only_consumer(node, what)
         add = _expect(target, "Add", what)
         b = _binary_const(add, target.get_index(), what)
         if b.size != w.shape[0]:
             raise CheckpointError(
-                f"{what}: bias of {add.get_friendly_name()} has {b.size} values, expected {w.shape[0]}")
+                f"{what}: bias of {add.get_friendly_name()} has {b.size} values, expected {w.shape[0]}"
+            )
 
         target = _only_consumer(add, what)
         act = _expect(target, "PRelu", what)
@@ -327,7 +332,8 @@ def _walk_layers(first_matmul, what: str) -> tuple[list[np.ndarray], list[np.nda
         gain = _binary_const(mul, target.get_index(), what)
         if gain.size != 1 or abs(float(gain.reshape(())) - _LRELU_GAIN) > 1e-6:
             raise CheckpointError(
-                f"{what}: {mul.get_friendly_name()} multiplies by {gain.ravel()[:4]}, expected sqrt(2)")
+                f"{what}: {mul.get_friendly_name()} multiplies by {gain.ravel()[:4]}, expected sqrt(2)"
+            )
 
         weights.append(w)
         biases.append(b.reshape(-1))
@@ -335,8 +341,9 @@ def _walk_layers(first_matmul, what: str) -> tuple[list[np.ndarray], list[np.nda
         if nxt.get_type_name() == "Result":
             return weights, biases
         if nxt.get_type_name() != "MatMul":
-            raise CheckpointError(f"{what}: unexpected {nxt.get_type_name()} ({nxt.get_friendly_name()}) "
-                                  f"after layer {len(weights) - 1}")
+            raise CheckpointError(
+                f"{what}: unexpected {nxt.get_type_name()} ({nxt.get_friendly_name()}) after layer {len(weights) - 1}"
+            )
         node = nxt
 
 
@@ -350,7 +357,7 @@ _ELEMENTWISE = {
 }
 
 
-def _evaluate(output, feeds: dict[str, np.ndarray], what: str) -> np.ndarray:
+def _evaluate(output: ov.Output, feeds: dict[str, np.ndarray], what: str) -> np.ndarray:
     """Evaluate the small sub-graph ending at ``output`` in float64 (PixelNorm ops only)."""
     node = output.get_node()
     kind = node.get_type_name()
@@ -370,7 +377,7 @@ def _evaluate(output, feeds: dict[str, np.ndarray], what: str) -> np.ndarray:
     raise CheckpointError(f"{what}: unsupported op {kind} ({node.get_friendly_name()}) before the first MatMul")
 
 
-def _check_pixelnorm(pixelnorm_out, param, z_dim: int, what: str) -> None:
+def _check_pixelnorm(pixelnorm_out: ov.Output, param: ov.Node, z_dim: int, what: str) -> None:
     """Check numerically that the input of the first layer is PixelNorm(z) with eps 1e-8."""
     rng = np.random.default_rng(0)
     for scale in (1.0, 1e-5):  # at 1e-5 the mean square (1e-10) is below eps: pins eps down
@@ -378,12 +385,15 @@ def _check_pixelnorm(pixelnorm_out, param, z_dim: int, what: str) -> None:
         got = _evaluate(pixelnorm_out, {param.get_friendly_name(): z}, what)
         want = z / np.sqrt(np.mean(z**2, axis=1, keepdims=True) + _PIXELNORM_EPS)
         if got.shape != want.shape or not np.allclose(got, want, rtol=1e-5, atol=0):
-            raise CheckpointError(f"{what}: the input of the first MatMul is not PixelNorm(z) with eps 1e-8; "
-                                  "not a StyleGAN2 mapping network IR")
+            raise CheckpointError(
+                f"{what}: the input of the first MatMul is not PixelNorm(z) with eps 1e-8; "
+                "not a StyleGAN2 mapping network IR"
+            )
 
 
-def _estimate_w_avg(state: dict[str, torch.Tensor], num_layers: int, z_dim: int, lr_mul: float,
-                    samples: int, seed: int) -> torch.Tensor:
+def _estimate_w_avg(
+    state: dict[str, torch.Tensor], num_layers: int, z_dim: int, lr_mul: float, samples: int, seed: int
+) -> torch.Tensor:
     """Mean of mapping(z) over a seeded z set, with the native formula (float32, mean in float64)."""
     z = torch.randn([samples, z_dim], generator=torch.Generator().manual_seed(seed))
     x = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + _PIXELNORM_EPS)  # [N, z_dim]

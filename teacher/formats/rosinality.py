@@ -59,8 +59,11 @@ def from_dict(obj: dict, path: str) -> Checkpoint:
         check_state_dict(f"rosinality d in {path}", d_state, discriminator_shapes(d_cfg))
         ckpt.d_config, ckpt.d_state = d_cfg, d_state
     if "args" in obj:
-        ckpt.extra["args"] = {k: v for k, v in vars(obj["args"]).items() if isinstance(v, (int, float, str, bool))} \
-            if hasattr(obj["args"], "__dict__") else {}
+        ckpt.extra["args"] = (
+            {k: v for k, v in vars(obj["args"]).items() if isinstance(v, (int, float, str, bool))}
+            if hasattr(obj["args"], "__dict__")
+            else {}
+        )
     return ckpt
 
 
@@ -69,7 +72,7 @@ def estimate_w_avg(cfg: GeneratorConfig, g_state: dict[str, torch.Tensor]) -> to
     from teacher.mapping import MappingNetwork
 
     m = MappingNetwork(cfg.z_dim, cfg.w_dim, cfg.mapping_layers, cfg.mapping_lr_mul)
-    m.load_state_dict({k[len("mapping."):]: v for k, v in g_state.items() if k.startswith("mapping.")})
+    m.load_state_dict({k[len("mapping.") :]: v for k, v in g_state.items() if k.startswith("mapping.")})
     z = torch.randn([W_AVG_SAMPLES, cfg.z_dim], generator=torch.Generator().manual_seed(W_AVG_SEED))
     with torch.no_grad():
         return m.embed(z).mean(0)
@@ -81,7 +84,9 @@ def _take(src: dict, key: str, what: str) -> torch.Tensor:
     return src[key]
 
 
-def _convert_generator(src: dict, what: str) -> tuple[GeneratorConfig, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def _convert_generator(
+    src: dict, what: str
+) -> tuple[GeneratorConfig, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     n_mlp = 0
     while f"style.{n_mlp + 1}.weight" in src:
         n_mlp += 1
@@ -95,8 +100,14 @@ def _convert_generator(src: dict, what: str) -> tuple[GeneratorConfig, dict[str,
         channels[8 * 2**j] = _take(src, f"convs.{2 * j}.conv.weight", what).shape[1]
     w1 = _take(src, "style.1.weight", what)
     try:
-        cfg = GeneratorConfig(z_dim=w1.shape[1], w_dim=w1.shape[0], img_resolution=res, channels=channels,
-                              img_channels=_take(src, "to_rgb1.conv.weight", what).shape[1], mapping_layers=n_mlp)
+        cfg = GeneratorConfig(
+            z_dim=w1.shape[1],
+            w_dim=w1.shape[0],
+            img_resolution=res,
+            channels=channels,
+            img_channels=_take(src, "to_rgb1.conv.weight", what).shape[1],
+            mapping_layers=n_mlp,
+        )
     except ValueError as err:
         raise CheckpointError(f"{what}: inconsistent architecture ({err})") from err
     used: set[str] = set()
@@ -140,8 +151,9 @@ def _check_kernels(src: dict, blur: dict, what: str) -> None:
     want = setup_filter([1, 3, 3, 1], gain=4)
     for k, v in blur.items():
         if v.shape != want.shape or not torch.allclose(v.float(), want, atol=1e-6):
-            raise CheckpointError(f"{what}: {k} is not the standard [1,3,3,1] blur kernel; "
-                                  f"custom blur kernels are not supported")
+            raise CheckpointError(
+                f"{what}: {k} is not the standard [1,3,3,1] blur kernel; custom blur kernels are not supported"
+            )
 
 
 def _convert_discriminator(src: dict, what: str) -> tuple[DiscriminatorConfig, dict[str, torch.Tensor]]:
@@ -154,8 +166,12 @@ def _convert_discriminator(src: dict, what: str) -> tuple[DiscriminatorConfig, d
         channels[r // 2] = _take(src, f"convs.{i}.conv2.1.weight", what).shape[0]
         r //= 2
     final = _take(src, "final_conv.0.weight", what)
-    cfg = DiscriminatorConfig(img_resolution=res, channels=channels, img_channels=fromrgb.shape[1],
-                              mbstd_num_channels=final.shape[1] - channels[4])
+    cfg = DiscriminatorConfig(
+        img_resolution=res,
+        channels=channels,
+        img_channels=fromrgb.shape[1],
+        mbstd_num_channels=final.shape[1] - channels[4],
+    )
     used: set[str] = set()
 
     def get(key: str) -> torch.Tensor:
@@ -231,8 +247,15 @@ def to_dict(ckpt: Checkpoint) -> dict:
             d[f"convs.{i}.skip.0.kernel"] = down_kernel.clone()
             d[f"convs.{i}.skip.1.weight"] = ds[f"b{r}.skip.weight"]
             r, i = r // 2, i + 1
-        d.update({"final_conv.0.weight": ds["b4.conv.weight"], "final_conv.1.bias": ds["b4.conv.bias"],
-                  "final_linear.0.weight": ds["b4.fc.weight"], "final_linear.0.bias": ds["b4.fc.bias"],
-                  "final_linear.1.weight": ds["b4.out.weight"], "final_linear.1.bias": ds["b4.out.bias"]})
+        d.update(
+            {
+                "final_conv.0.weight": ds["b4.conv.weight"],
+                "final_conv.1.bias": ds["b4.conv.bias"],
+                "final_linear.0.weight": ds["b4.fc.weight"],
+                "final_linear.0.bias": ds["b4.fc.bias"],
+                "final_linear.1.weight": ds["b4.out.weight"],
+                "final_linear.1.bias": ds["b4.out.bias"],
+            }
+        )
         out["d"] = {k: v.clone() for k, v in d.items()}
     return out

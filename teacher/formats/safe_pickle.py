@@ -29,7 +29,8 @@ import struct
 import types
 import warnings
 from collections import OrderedDict
-from typing import Any, BinaryIO, Mapping
+from collections.abc import Mapping
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -47,9 +48,21 @@ Whitelist = Mapping[tuple[str, str], Any]
 
 # Errors the C unpickler raises on malformed or truncated input (a whitelisted callable given
 # bad arguments raises TypeError / ValueError / RuntimeError).
-_LOAD_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-                KeyError, struct.error, OverflowError, RuntimeError, UnicodeDecodeError, MemoryError,
-                RecursionError)
+_LOAD_ERRORS = (
+    pickle.UnpicklingError,
+    EOFError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    KeyError,
+    struct.error,
+    OverflowError,
+    RuntimeError,
+    UnicodeDecodeError,
+    MemoryError,
+    RecursionError,
+)
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -62,8 +75,9 @@ class RestrictedUnpickler(pickle.Unpickler):
         hints: Optional ``(module, name) -> text`` appended when that global is refused.
     """
 
-    def __init__(self, file: BinaryIO, whitelist: Whitelist, what: str,
-                 hints: Mapping[tuple[str, str], str] | None = None) -> None:
+    def __init__(
+        self, file: BinaryIO, whitelist: Whitelist, what: str, hints: Mapping[tuple[str, str], str] | None = None
+    ) -> None:
         super().__init__(file)
         self._whitelist = whitelist
         self._what = what
@@ -77,15 +91,18 @@ class RestrictedUnpickler(pickle.Unpickler):
             raise CheckpointError(
                 f"{self._what}: refused to load the global {module}.{name}; this reader never imports or "
                 f"calls anything outside its whitelist (the file may execute code when loaded with plain "
-                f"pickle){hint}") from None
+                f"pickle){hint}"
+            ) from None
 
     def persistent_load(self, pid: Any) -> Any:
-        raise CheckpointError(f"{self._what}: refused a persistent id ({type(pid).__name__}); "
-                              "plain pickles of this format have none")
+        raise CheckpointError(
+            f"{self._what}: refused a persistent id ({type(pid).__name__}); plain pickles of this format have none"
+        )
 
 
-def restricted_load(path: str | os.PathLike, whitelist: Whitelist, what: str,
-                    hints: Mapping[tuple[str, str], str] | None = None) -> Any:
+def restricted_load(
+    path: str | os.PathLike, whitelist: Whitelist, what: str, hints: Mapping[tuple[str, str], str] | None = None
+) -> Any:
     """Unpickle ``path`` with :class:`RestrictedUnpickler`; every failure becomes a CheckpointError."""
     try:
         with open(path, "rb") as fh:
@@ -95,8 +112,9 @@ def restricted_load(path: str | os.PathLike, whitelist: Whitelist, what: str,
     except OSError as err:
         raise CheckpointError(f"{what}: cannot read the file ({err})") from err
     except _LOAD_ERRORS as err:
-        raise CheckpointError(f"{what}: not a readable pickle, or truncated/corrupt "
-                              f"({type(err).__name__}: {_first_line(err)})") from err
+        raise CheckpointError(
+            f"{what}: not a readable pickle, or truncated/corrupt ({type(err).__name__}: {_first_line(err)})"
+        ) from err
 
 
 def _first_line(err: BaseException) -> str:
@@ -117,8 +135,9 @@ def _load_storage_from_bytes(blob: Any) -> torch.TypedStorage | torch.UntypedSto
             warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
             storage = torch.load(io.BytesIO(bytes(blob)), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError / RuntimeError with long explanations
-        raise CheckpointError(f"a tensor storage blob was refused by torch.load(weights_only=True): "
-                              f"{_first_line(err)}") from err
+        raise CheckpointError(
+            f"a tensor storage blob was refused by torch.load(weights_only=True): {_first_line(err)}"
+        ) from err
     if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
         raise CheckpointError(f"a tensor storage blob holds a {type(storage).__name__}, not a storage")
     return storage
@@ -129,24 +148,34 @@ def _check_hooks(hooks: Any) -> None:
         raise CheckpointError("refused a tensor pickled with backward hooks")
 
 
-def _rebuild_tensor(storage: Any, storage_offset: Any, size: Any, stride: Any, requires_grad: Any = False,
-                    backward_hooks: Any = None, metadata: Any = None) -> torch.Tensor:
+def _rebuild_tensor(
+    storage: Any,
+    storage_offset: Any,
+    size: Any,
+    stride: Any,
+    requires_grad: Any = False,
+    backward_hooks: Any = None,
+    metadata: Any = None,
+) -> torch.Tensor:
     """``torch._utils._rebuild_tensor_v2`` for storages made by :func:`_load_storage_from_bytes`."""
     if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
         raise CheckpointError(f"a tensor was pickled over a {type(storage).__name__}, not a storage")
     ints_ok = isinstance(storage_offset, int) and all(
-        isinstance(seq, tuple) and all(isinstance(v, int) for v in seq) for seq in (size, stride))
+        isinstance(seq, tuple) and all(isinstance(v, int) for v in seq) for seq in (size, stride)
+    )
     if not ints_ok or len(size) != len(stride) or (metadata is not None and not isinstance(metadata, dict)):
         raise CheckpointError("a tensor was pickled with malformed offset/size/stride/metadata")
     _check_hooks(backward_hooks)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
-        return torch._utils._rebuild_tensor_v2(storage, storage_offset, size, stride, False, OrderedDict(),
-                                               metadata or None)
+        return torch._utils._rebuild_tensor_v2(
+            storage, storage_offset, size, stride, False, OrderedDict(), metadata or None
+        )
 
 
-def _rebuild_parameter(data: Any, requires_grad: Any = False, backward_hooks: Any = None,
-                       state: Any = None) -> torch.Tensor:
+def _rebuild_parameter(
+    data: Any, requires_grad: Any = False, backward_hooks: Any = None, state: Any = None
+) -> torch.Tensor:
     """``torch._utils._rebuild_parameter[_with_state]``: the plain tensor (we need no Parameters)."""
     if not isinstance(data, torch.Tensor):
         raise CheckpointError(f"a parameter was pickled over a {type(data).__name__}, not a tensor")
@@ -208,8 +237,11 @@ CONTAINER_GLOBALS: dict[tuple[str, str], Any] = {
     ("dnnlib.util", "EasyDict"): EasyDict,
     ("_codecs", "encode"): _latin1_bytes,
     # protocol <= 3 pickles sets as set(list); protocol 2 spells the module __builtin__
-    **{(mod, name): obj for mod in ("builtins", "__builtin__")
-       for name, obj in (("set", set), ("frozenset", frozenset))},
+    **{
+        (mod, name): obj
+        for mod in ("builtins", "__builtin__")
+        for name, obj in (("set", set), ("frozenset", frozenset))
+    },
 }
 
 
@@ -225,14 +257,16 @@ class InertObject:
 
     stub_of = "?"  # "module.name" of the class this stands in for
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "InertObject":
+    def __new__(cls, *args: Any, **kwargs: Any) -> InertObject:
         obj = super().__new__(cls)
         obj.__dict__.update(args=args, items={}, list=[], state=None)
         return obj
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise CheckpointError(f"refused to call {self.stub_of}(...): the file asks for a call of a global this "
-                              "reader never imports or calls (a pickled __reduce__); nothing was executed")
+        raise CheckpointError(
+            f"refused to call {self.stub_of}(...): the file asks for a call of a global this "
+            "reader never imports or calls (a pickled __reduce__); nothing was executed"
+        )
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self.__dict__["items"][key] = value
@@ -253,8 +287,9 @@ class InertObject:
 def inert_class(name: str) -> type:
     """A fresh :class:`InertObject` subclass standing in for the class (or function) ``module.name``."""
     module, _, qual = name.rpartition(".")
-    return type(qual or name, (InertObject,), {"__module__": module or "?", "__qualname__": qual or name,
-                                               "stub_of": name})
+    return type(
+        qual or name, (InertObject,), {"__module__": module or "?", "__qualname__": qual or name, "stub_of": name}
+    )
 
 
 def _plain_defaultdict(default_factory: Any = None) -> dict:
@@ -274,12 +309,17 @@ def _reconstructor(cls: Any, base: Any, state: Any = None) -> Any:
 # What torch files may use for real. Plain value types may be called (that only builds a value); every
 # other global becomes an inert stand-in (StubbingUnpickler).
 TORCH_FILE_GLOBALS: dict[tuple[str, str], Any] = {
-    **TORCH_TENSOR_GLOBALS, **NUMPY_GLOBALS, **CONTAINER_GLOBALS,
+    **TORCH_TENSOR_GLOBALS,
+    **NUMPY_GLOBALS,
+    **CONTAINER_GLOBALS,
     ("argparse", "Namespace"): argparse.Namespace,
     ("collections", "defaultdict"): _plain_defaultdict,
     ("copyreg", "_reconstructor"): _reconstructor,
-    **{(mod, t.__name__): t for mod in ("builtins", "__builtin__")
-       for t in (dict, list, tuple, int, float, complex, str, bytes, bytearray, bool, slice, range, object)},
+    **{
+        (mod, t.__name__): t
+        for mod in ("builtins", "__builtin__")
+        for t in (dict, list, tuple, int, float, complex, str, bytes, bytearray, bool, slice, range, object)
+    },
 }
 
 
@@ -343,8 +383,7 @@ def plain(obj: Any, depth: int = 0) -> Any:
 # inspection without execution
 
 
-_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
-               "SHORT_BINSTRING"}
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"}
 
 
 def pickle_globals(path: str | os.PathLike) -> set[str]:

@@ -33,12 +33,13 @@ than ``skip`` (``Skip`` layers, progressive-growing ``ToRGB_lod*``), discriminat
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from teacher.formats.common import Checkpoint, CheckpointError, check_state_dict
+from teacher.formats.common import Checkpoint, CheckpointError, check_state_dict, malformed_settings
 from teacher.formats.layout import discriminator_shapes, generator_shapes
 from teacher.formats.nvidia import cross_check, infer_discriminator_config, infer_generator_config
 from teacher.formats.safe_pickle import (
@@ -78,8 +79,12 @@ class TFNetworkStub:
 
 
 _WHITELIST = {("dnnlib.tflib.network", "Network"): TFNetworkStub, **NUMPY_GLOBALS, **CONTAINER_GLOBALS}
-_HINTS = {("torch_utils.persistence", "_reconstruct_persistent_obj"):
-          " (an NVIDIA PyTorch pickle: the nvidia-pkl reader reads it)"}
+_HINTS = {
+    (
+        "torch_utils.persistence",
+        "_reconstruct_persistent_obj",
+    ): " (an NVIDIA PyTorch pickle: the nvidia-pkl reader reads it)"
+}
 
 
 def sniff(path: str, head: bytes) -> bool:
@@ -96,18 +101,15 @@ def read(path: str) -> Checkpoint:
     elif isinstance(data, tuple) and len(data) == 3 and all(isinstance(n, TFNetworkStub) for n in data):
         _, d, gs = data
     else:
-        raise CheckpointError(f"{what}: expected a (G, D, Gs) tuple of TF networks or Gs alone, "
-                              f"found a {type(data).__name__}")
+        raise CheckpointError(
+            f"{what}: expected a (G, D, Gs) tuple of TF networks or Gs alone, found a {type(data).__name__}"
+        )
     ckpt = Checkpoint(SOURCE_FORMAT, extra={"generator_key": "Gs", "g_static_kwargs": plain(gs.static_kwargs)})
-    try:
+    with malformed_settings(what):  # e.g. static_kwargs of the wrong types
         ckpt.g_config, ckpt.g_state = _generator(gs, f"{what} [Gs]")
         if d is not None:
             ckpt.d_config, ckpt.d_state = _discriminator(d, f"{what} [D]")
             ckpt.extra["d_static_kwargs"] = plain(d.static_kwargs)
-    except CheckpointError:
-        raise
-    except (TypeError, ValueError, AttributeError) as err:  # e.g. static_kwargs of the wrong types
-        raise CheckpointError(f"{what}: malformed network settings ({type(err).__name__}: {err})") from err
     return ckpt
 
 
@@ -117,8 +119,10 @@ def _variables(net: TFNetworkStub, what: str, prefix: str = "", depth: int = 0) 
         raise CheckpointError(f"{what}: TF network components nested deeper than 8 levels")
     version = net.state.get("version")
     if not isinstance(version, int) or version < 4:
-        raise CheckpointError(f"{what}: TF network {prefix or net.state.get('name')!r} has pickle version "
-                              f"{version!r}; only version 4 (StyleGAN2) is supported")
+        raise CheckpointError(
+            f"{what}: TF network {prefix or net.state.get('name')!r} has pickle version "
+            f"{version!r}; only version 4 (StyleGAN2) is supported"
+        )
     out: dict[str, np.ndarray] = {}
     variables = net.state.get("variables")
     if not isinstance(variables, (list, tuple)):
@@ -190,8 +194,11 @@ def _noise(a: np.ndarray) -> np.ndarray:
 
 _LAYER = {"Conv": "conv1", "Conv0_up": "conv0", "Conv1": "conv1", "ToRGB": "torgb"}
 _LAYER_PARAM: dict[str, tuple[str, Transform]] = {
-    "bias": ("bias", _same), "mod_weight": ("affine.weight", _dense), "mod_bias": ("affine.bias", _mod_bias),
-    "noise_strength": ("noise_strength", _scalar)}
+    "bias": ("bias", _same),
+    "mod_weight": ("affine.weight", _dense),
+    "mod_bias": ("affine.bias", _mod_bias),
+    "noise_strength": ("noise_strength", _scalar),
+}
 
 
 def _noise_layer(i: int) -> str:
@@ -237,8 +244,9 @@ def _discriminator_target(name: str) -> tuple[str, Transform] | None:
     return None
 
 
-def _convert(variables: dict[str, np.ndarray], target: Callable[[str], tuple[str, Transform] | None],
-             what: str) -> dict[str, torch.Tensor]:
+def _convert(
+    variables: dict[str, np.ndarray], target: Callable[[str], tuple[str, Transform] | None], what: str
+) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     unknown = []
     for name, value in variables.items():
@@ -257,8 +265,9 @@ def _convert(variables: dict[str, np.ndarray], target: Callable[[str], tuple[str
             raise CheckpointError(f"{what}: TF variable {name} -> {key}: {err}") from err
         out[key] = torch.from_numpy(np.array(arr, dtype=np.float32, order="C"))  # (ascontiguousarray makes 0-d 1-d)
     if unknown:
-        raise CheckpointError(f"{what}: {len(unknown)} TF variable(s) with no native counterpart: "
-                              + ", ".join(sorted(unknown)[:12]))
+        raise CheckpointError(
+            f"{what}: {len(unknown)} TF variable(s) with no native counterpart: " + ", ".join(sorted(unknown)[:12])
+        )
     return out
 
 
@@ -280,8 +289,10 @@ def _check_kwargs(what: str, checks: list[tuple[bool, str]]) -> None:
 def _generator(gs: TFNetworkStub, what: str) -> tuple[Any, dict[str, torch.Tensor]]:
     comps = gs.components
     if not isinstance(comps.get("mapping"), TFNetworkStub) or not isinstance(comps.get("synthesis"), TFNetworkStub):
-        raise CheckpointError(f"{what}: not a StyleGAN2 generator (components {sorted(comps)}, build function "
-                              f"{gs.state.get('build_func_name')!r})")
+        raise CheckpointError(
+            f"{what}: not a StyleGAN2 generator (components {sorted(comps)}, build function "
+            f"{gs.state.get('build_func_name')!r})"
+        )
     skw = {**gs.static_kwargs, **comps["synthesis"].static_kwargs}
     mkw = {**gs.static_kwargs, **comps["mapping"].static_kwargs}
     variables = _variables(gs, what)
@@ -291,29 +302,49 @@ def _generator(gs: TFNetworkStub, what: str) -> tuple[Any, dict[str, torch.Tenso
         arch = "orig (progressive growing: StyleGAN1, StyleGAN2 configs B-D)"
     elif any(re.match(r"synthesis/.*/Skip/", n) for n in names):
         arch = "resnet"
-    _check_kwargs(what, [
-        (bool(mkw.get("label_size")) or any(re.match(r"mapping/Label", n) for n in names),
-         f"a conditional generator (label_size={mkw.get('label_size')}); only unconditional models are supported"),
-        (arch != "skip", f"synthesis architecture {arch!r}; only 'skip' (StyleGAN2 configs E/F) is supported"),
-        (mkw.get("normalize_latents", True) is False, "normalize_latents=False is not supported"),
-        (mkw.get("mapping_nonlinearity", "lrelu") != "lrelu" or skw.get("nonlinearity", "lrelu") != "lrelu",
-         "activations other than lrelu are not supported"),
-        (skw.get("use_noise", True) is False, "a generator without noise inputs (use_noise=False)"),
-        (skw.get("resample_kernel", [1, 3, 3, 1]) is None, "resample_kernel=None (no filtering) is not supported"),
-    ])
+    _check_kwargs(
+        what,
+        [
+            (
+                bool(mkw.get("label_size")) or any(re.match(r"mapping/Label", n) for n in names),
+                f"a conditional generator (label_size={mkw.get('label_size')}); "
+                "only unconditional models are supported",
+            ),
+            (arch != "skip", f"synthesis architecture {arch!r}; only 'skip' (StyleGAN2 configs E/F) is supported"),
+            (mkw.get("normalize_latents", True) is False, "normalize_latents=False is not supported"),
+            (
+                mkw.get("mapping_nonlinearity", "lrelu") != "lrelu" or skw.get("nonlinearity", "lrelu") != "lrelu",
+                "activations other than lrelu are not supported",
+            ),
+            (skw.get("use_noise", True) is False, "a generator without noise inputs (use_noise=False)"),
+            (skw.get("resample_kernel", [1, 3, 3, 1]) is None, "resample_kernel=None (no filtering) is not supported"),
+        ],
+    )
     state = _convert(variables, _generator_target, what)
     clamp = skw.get("conv_clamp")
-    cfg = infer_generator_config(state, what, mapping_lr_mul=float(mkw.get("mapping_lrmul", 0.01)),
-                                 conv_clamp=None if clamp is None else float(clamp),
-                                 resample_filter=tuple(skw.get("resample_kernel", [1, 3, 3, 1])))
-    cross_check(what, "static_kwargs", [
-        ("latent_size", mkw.get("latent_size"), cfg.z_dim), ("dlatent_size", mkw.get("dlatent_size"), cfg.w_dim),
-        ("resolution", skw.get("resolution"), cfg.img_resolution),
-        ("num_channels", skw.get("num_channels"), cfg.img_channels),
-        ("mapping_layers", mkw.get("mapping_layers"), cfg.mapping_layers),
-        ("fmap_base/fmap_max", None if "fmap_base" not in skw else {r: _nf(skw, r) for r in cfg.channels},
-         cfg.channels),
-    ])
+    cfg = infer_generator_config(
+        state,
+        what,
+        mapping_lr_mul=float(mkw.get("mapping_lrmul", 0.01)),
+        conv_clamp=None if clamp is None else float(clamp),
+        resample_filter=tuple(skw.get("resample_kernel", [1, 3, 3, 1])),
+    )
+    cross_check(
+        what,
+        "static_kwargs",
+        [
+            ("latent_size", mkw.get("latent_size"), cfg.z_dim),
+            ("dlatent_size", mkw.get("dlatent_size"), cfg.w_dim),
+            ("resolution", skw.get("resolution"), cfg.img_resolution),
+            ("num_channels", skw.get("num_channels"), cfg.img_channels),
+            ("mapping_layers", mkw.get("mapping_layers"), cfg.mapping_layers),
+            (
+                "fmap_base/fmap_max",
+                None if "fmap_base" not in skw else {r: _nf(skw, r) for r in cfg.channels},
+                cfg.channels,
+            ),
+        ],
+    )
     check_state_dict(what, state, generator_shapes(cfg))
     return cfg, state
 
@@ -331,28 +362,46 @@ def _discriminator(d: TFNetworkStub, what: str) -> tuple[Any, dict[str, torch.Te
         arch = "skip"
     elif any(f"{r}x{r}/Skip/weight" not in variables for r in res if r != 4):
         arch = "orig"
-    _check_kwargs(what, [
-        (bool(kw.get("label_size")) or any(re.match(r"(LabelEmbed|Mapping\d+)/", n) for n in names),
-         f"a conditional discriminator (label_size={kw.get('label_size')}); only unconditional models are "
-         "supported"),
-        (arch != "resnet", f"discriminator architecture {arch!r}; only 'resnet' is supported"),
-        (kw.get("nonlinearity", "lrelu") != "lrelu", "activations other than lrelu are not supported"),
-        (kw.get("resample_kernel", [1, 3, 3, 1]) is None, "resample_kernel=None (no filtering) is not supported"),
-        (not isinstance(kw.get("mbstd_group_size", 4), (int, np.integer)),
-         f"mbstd_group_size={kw.get('mbstd_group_size')!r} is not an integer"),
-    ])
+    _check_kwargs(
+        what,
+        [
+            (
+                bool(kw.get("label_size")) or any(re.match(r"(LabelEmbed|Mapping\d+)/", n) for n in names),
+                f"a conditional discriminator (label_size={kw.get('label_size')}); only unconditional models are "
+                "supported",
+            ),
+            (arch != "resnet", f"discriminator architecture {arch!r}; only 'resnet' is supported"),
+            (kw.get("nonlinearity", "lrelu") != "lrelu", "activations other than lrelu are not supported"),
+            (kw.get("resample_kernel", [1, 3, 3, 1]) is None, "resample_kernel=None (no filtering) is not supported"),
+            (
+                not isinstance(kw.get("mbstd_group_size", 4), (int, np.integer)),
+                f"mbstd_group_size={kw.get('mbstd_group_size')!r} is not an integer",
+            ),
+        ],
+    )
     state = _convert(variables, _discriminator_target, what)
     group = int(kw.get("mbstd_group_size", 4))
     clamp = kw.get("conv_clamp")
-    cfg = infer_discriminator_config(state, what, mbstd_group_size=group,
-                                     conv_clamp=None if clamp is None else float(clamp),
-                                     resample_filter=tuple(kw.get("resample_kernel", [1, 3, 3, 1])))
-    cross_check(what, "static_kwargs", [
-        ("resolution", kw.get("resolution"), cfg.img_resolution),
-        ("num_channels", kw.get("num_channels"), cfg.img_channels),
-        ("mbstd_num_features", kw.get("mbstd_num_features", 1) if group > 1 else 0, cfg.mbstd_num_channels),
-        ("fmap_base/fmap_max", None if "fmap_base" not in kw else {r: _nf(kw, r) for r in cfg.channels},
-         cfg.channels),
-    ])
+    cfg = infer_discriminator_config(
+        state,
+        what,
+        mbstd_group_size=group,
+        conv_clamp=None if clamp is None else float(clamp),
+        resample_filter=tuple(kw.get("resample_kernel", [1, 3, 3, 1])),
+    )
+    cross_check(
+        what,
+        "static_kwargs",
+        [
+            ("resolution", kw.get("resolution"), cfg.img_resolution),
+            ("num_channels", kw.get("num_channels"), cfg.img_channels),
+            ("mbstd_num_features", kw.get("mbstd_num_features", 1) if group > 1 else 0, cfg.mbstd_num_channels),
+            (
+                "fmap_base/fmap_max",
+                None if "fmap_base" not in kw else {r: _nf(kw, r) for r in cfg.channels},
+                cfg.channels,
+            ),
+        ],
+    )
     check_state_dict(what, state, discriminator_shapes(cfg))
     return cfg, state

@@ -64,7 +64,11 @@ def choose_cuda(op: str, want: str, dtype: torch.dtype, device: torch.device) ->
             raise RuntimeError(f"{op}: building the CUDA kernel failed: {err}") from err
         if op not in _warned:
             _warned.add(op)
-            warnings.warn(f"{op}: CUDA kernel unavailable, using the reference implementation ({err})", RuntimeWarning)
+            warnings.warn(
+                f"{op}: CUDA kernel unavailable, using the reference implementation ({err})",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         return _record(op, "ref", f"CUDA build failed: {err}")
     kdtype = selftest.kernel_dtype(dtype)
     verdict = selftest.known(op, kdtype, device)  # every call after the first ends here
@@ -76,7 +80,7 @@ def choose_cuda(op: str, want: str, dtype: torch.dtype, device: torch.device) ->
             raise RuntimeError(f"{msg}; use impl='ref' (or 'auto', which falls back)")
         if (op, kdtype) not in _warned:
             _warned.add((op, kdtype))
-            warnings.warn(f"{msg}; using the reference implementation", RuntimeWarning)
+            warnings.warn(f"{msg}; using the reference implementation", RuntimeWarning, stacklevel=2)
         return _record(op, "ref", f"CUDA self-test failed ({kdtype})")
     return _record(op, "cuda", f"CUDA kernel built, self-test passed ({kdtype})")
 
@@ -106,6 +110,10 @@ def status() -> dict[str, dict[str, Any]]:
             active, why = "ref", "no CUDA device (not called yet)"
         else:
             active, why = "undecided", "kernels build on the first CUDA call"
-        out[op] = {"requested": want, "active": active, "reason": why,
-                   "selftest": {f"{d} {dev}": v.summary() for (o, d, dev), v in tested.items() if o == op}}
+        out[op] = {
+            "requested": want,
+            "active": active,
+            "reason": why,
+            "selftest": {f"{d} {dev}": v.summary() for (o, d, dev), v in tested.items() if o == op},
+        }
     return out

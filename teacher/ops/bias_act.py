@@ -7,8 +7,8 @@ gradients of any order); the CUDA path fuses it into one pass with hand-written 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -65,9 +65,7 @@ def bias_act(
         raise ValueError(f"unknown activation {act!r}; choose one of {sorted(ACTIVATIONS)}")
     if b is not None:
         if b.ndim != 1 or not -x.ndim <= dim < x.ndim or b.shape[0] != x.shape[dim]:
-            raise ValueError(
-                f"bias of shape {tuple(b.shape)} does not fit dim {dim} of input {tuple(x.shape)}"
-            )
+            raise ValueError(f"bias of shape {tuple(b.shape)} does not fit dim {dim} of input {tuple(x.shape)}")
     if clamp is not None and clamp < 0:
         raise ValueError(f"clamp must be >= 0 or None, got {clamp}")
     alpha = float(spec.default_alpha if alpha is None else alpha)
@@ -76,10 +74,10 @@ def bias_act(
         from teacher.ops import cuda
 
         return cuda.bias_act(x, b, dim % x.ndim, act, alpha, gain, None if clamp is None else float(clamp))
-    return _bias_act_ref(x, b, dim, spec, alpha, gain, clamp)
+    return bias_act_ref(x, b, dim, spec, alpha, gain, clamp)
 
 
-def _bias_act_ref(
+def bias_act_ref(
     x: torch.Tensor,
     b: torch.Tensor | None,
     dim: int,
@@ -88,6 +86,8 @@ def _bias_act_ref(
     gain: float,
     clamp: float | None,
 ) -> torch.Tensor:
+    """The reference implementation (plain differentiable PyTorch) of :func:`bias_act` with its arguments
+    resolved: ``dim`` the bias axis, ``spec`` the activation, ``alpha`` and ``gain`` numbers."""
     if b is not None:
         shape = [1] * x.ndim
         shape[dim] = -1

@@ -18,9 +18,10 @@ import contextlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -62,9 +63,11 @@ class Verdict:
 
     def summary(self) -> str:
         state = "passed" if self.passed else "FAILED"
-        return (f"{state} on {self.where} ({self.dtype}): worst {self.worst}, max |diff| {self.max_err:.3g} vs "
-                f"tolerance {self.tolerance:.3g}, {self.cases} cases, {self.seconds:.2f} s"
-                + (" (cached verdict)" if self.cached else ""))
+        return (
+            f"{state} on {self.where} ({self.dtype}): worst {self.worst}, max |diff| {self.max_err:.3g} vs "
+            f"tolerance {self.tolerance:.3g}, {self.cases} cases, {self.seconds:.2f} s"
+            + (" (cached verdict)" if self.cached else "")
+        )
 
 
 _verdicts: dict[tuple[str, str, str], Verdict] = {}
@@ -86,8 +89,9 @@ def verdicts() -> dict[tuple[str, str, str], Verdict]:
     return dict(_verdicts)
 
 
-def verdict(op: str, dtype: str, device: torch.device, cache_file: Path | None = None,
-            where: str | None = None) -> Verdict:
+def verdict(
+    op: str, dtype: str, device: torch.device, cache_file: Path | None = None, where: str | None = None
+) -> Verdict:
     """The self-test verdict of ``op``'s CUDA kernels on ``device`` for kernel precision ``dtype``: from this
     process, else from ``cache_file``, else measured now (and written to ``cache_file``)."""
     key = (op, dtype, str(device))
@@ -102,8 +106,14 @@ def verdict(op: str, dtype: str, device: torch.device, cache_file: Path | None =
         return found
 
 
-def run(op: str, dtype: str, device: torch.device | str, cuda_fn: Callable | None = None,
-        ref_fn: Callable | None = None, where: str | None = None) -> Verdict:
+def run(
+    op: str,
+    dtype: str,
+    device: torch.device | str,
+    cuda_fn: Callable | None = None,
+    ref_fn: Callable | None = None,
+    where: str | None = None,
+) -> Verdict:
     """Compare ``cuda_fn`` with ``ref_fn`` (default: our CUDA kernel and the reference) on every case of
     ``op``: outputs, first- and second-order gradients. The functions take normalised arguments like
     ``teacher.ops.cuda.upfirdn2d`` / ``teacher.ops.cuda.bias_act``."""
@@ -120,8 +130,11 @@ def run(op: str, dtype: str, device: torch.device | str, cuda_fn: Callable | Non
     worst = ("", 0.0, 0.0, -1.0)  # (what, err, tol, err / tol)
     passed = True
     cases = UPFIRDN2D_CASES if op == "upfirdn2d" else BIAS_ACT_CASES
-    no_tf32 = torch.backends.cudnn.flags(enabled=True, allow_tf32=False) if device.type == "cuda" \
+    no_tf32 = (
+        torch.backends.cudnn.flags(enabled=True, allow_tf32=False)
+        if device.type == "cuda"
         else contextlib.nullcontext()
+    )
     with no_tf32:
         for i, case in enumerate(cases):
             if op == "upfirdn2d":
@@ -136,8 +149,8 @@ def run(op: str, dtype: str, device: torch.device | str, cuda_fn: Callable | Non
                 args = (dim, act, alpha, gain, clamp)
                 call = lambda fn, t, bb=None, a=args: fn(t, bb, *a)  # noqa: E731
             cot = _cotangents(call, ref_fn, inputs, g)
-            ours = _with_grads(lambda *t: call(cuda_fn, *t), inputs, cot)
-            ref = _with_grads(lambda *t: call(ref_fn, *t), inputs, cot)
+            ours = _with_grads(lambda *t, call=call: call(cuda_fn, *t), inputs, cot)
+            ref = _with_grads(lambda *t, call=call: call(ref_fn, *t), inputs, cot)
             for name, a, b in zip(_names(len(inputs)), ours, ref):
                 err, tol = _compare(a, b, eps)
                 ratio = err / tol
@@ -146,8 +159,17 @@ def run(op: str, dtype: str, device: torch.device | str, cuda_fn: Callable | Non
                 passed = passed and ratio <= 1.0
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return Verdict(op=op, dtype=dtype, where=where or str(device), passed=passed, worst=worst[0],
-                   max_err=worst[1], tolerance=worst[2], cases=len(cases), seconds=time.perf_counter() - t0)
+    return Verdict(
+        op=op,
+        dtype=dtype,
+        where=where or str(device),
+        passed=passed,
+        worst=worst[0],
+        max_err=worst[1],
+        tolerance=worst[2],
+        cases=len(cases),
+        seconds=time.perf_counter() - t0,
+    )
 
 
 def _names(n_inputs: int) -> list[str]:
@@ -155,8 +177,9 @@ def _names(n_inputs: int) -> list[str]:
     return ["output"] + [f"d/d{n}" for n in inputs] + [f"d2/d{n}" for n in inputs]
 
 
-def _cotangents(call: Callable, ref_fn: Callable, inputs: list[torch.Tensor], g: torch.Generator
-                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def _cotangents(
+    call: Callable, ref_fn: Callable, inputs: list[torch.Tensor], g: torch.Generator
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Random cotangents for the output and the first gradients (shapes from a reference forward)."""
     with torch.no_grad():
         y = call(ref_fn, *inputs)
@@ -164,8 +187,9 @@ def _cotangents(call: Callable, ref_fn: Callable, inputs: list[torch.Tensor], g:
     return draw(y), [draw(t) for t in inputs]
 
 
-def _with_grads(fn: Callable, inputs: list[torch.Tensor], cot: tuple[torch.Tensor, list[torch.Tensor]]
-                ) -> list[torch.Tensor]:
+def _with_grads(
+    fn: Callable, inputs: list[torch.Tensor], cot: tuple[torch.Tensor, list[torch.Tensor]]
+) -> list[torch.Tensor]:
     """``[y, dL/dinputs..., d(sum first * u)/dinputs...]`` with ``L = sum(y * v)``."""
     v, us = cot
     y = fn(*inputs)
@@ -194,12 +218,12 @@ def _default_cuda(op: str) -> Callable:
 
 def _default_ref(op: str) -> Callable:
     if op == "upfirdn2d":
-        from teacher.ops.upfirdn2d import _upfirdn2d_ref
+        from teacher.ops.upfirdn2d import upfirdn2d_ref
 
-        return _upfirdn2d_ref
-    from teacher.ops.bias_act import ACTIVATIONS, _bias_act_ref
+        return upfirdn2d_ref
+    from teacher.ops.bias_act import ACTIVATIONS, bias_act_ref
 
-    return lambda x, b, dim, act, alpha, gain, clamp: _bias_act_ref(x, b, dim, ACTIVATIONS[act], alpha, gain, clamp)
+    return lambda x, b, dim, act, alpha, gain, clamp: bias_act_ref(x, b, dim, ACTIVATIONS[act], alpha, gain, clamp)
 
 
 def _read(path: Path | None, op: str, dtype: str) -> Verdict | None:

@@ -7,13 +7,13 @@ sample, pad by ``padding`` (negative values crop), convolve with ``f`` (a true c
 The reference implementation never materialises the zero-inserted image: up-sampling is a
 depthwise transposed convolution (stride ``up``) and down-sampling a depthwise strided
 convolution; a separable (1-D) filter runs as two 1-D passes. Everything is plain differentiable
-PyTorch, so gradients of any order come from autograd. ``_upfirdn2d_naive`` is the literal
+PyTorch, so gradients of any order come from autograd. ``upfirdn2d_naive`` is the literal
 definition, kept for benchmarks and as a cross-check.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -148,10 +148,10 @@ def upfirdn2d(
         from teacher.ops import cuda
 
         return cuda.upfirdn2d(x, f, (ux, uy), (dx, dy), pad, bool(flip_filter), float(gain))
-    return _upfirdn2d_ref(x, f, (ux, uy), (dx, dy), pad, bool(flip_filter), float(gain))
+    return upfirdn2d_ref(x, f, (ux, uy), (dx, dy), pad, bool(flip_filter), float(gain))
 
 
-def _upfirdn2d_ref(
+def upfirdn2d_ref(
     x: torch.Tensor,
     f: torch.Tensor,
     up: tuple[int, int],
@@ -192,8 +192,8 @@ def _pass(
     # Its full output T[t] = sum_k f[k] Z[t - k]; the definition's output o is T[o + K - 1 - p0].
     weight = (f.flip([0, 1]) if flip_filter else f)[None, None]  # [1, 1, fh, fw]
     if c <= FOLD_CHANNELS:
-        # Few channels (ToRGB images): one single-channel transposed conv over N*C images is ~3x
-        # faster on CPU than a depthwise one.
+        # Few channels (ToRGB images): one single-channel transposed conv over N*C images is faster on a CPU
+        # than a depthwise one.
         x = F.conv_transpose2d(x.reshape(n * c, 1, h, w), weight, stride=(uy, ux))
         x = x.reshape(n, c, x.shape[2], x.shape[3])
     else:
@@ -205,7 +205,7 @@ def _pass(
     return x
 
 
-def _upfirdn2d_naive(
+def upfirdn2d_naive(
     x: torch.Tensor,
     f: torch.Tensor,
     up: IntPair = 1,

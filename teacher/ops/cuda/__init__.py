@@ -23,5 +23,13 @@ from teacher.ops.cuda._errors import CudaBuildError, CudaDriverError
 from teacher.ops.cuda._runtime import build, compile_ptx, selftest_file, status
 from teacher.ops.cuda._upfirdn2d import upfirdn2d
 
-__all__ = ["CudaBuildError", "CudaDriverError", "bias_act", "build", "compile_ptx", "selftest_file", "status",
-           "upfirdn2d"]
+__all__ = [
+    "CudaBuildError",
+    "CudaDriverError",
+    "bias_act",
+    "build",
+    "compile_ptx",
+    "selftest_file",
+    "status",
+    "upfirdn2d",
+]

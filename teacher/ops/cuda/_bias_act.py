@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import torch
 
@@ -108,14 +109,14 @@ def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p:
 
 class _BiasAct(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, b, spec):
+    def forward(ctx: Any, x: torch.Tensor, b: torch.Tensor | None, spec: _Spec) -> torch.Tensor:
         y = _launch("fwd", x, None, b, spec)
         ctx.spec, ctx.b_dtype = spec, None if b is None else b.dtype
         ctx.save_for_backward(*((y, None) if spec.from_y else (x, b)))
         return y
 
     @staticmethod
-    def backward(ctx, gy):
+    def backward(ctx: Any, gy: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         spec = ctx.spec
         s, b = ctx.saved_tensors  # (y, None) or (x, b)
         gx = _BiasActGrad.apply(gy, s, b, spec)
@@ -127,14 +128,17 @@ class _BiasActGrad(torch.autograd.Function):
     """``gy * D`` where ``s`` is ``y`` (``spec.from_y``) or ``x`` (with ``b``)."""
 
     @staticmethod
-    def forward(ctx, gy, s, b, spec):
+    def forward(ctx: Any, gy: torch.Tensor, s: torch.Tensor, b: torch.Tensor | None, spec: _Spec) -> torch.Tensor:
         ctx.spec = spec
         ctx.save_for_backward(gy if spec.smooth and not spec.from_y else None, s, b)
-        return _launch("grad", gy, s, b if not spec.from_y else None, spec,
-                       mode=_MODE_FROM_Y if spec.from_y else _MODE_FROM_Z)
+        return _launch(
+            "grad", gy, s, b if not spec.from_y else None, spec, mode=_MODE_FROM_Y if spec.from_y else _MODE_FROM_Z
+        )
 
     @staticmethod
-    def backward(ctx, ggx):
+    def backward(
+        ctx: Any, ggx: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, None]:
         spec = ctx.spec
         gy, s, b = ctx.saved_tensors
         g_gy = _BiasActGrad.apply(ggx, s, b, spec) if ctx.needs_input_grad[0] else None
@@ -151,16 +155,17 @@ class _BiasActGrad2(torch.autograd.Function):
     """``g * D'`` (the second-order term); not differentiable further."""
 
     @staticmethod
-    def forward(ctx, g, x, b, spec):
+    def forward(ctx: Any, g: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None, spec: _Spec) -> torch.Tensor:
         return _launch("grad", g, x, b, spec, mode=_MODE_SECOND_FROM_Z)
 
     @staticmethod
-    def backward(ctx, *grads):
+    def backward(ctx: Any, *grads: torch.Tensor | None) -> NoReturn:
         raise RuntimeError("bias_act (CUDA): gradients of third order are not implemented; use impl='ref'")
 
 
-def _launch(kind: str, g: torch.Tensor, s: torch.Tensor | None, b: torch.Tensor | None, spec: _Spec,
-            mode: int = _MODE_FROM_Y) -> torch.Tensor:
+def _launch(
+    kind: str, g: torch.Tensor, s: torch.Tensor | None, b: torch.Tensor | None, spec: _Spec, mode: int = _MODE_FROM_Y
+) -> torch.Tensor:
     """Run ``bias_act_fwd`` (``g`` = x) or ``bias_act_grad`` (``g`` = incoming gradient, ``s`` = y or x).
 
     ``mode`` (gradient kernel only) picks D from y, D from x + b, or D' from x + b.
@@ -174,13 +179,21 @@ def _launch(kind: str, g: torch.Tensor, s: torch.Tensor | None, b: torch.Tensor 
     if n > 0:
         channels = g.shape[spec.dim] if b is not None else 1
         inner = 1
-        for size in g.shape[spec.dim + 1:]:
+        for size in g.shape[spec.dim + 1 :]:
             inner *= size
         blocks = min(-(-n // _THREADS), _MAX_BLOCKS)
         index = "i32" if n + blocks * _THREADS < _I32_LIMIT else "i64"
         name = f"bias_act_{kind}_{'f64' if dtype == torch.float64 else 'f32'}_{index}"
-        params = BiasActParams(n, channels, inner, spec.alpha, spec.gain,
-                               -1.0 if spec.clamp is None else spec.clamp, ACT_IDS[spec.act], mode)
+        params = BiasActParams(
+            n,
+            channels,
+            inner,
+            spec.alpha,
+            spec.gain,
+            -1.0 if spec.clamp is None else spec.clamp,
+            ACT_IDS[spec.act],
+            mode,
+        )
         pointers = [gc, bc, out] if kind == "fwd" else [gc, sc, bc, out]
         args = [*map(_ptr, pointers), params]
         _runtime.get_kernel("bias_act", name, g.device).launch(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from teacher.ops.cuda._errors import CudaBuildError, CudaDriverError
 
@@ -43,8 +43,19 @@ class Driver:
             "cuCtxSetCurrent": [vp],
             "cuModuleLoadDataEx": [vpp, ctypes.c_char_p, ctypes.c_uint, ctypes.POINTER(ctypes.c_int), vpp],
             "cuModuleGetFunction": [vpp, vp, ctypes.c_char_p],
-            "cuLaunchKernel": [vp, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint,
-                               ctypes.c_uint, ctypes.c_uint, vp, vpp, vpp],
+            "cuLaunchKernel": [
+                vp,
+                ctypes.c_uint,
+                ctypes.c_uint,
+                ctypes.c_uint,
+                ctypes.c_uint,
+                ctypes.c_uint,
+                ctypes.c_uint,
+                ctypes.c_uint,
+                vp,
+                vpp,
+                vpp,
+            ],
             "cuGetErrorName": [ctypes.c_int, ctypes.POINTER(ctypes.c_char_p)],
             "cuGetErrorString": [ctypes.c_int, ctypes.POINTER(ctypes.c_char_p)],
         }.items():
@@ -132,6 +143,7 @@ class Driver:
         """
         self.ensure_context(device)
         params = (ctypes.c_void_p * len(args))(*(ctypes.addressof(a) for a in args))
-        result = self._lib.cuLaunchKernel(function, *grid, *block, shared_mem, ctypes.c_void_p(stream or None),
-                                          params, None)
+        result = self._lib.cuLaunchKernel(
+            function, *grid, *block, shared_mem, ctypes.c_void_p(stream or None), params, None
+        )
         self.check(result, f"cuLaunchKernel({name}, grid={grid}, block={block}, shared_mem={shared_mem})")

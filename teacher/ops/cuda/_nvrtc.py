@@ -86,8 +86,14 @@ class Nvrtc:
         prog_p, buf = ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_char)
         for name, args in {
             "nvrtcVersion": [c_int_p, c_int_p],
-            "nvrtcCreateProgram": [prog_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int,
-                                   ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_char_p)],
+            "nvrtcCreateProgram": [
+                prog_p,
+                ctypes.c_char_p,
+                ctypes.c_char_p,
+                ctypes.c_int,
+                ctypes.POINTER(ctypes.c_char_p),
+                ctypes.POINTER(ctypes.c_char_p),
+            ],
             "nvrtcCompileProgram": [ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_char_p)],
             "nvrtcDestroyProgram": [prog_p],
             "nvrtcGetProgramLogSize": [ctypes.c_void_p, c_size_p],
@@ -142,8 +148,10 @@ class Nvrtc:
         if cubin and not hasattr(self._lib, "nvrtcGetCUBIN"):
             raise CudaBuildError(f"NVRTC {self.version_str} cannot emit CUBIN; use NVRTC >= 11.1 ({INSTALL_HINT})")
         lib, prog = self._lib, ctypes.c_void_p()
-        self._check(lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name.encode(), 0, None, None),
-                    "nvrtcCreateProgram")
+        self._check(
+            lib.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), name.encode(), 0, None, None),
+            "nvrtcCreateProgram",
+        )
         try:
             opts = [f"--gpu-architecture={arch}", *COMPILE_OPTIONS]
             c_opts = (ctypes.c_char_p * len(opts))(*(o.encode() for o in opts))
@@ -188,5 +196,7 @@ def load() -> Nvrtc:
         except (OSError, AttributeError, CudaBuildError) as err:
             tried.append(f"{path}: {err}")
     where = "; ".join(tried) if tried else "no candidate found"
-    raise CudaBuildError(f"libnvrtc (the CUDA run-time compiler) not found or not loadable ({where}); {INSTALL_HINT}"
-                         + (" or add its folder to PATH" if sys.platform == "win32" else ""))
+    raise CudaBuildError(
+        f"libnvrtc (the CUDA run-time compiler) not found or not loadable ({where}); {INSTALL_HINT}"
+        + (" or add its folder to PATH" if sys.platform == "win32" else "")
+    )

@@ -11,10 +11,11 @@ import ctypes
 import hashlib
 import threading
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -135,8 +136,11 @@ def compile_cached(file_name: str, arch: str) -> bytes:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: Path(tmp).write_bytes(image))  # concurrent builders never see a partial file
     except OSError as err:
-        warnings.warn(f"could not write the kernel cache {path} ({err}); set ${CACHE_ENV} to a writable folder",
-                      RuntimeWarning)
+        warnings.warn(
+            f"could not write the kernel cache {path} ({err}); set ${CACHE_ENV} to a writable folder",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return image
 
 
@@ -189,9 +193,11 @@ def _build(op: str, device: int) -> dict[str, Kernel]:
     except CudaDriverError as err:
         hint = ""
         if driver.version < nvrtc.version:
-            hint = (f"; the driver (CUDA {driver.version[0]}.{driver.version[1]}) is older than NVRTC "
-                    f"{nvrtc.version_str}: update the NVIDIA driver, or point $MOBILESTYLEGAN_NVRTC at an NVRTC "
-                    "no newer than the driver")
+            hint = (
+                f"; the driver (CUDA {driver.version[0]}.{driver.version[1]}) is older than NVRTC "
+                f"{nvrtc.version_str}: update the NVIDIA driver, or point $MOBILESTYLEGAN_NVRTC at an NVRTC "
+                "no newer than the driver"
+            )
         raise CudaBuildError(f"loading {file_name} ({arch}) on cuda:{device} failed: {err}{hint}") from err
     _state.binaries[(op, device)] = f"{arch} via NVRTC {nvrtc.version_str}"
     _state.paths[(op, device)] = (binary_path(file_name, arch), capability)
@@ -235,8 +241,9 @@ def build(op: str) -> None:
         raise ValueError(f"unknown op {op!r}; expected one of {sorted(KERNELS)}")
     if not torch.cuda.is_available():
         why = "torch was built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
-        raise CudaBuildError(f"cannot build the {op} kernels: {why}; "
-                             "install a CUDA build of torch and the NVIDIA driver")
+        raise CudaBuildError(
+            f"cannot build the {op} kernels: {why}; install a CUDA build of torch and the NVIDIA driver"
+        )
     _load(op, torch.cuda.current_device())
 
 
@@ -261,6 +268,6 @@ def status() -> dict:
     except CudaBuildError as err:
         out["nvrtc"] = {"error": str(err)}
     if _state.driver is not None:
-        out["driver"] = {"cuda_version": "%d.%d" % _state.driver.version}
+        out["driver"] = {"cuda_version": f"{_state.driver.version[0]}.{_state.driver.version[1]}"}
     out["built"] = {f"{op} cuda:{dev}": how for (op, dev), how in sorted(_state.binaries.items())}
     return out

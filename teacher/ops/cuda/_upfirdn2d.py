@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+from typing import Any
 
 import torch
 
@@ -24,8 +25,25 @@ class Upfirdn2dParams(ctypes.Structure):
 
     _fields_ = [("planes", ctypes.c_longlong), ("gain", ctypes.c_double), ("flip_filter", ctypes.c_int)] + [
         (name, ctypes.c_int)
-        for name in ("in_h", "in_w", "out_h", "out_w", "up_x", "up_y", "down_x", "down_y", "pad_x0", "pad_y0",
-                     "filter_h", "filter_w", "tiles_x", "tile_out_w", "tile_out_h", "tile_in_w", "tile_in_h")
+        for name in (
+            "in_h",
+            "in_w",
+            "out_h",
+            "out_w",
+            "up_x",
+            "up_y",
+            "down_x",
+            "down_y",
+            "pad_x0",
+            "pad_y0",
+            "filter_h",
+            "filter_w",
+            "tiles_x",
+            "tile_out_w",
+            "tile_out_h",
+            "tile_in_w",
+            "tile_in_h",
+        )
     ]
 
 
@@ -56,8 +74,9 @@ def upfirdn2d(
     if f.ndim == 1:  # separable: one pass per axis, each with sqrt(gain)
         g = math.sqrt(abs(gain))
         px0, px1, py0, py1 = padding
-        x = _Upfirdn2d.apply(x, f[None, :], (up[0], 1), (down[0], 1), (px0, px1, 0, 0), flip_filter,
-                             math.copysign(g, gain))
+        x = _Upfirdn2d.apply(
+            x, f[None, :], (up[0], 1), (down[0], 1), (px0, px1, 0, 0), flip_filter, math.copysign(g, gain)
+        )
         return _Upfirdn2d.apply(x, f[:, None], (1, up[1]), (1, down[1]), (0, 0, py0, py1), flip_filter, g)
     if f.ndim != 2:
         raise ValueError(f"upfirdn2d expects a 1-D or 2-D filter, got shape {tuple(f.shape)}")
@@ -66,13 +85,24 @@ def upfirdn2d(
 
 class _Upfirdn2d(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, f, up, down, padding, flip_filter, gain):  # x [N, C, H, W], f [fh, fw]
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        f: torch.Tensor,
+        up: tuple[int, int],
+        down: tuple[int, int],
+        padding: tuple[int, int, int, int],
+        flip_filter: bool,
+        gain: float,
+    ) -> torch.Tensor:
+        # x [N, C, H, W], f [fh, fw]
         ctx.save_for_backward(f)
         ctx.args = (x.shape[2], x.shape[3], up, down, padding, flip_filter, gain)
         return _launch(x, f, up, down, padding, flip_filter, gain)
 
     @staticmethod
-    def backward(ctx, grad):  # grad [N, C, out_h, out_w]
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None, None, None, None]:
+        # grad [N, C, out_h, out_w]
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None, None, None
         (f,) = ctx.saved_tensors
@@ -91,7 +121,9 @@ class _Upfirdn2d(torch.autograd.Function):
         return grad_x, None, None, None, None, None, None
 
 
-def _tile(out_h: int, out_w: int, fh: int, fw: int, up, down, itemsize: int) -> tuple[int, int, int, int]:
+def _tile(
+    out_h: int, out_w: int, fh: int, fw: int, up: tuple[int, int], down: tuple[int, int], itemsize: int
+) -> tuple[int, int, int, int]:
     """Output tile (w, h) per block and the staged input rectangle (w, h) it needs, within shared memory."""
     (ux, uy), (dx, dy) = up, down
     tw = _BLOCK[0] * (2 if out_w > _BLOCK[0] else 1)
@@ -113,15 +145,25 @@ def _tile(out_h: int, out_w: int, fh: int, fw: int, up, down, itemsize: int) -> 
             raise ValueError(f"upfirdn2d: a {fh}x{fw} filter does not fit the CUDA kernel's shared memory")
 
 
-def _launch(x: torch.Tensor, f: torch.Tensor, up, down, padding, flip_filter: bool, gain: float) -> torch.Tensor:
+def _launch(
+    x: torch.Tensor,
+    f: torch.Tensor,
+    up: tuple[int, int],
+    down: tuple[int, int],
+    padding: tuple[int, int, int, int],
+    flip_filter: bool,
+    gain: float,
+) -> torch.Tensor:
     n, c, in_h, in_w = x.shape
     fh, fw = f.shape
     (ux, uy), (dx, dy), (px0, px1, py0, py1) = up, down, padding
     out_w = (in_w * ux + px0 + px1 - fw) // dx + 1
     out_h = (in_h * uy + py0 + py1 - fh) // dy + 1
     if out_w < 1 or out_h < 1 or min(ux, uy, dx, dy) < 1:
-        raise ValueError(f"upfirdn2d: invalid output size {out_h}x{out_w} (input {tuple(x.shape)}, filter {fh}x{fw}, "
-                         f"up={up}, down={down}, padding={padding})")
+        raise ValueError(
+            f"upfirdn2d: invalid output size {out_h}x{out_w} (input {tuple(x.shape)}, filter {fh}x{fw}, "
+            f"up={up}, down={down}, padding={padding})"
+        )
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     xc = x.to(dtype).contiguous()
     taps = f.to(device=x.device, dtype=dtype).contiguous()  # [fh, fw]; the kernel flips it and applies the gain
@@ -132,15 +174,40 @@ def _launch(x: torch.Tensor, f: torch.Tensor, up, down, padding, flip_filter: bo
         tiles_x, tiles_y = -(-out_w // tw), -(-out_h // th)
         if tiles_x * tiles_y >= 2**31 or max(in_h, in_w, out_h, out_w) * max(ux, uy, dx, dy) >= 2**30:
             raise ValueError(f"upfirdn2d: image too large for the CUDA kernel ({tuple(x.shape)})")
-        params = Upfirdn2dParams(planes, gain, int(flip_filter), in_h, in_w, out_h, out_w, ux, uy, dx, dy, px0, py0,
-                                 fh, fw, tiles_x, tw, th, tin_w, tin_h)
-        kernel = _runtime.get_kernel("upfirdn2d", "upfirdn2d_f64" if dtype == torch.float64 else "upfirdn2d_f32",
-                                     x.device)
+        params = Upfirdn2dParams(
+            planes,
+            gain,
+            int(flip_filter),
+            in_h,
+            in_w,
+            out_h,
+            out_w,
+            ux,
+            uy,
+            dx,
+            dy,
+            px0,
+            py0,
+            fh,
+            fw,
+            tiles_x,
+            tw,
+            th,
+            tin_w,
+            tin_h,
+        )
+        kernel = _runtime.get_kernel(
+            "upfirdn2d", "upfirdn2d_f64" if dtype == torch.float64 else "upfirdn2d_f32", x.device
+        )
         kernel.launch(
             grid=(tiles_x * tiles_y, 1, min(planes, _MAX_GRID_Z)),
             block=_BLOCK,
-            args=[ctypes.c_void_p(xc.data_ptr()), ctypes.c_void_p(taps.data_ptr()), ctypes.c_void_p(y.data_ptr()),
-                  params],
+            args=[
+                ctypes.c_void_p(xc.data_ptr()),
+                ctypes.c_void_p(taps.data_ptr()),
+                ctypes.c_void_p(y.data_ptr()),
+                params,
+            ],
             shared_mem=(tin_w * tin_h + fh * fw) * xc.element_size(),
             stream=_runtime.current_stream(x.device),
         )

@@ -172,7 +172,7 @@ def storage_blob(t: torch.Tensor) -> bytes:
 def tensor_over_blob(blob: bytes, size: tuple[int, ...] = (1,)) -> Reduce:
     """A tensor pickled the way torch does (``_rebuild_tensor_v2(_load_from_bytes(blob), ...)``)."""
     storage = Reduce(Global("torch.storage", "_load_from_bytes"), (blob,))
-    stride = tuple(math.prod(size[i + 1:]) for i in range(len(size)))
+    stride = tuple(math.prod(size[i + 1 :]) for i in range(len(size)))
     return Reduce(Global("torch._utils", "_rebuild_tensor_v2"), (storage, 0, size, stride, False, OrderedDict()))
 
 
@@ -210,28 +210,61 @@ def nvidia_g_kwargs(cfg: GeneratorConfig, layout: str = "ada") -> dict[str, Any]
         mapping["lr_multiplier"] = cfg.mapping_lr_mul
     common = {"c_dim": 0, "img_resolution": cfg.img_resolution, "img_channels": cfg.img_channels}
     if layout == "ada":
-        return {"z_dim": cfg.z_dim, "w_dim": cfg.w_dim, "mapping_kwargs": mapping,
-                "synthesis_kwargs": EasyDict(synth), **common}
-    return {"z_dim": cfg.z_dim, "w_dim": cfg.w_dim, "mapping_kwargs": mapping, **synth,
-            "fused_modconv_default": "inference_only", **common}
+        return {
+            "z_dim": cfg.z_dim,
+            "w_dim": cfg.w_dim,
+            "mapping_kwargs": mapping,
+            "synthesis_kwargs": EasyDict(synth),
+            **common,
+        }
+    return {
+        "z_dim": cfg.z_dim,
+        "w_dim": cfg.w_dim,
+        "mapping_kwargs": mapping,
+        **synth,
+        "fused_modconv_default": "inference_only",
+        **common,
+    }
 
 
 def nvidia_d_kwargs(cfg: DiscriminatorConfig) -> dict[str, Any]:
     epilogue = EasyDict(mbstd_group_size=cfg.mbstd_group_size)
     if cfg.mbstd_num_channels != 1:
         epilogue["mbstd_num_channels"] = cfg.mbstd_num_channels
-    return {"block_kwargs": EasyDict(), "mapping_kwargs": EasyDict(), "epilogue_kwargs": epilogue,
-            **_channel_kwargs(cfg.img_resolution, cfg.channels), "num_fp16_res": 0, "conv_clamp": cfg.conv_clamp,
-            "c_dim": 0, "img_resolution": cfg.img_resolution, "img_channels": cfg.img_channels}
+    return {
+        "block_kwargs": EasyDict(),
+        "mapping_kwargs": EasyDict(),
+        "epilogue_kwargs": epilogue,
+        **_channel_kwargs(cfg.img_resolution, cfg.channels),
+        "num_fp16_res": 0,
+        "conv_clamp": cfg.conv_clamp,
+        "c_dim": 0,
+        "img_resolution": cfg.img_resolution,
+        "img_channels": cfg.img_channels,
+    }
 
 
-_G_CLASSES = [(r"", "Generator"), (r"mapping", "MappingNetwork"), (r"synthesis", "SynthesisNetwork"),
-              (r"synthesis\.b\d+", "SynthesisBlock"), (r"synthesis\.b\d+\.conv[01]", "SynthesisLayer"),
-              (r"synthesis\.b\d+\.torgb", "ToRGBLayer"), (r"synthesis\.input", "SynthesisInput"),
-              (r"synthesis\.L\d+_.*", "SynthesisLayer"), (r".*\.skip", "Conv2dLayer"), (r".*", "FullyConnectedLayer")]
-_D_CLASSES = [(r"", "Discriminator"), (r"b4", "DiscriminatorEpilogue"), (r"b\d+", "DiscriminatorBlock"),
-              (r"b4\.mbstd", "MinibatchStdLayer"), (r"b4\.(fc|out)|mapping\..*", "FullyConnectedLayer"),
-              (r"mapping", "MappingNetwork"), (r".*", "Conv2dLayer")]
+_G_CLASSES = [
+    (r"", "Generator"),
+    (r"mapping", "MappingNetwork"),
+    (r"synthesis", "SynthesisNetwork"),
+    (r"synthesis\.b\d+", "SynthesisBlock"),
+    (r"synthesis\.b\d+\.conv[01]", "SynthesisLayer"),
+    (r"synthesis\.b\d+\.torgb", "ToRGBLayer"),
+    (r"synthesis\.input", "SynthesisInput"),
+    (r"synthesis\.L\d+_.*", "SynthesisLayer"),
+    (r".*\.skip", "Conv2dLayer"),
+    (r".*", "FullyConnectedLayer"),
+]
+_D_CLASSES = [
+    (r"", "Discriminator"),
+    (r"b4", "DiscriminatorEpilogue"),
+    (r"b\d+", "DiscriminatorBlock"),
+    (r"b4\.mbstd", "MinibatchStdLayer"),
+    (r"b4\.(fc|out)|mapping\..*", "FullyConnectedLayer"),
+    (r"mapping", "MappingNetwork"),
+    (r".*", "Conv2dLayer"),
+]
 _FILTERED = {"SynthesisBlock", "SynthesisLayer", "DiscriminatorBlock", "Conv2dLayer"}  # hold resample_filter
 _BUFFERS = {"w_avg", "noise_const", "resample_filter"}
 
@@ -247,11 +280,21 @@ def _attributes(cls: str, path: str, params: dict[str, torch.Tensor], clamp: Any
     res = int(m[1]) if (m := re.search(r"b(\d+)", path)) else 0
     if cls == "FullyConnectedLayer":
         lr = 0.01 if path.startswith("mapping.fc") else 1
-        return {"activation": "lrelu" if lr != 1 else "linear", "weight_gain": np.float64(lr / np.sqrt(fan_in)),
-                "bias_gain": lr}
+        return {
+            "activation": "lrelu" if lr != 1 else "linear",
+            "weight_gain": np.float64(lr / np.sqrt(fan_in)),
+            "bias_gain": lr,
+        }
     if cls == "SynthesisLayer":
-        return {"resolution": res, "up": 2 if path.endswith("conv0") else 1, "use_noise": True,
-                "activation": "lrelu", "conv_clamp": clamp, "padding": 1, "act_gain": np.float64(np.sqrt(2))}
+        return {
+            "resolution": res,
+            "up": 2 if path.endswith("conv0") else 1,
+            "use_noise": True,
+            "activation": "lrelu",
+            "conv_clamp": clamp,
+            "padding": 1,
+            "act_gain": np.float64(np.sqrt(2)),
+        }
     if cls in ("ToRGBLayer", "Conv2dLayer"):
         return {"conv_clamp": clamp, "weight_gain": np.float64(1 / np.sqrt(fan_in))}
     if cls in ("SynthesisBlock", "DiscriminatorBlock", "DiscriminatorEpilogue"):
@@ -266,17 +309,31 @@ def _module_state(params: dict, buffers: dict, modules: dict, attrs: dict, init_
         "training": False,
         "_parameters": OrderedDict((k, torch.nn.Parameter(v.clone(), requires_grad=False)) for k, v in params.items()),
         "_buffers": OrderedDict((k, v.clone()) for k, v in buffers.items()),
-        "_non_persistent_buffers_set": set(), "_backward_hooks": OrderedDict(), "_is_full_backward_hook": None,
-        "_forward_hooks": OrderedDict(), "_forward_pre_hooks": OrderedDict(), "_state_dict_hooks": OrderedDict(),
-        "_load_state_dict_pre_hooks": OrderedDict(), "_modules": OrderedDict(modules),
-        **attrs, "_init_args": (), "_init_kwargs": init_kwargs,
+        "_non_persistent_buffers_set": set(),
+        "_backward_hooks": OrderedDict(),
+        "_is_full_backward_hook": None,
+        "_forward_hooks": OrderedDict(),
+        "_forward_pre_hooks": OrderedDict(),
+        "_state_dict_hooks": OrderedDict(),
+        "_load_state_dict_pre_hooks": OrderedDict(),
+        "_modules": OrderedDict(modules),
+        **attrs,
+        "_init_args": (),
+        "_init_kwargs": init_kwargs,
     }
 
 
-def nvidia_module(flat: dict[str, torch.Tensor], classes: list[tuple[str, str]], *, taps: Any = (1, 3, 3, 1),
-                  kwargs: dict[str, dict] | None = None, extra_modules: dict[str, dict] | None = None,
-                  inject: dict[str, dict] | None = None, clamp: Any = None,
-                  module_src: str = NETWORKS_SRC) -> Persistent:
+def nvidia_module(
+    flat: dict[str, torch.Tensor],
+    classes: list[tuple[str, str]],
+    *,
+    taps: Any = (1, 3, 3, 1),
+    kwargs: dict[str, dict] | None = None,
+    extra_modules: dict[str, dict] | None = None,
+    inject: dict[str, dict] | None = None,
+    clamp: Any = None,
+    module_src: str = NETWORKS_SRC,
+) -> Persistent:
     """A persistent module tree from a flat NVIDIA-named state dict; every module of class in
     ``_FILTERED`` gets NVIDIA's ``resample_filter`` buffer.
 
@@ -313,37 +370,68 @@ def nvidia_module(flat: dict[str, torch.Tensor], classes: list[tuple[str, str]],
     return build("")
 
 
-def nvidia_generator(cfg: GeneratorConfig, state: dict[str, torch.Tensor], layout: str = "ada",
-                     **options: Any) -> Persistent:
+def nvidia_generator(
+    cfg: GeneratorConfig, state: dict[str, torch.Tensor], layout: str = "ada", **options: Any
+) -> Persistent:
     """An NVIDIA ``Generator`` persistent tree (``layout``: ``ada``, ``stylegan3`` or ``none`` = no kwargs)."""
     kw: dict[str, dict] = {}
     if layout != "none":
         top = nvidia_g_kwargs(cfg, layout)
-        synth = top.get("synthesis_kwargs") or {k: top[k] for k in (
-            "channel_base", "channel_max", "num_fp16_res", "conv_clamp", "resample_filter") if k in top}
-        kw = {"": top, "mapping": {"z_dim": cfg.z_dim, "c_dim": 0, "w_dim": cfg.w_dim, "num_ws": cfg.num_ws,
-                                   **top["mapping_kwargs"]},
-              "synthesis": {"w_dim": cfg.w_dim, "img_resolution": cfg.img_resolution,
-                            "img_channels": cfg.img_channels, **synth}}
+        synth = top.get("synthesis_kwargs") or {
+            k: top[k]
+            for k in ("channel_base", "channel_max", "num_fp16_res", "conv_clamp", "resample_filter")
+            if k in top
+        }
+        kw = {
+            "": top,
+            "mapping": {
+                "z_dim": cfg.z_dim,
+                "c_dim": 0,
+                "w_dim": cfg.w_dim,
+                "num_ws": cfg.num_ws,
+                **top["mapping_kwargs"],
+            },
+            "synthesis": {
+                "w_dim": cfg.w_dim,
+                "img_resolution": cfg.img_resolution,
+                "img_channels": cfg.img_channels,
+                **synth,
+            },
+        }
     kw.update(options.pop("kwargs", {}))
     return nvidia_module(state, _G_CLASSES, taps=cfg.resample_filter, kwargs=kw, clamp=cfg.conv_clamp, **options)
 
 
-def nvidia_discriminator(cfg: DiscriminatorConfig, state: dict[str, torch.Tensor], layout: str = "ada",
-                         **options: Any) -> Persistent:
+def nvidia_discriminator(
+    cfg: DiscriminatorConfig, state: dict[str, torch.Tensor], layout: str = "ada", **options: Any
+) -> Persistent:
     kw = {"": nvidia_d_kwargs(cfg)} if layout != "none" else {}
     kw.update(options.pop("kwargs", {}))
-    mbstd = {"b4.mbstd": {"group_size": cfg.mbstd_group_size, "num_channels": cfg.mbstd_num_channels}} \
-        if cfg.mbstd_num_channels > 0 else {}
-    return nvidia_module(state, _D_CLASSES, taps=cfg.resample_filter, kwargs=kw, extra_modules=mbstd,
-                         clamp=cfg.conv_clamp, **options)
+    mbstd = (
+        {"b4.mbstd": {"group_size": cfg.mbstd_group_size, "num_channels": cfg.mbstd_num_channels}}
+        if cfg.mbstd_num_channels > 0
+        else {}
+    )
+    return nvidia_module(
+        state, _D_CLASSES, taps=cfg.resample_filter, kwargs=kw, extra_modules=mbstd, clamp=cfg.conv_clamp, **options
+    )
 
 
-def write_nvidia_pkl(path: Any, g_cfg: GeneratorConfig, g_state: dict[str, torch.Tensor],
-                     d_cfg: DiscriminatorConfig | None = None, d_state: dict[str, torch.Tensor] | None = None,
-                     *, protocol: int = 3, layout: str = "ada", g_train_state: dict | None = None,
-                     networks: tuple[str, ...] = ("G", "D", "G_ema"), g_options: dict | None = None,
-                     d_options: dict | None = None, extra: dict | None = None) -> None:
+def write_nvidia_pkl(
+    path: Any,
+    g_cfg: GeneratorConfig,
+    g_state: dict[str, torch.Tensor],
+    d_cfg: DiscriminatorConfig | None = None,
+    d_state: dict[str, torch.Tensor] | None = None,
+    *,
+    protocol: int = 3,
+    layout: str = "ada",
+    g_train_state: dict | None = None,
+    networks: tuple[str, ...] = ("G", "D", "G_ema"),
+    g_options: dict | None = None,
+    d_options: dict | None = None,
+    extra: dict | None = None,
+) -> None:
     """A stylegan2-ada-pytorch ``network-snapshot`` pickle: ``training_set_kwargs``, ``G`` (from
     ``g_train_state``, default ``g_state``), ``D``, ``G_ema`` (``g_state``), ``augment_pipe``.
 
@@ -354,20 +442,34 @@ def write_nvidia_pkl(path: Any, g_cfg: GeneratorConfig, g_state: dict[str, torch
         extra: More top-level entries.
     """
     g_options, d_options = dict(g_options or {}), dict(d_options or {})
-    data: dict[str, Any] = {"training_set_kwargs": {"class_name": "training.dataset.ImageFolderDataset",
-                                                    "path": "/data/tiny.zip", "use_labels": False,
-                                                    "max_size": 16, "xflip": False,
-                                                    "resolution": g_cfg.img_resolution}}
+    data: dict[str, Any] = {
+        "training_set_kwargs": {
+            "class_name": "training.dataset.ImageFolderDataset",
+            "path": "/data/tiny.zip",
+            "use_labels": False,
+            "max_size": 16,
+            "xflip": False,
+            "resolution": g_cfg.img_resolution,
+        }
+    }
     if "G" in networks:
-        data["G"] = nvidia_generator(g_cfg, g_train_state if g_train_state is not None else g_state, layout,
-                                     **{k: v for k, v in g_options.items() if k != "inject"})
+        data["G"] = nvidia_generator(
+            g_cfg,
+            g_train_state if g_train_state is not None else g_state,
+            layout,
+            **{k: v for k, v in g_options.items() if k != "inject"},
+        )
     if "D" in networks and d_state is not None:
         data["D"] = nvidia_discriminator(d_cfg, d_state, layout, **d_options)
     if "G_ema" in networks:
         data["G_ema"] = nvidia_generator(g_cfg, g_state, layout, **g_options)
-    data["augment_pipe"] = Persistent("AugmentPipe", _module_state(
-        {}, {"p": torch.zeros([]), "Hz_geom": torch.ones(12)}, {}, {"xflip": 1.0}, {"xflip": 1, "rotate90": 1}),
-        "# stand-in for training/augment.py\n")
+    data["augment_pipe"] = Persistent(
+        "AugmentPipe",
+        _module_state(
+            {}, {"p": torch.zeros([]), "Hz_geom": torch.ones(12)}, {}, {"xflip": 1.0}, {"xflip": 1, "rotate90": 1}
+        ),
+        "# stand-in for training/augment.py\n",
+    )
     data.update(extra or {})
     dump(path, data, protocol)
 
@@ -392,15 +494,21 @@ def tf_synthesis_variables(cfg: GeneratorConfig, s: dict[str, torch.Tensor]) -> 
     out: list[tuple[str, Any]] = [(f"noise{i}", _np(s[f"{p}.noise_const"])[None, None]) for i, p in enumerate(layers)]
     out.append(("4x4/Const/const", _np(s["synthesis.b4.const"])[None]))
     for r in cfg.resolutions:
-        names = [("Conv", "conv1"), ("ToRGB", "torgb")] if r == 4 else \
-            [("Conv0_up", "conv0"), ("Conv1", "conv1"), ("ToRGB", "torgb")]
+        names = (
+            [("Conv", "conv1"), ("ToRGB", "torgb")]
+            if r == 4
+            else [("Conv0_up", "conv0"), ("Conv1", "conv1"), ("ToRGB", "torgb")]
+        )
         for tf_name, ours in names:
             p, scope = f"synthesis.b{r}.{ours}", f"{r}x{r}/{tf_name}"
             weight = tf_conv(s[f"{p}.weight"])
             if tf_name == "Conv0_up":  # TF's transposed conv kernel is NVIDIA's flipped in kh and kw
                 weight = np.ascontiguousarray(weight[::-1, ::-1])
-            out += [(f"{scope}/weight", weight), (f"{scope}/mod_weight", _np(s[f"{p}.affine.weight"].T)),
-                    (f"{scope}/mod_bias", _np(s[f"{p}.affine.bias"]) - np.float32(1))]
+            out += [
+                (f"{scope}/weight", weight),
+                (f"{scope}/mod_weight", _np(s[f"{p}.affine.weight"].T)),
+                (f"{scope}/mod_bias", _np(s[f"{p}.affine.bias"]) - np.float32(1)),
+            ]
             if ours != "torgb":
                 out.append((f"{scope}/noise_strength", np.float32(s[f"{p}.noise_strength"].item())))
             out.append((f"{scope}/bias", _np(s[f"{p}.bias"])))
@@ -408,36 +516,72 @@ def tf_synthesis_variables(cfg: GeneratorConfig, s: dict[str, torch.Tensor]) -> 
 
 
 def tf_mapping_variables(cfg: GeneratorConfig, s: dict[str, torch.Tensor]) -> list[tuple[str, Any]]:
-    return [v for i in range(cfg.mapping_layers) for v in (
-        (f"Dense{i}/weight", _np(s[f"mapping.fc{i}.weight"].T)), (f"Dense{i}/bias", _np(s[f"mapping.fc{i}.bias"])))]
+    return [
+        v
+        for i in range(cfg.mapping_layers)
+        for v in (
+            (f"Dense{i}/weight", _np(s[f"mapping.fc{i}.weight"].T)),
+            (f"Dense{i}/bias", _np(s[f"mapping.fc{i}.bias"])),
+        )
+    ]
 
 
 def tf_discriminator_variables(cfg: DiscriminatorConfig, s: dict[str, torch.Tensor]) -> list[tuple[str, Any]]:
     top = cfg.img_resolution
-    out: list[tuple[str, Any]] = [(f"{top}x{top}/FromRGB/weight", tf_conv(s[f"b{top}.fromrgb.weight"])),
-                                  (f"{top}x{top}/FromRGB/bias", _np(s[f"b{top}.fromrgb.bias"]))]
+    out: list[tuple[str, Any]] = [
+        (f"{top}x{top}/FromRGB/weight", tf_conv(s[f"b{top}.fromrgb.weight"])),
+        (f"{top}x{top}/FromRGB/bias", _np(s[f"b{top}.fromrgb.bias"])),
+    ]
     for r in sorted(cfg.channels, reverse=True)[:-1]:
         for tf_name, ours in (("Conv0", "conv0"), ("Conv1_down", "conv1")):
-            out += [(f"{r}x{r}/{tf_name}/weight", tf_conv(s[f"b{r}.{ours}.weight"])),
-                    (f"{r}x{r}/{tf_name}/bias", _np(s[f"b{r}.{ours}.bias"]))]
+            out += [
+                (f"{r}x{r}/{tf_name}/weight", tf_conv(s[f"b{r}.{ours}.weight"])),
+                (f"{r}x{r}/{tf_name}/bias", _np(s[f"b{r}.{ours}.bias"])),
+            ]
         out.append((f"{r}x{r}/Skip/weight", tf_conv(s[f"b{r}.skip.weight"])))
-    return out + [("4x4/Conv/weight", tf_conv(s["b4.conv.weight"])), ("4x4/Conv/bias", _np(s["b4.conv.bias"])),
-                  ("4x4/Dense0/weight", _np(s["b4.fc.weight"].T)), ("4x4/Dense0/bias", _np(s["b4.fc.bias"])),
-                  ("Output/weight", _np(s["b4.out.weight"].T)), ("Output/bias", _np(s["b4.out.bias"]))]
+    return out + [
+        ("4x4/Conv/weight", tf_conv(s["b4.conv.weight"])),
+        ("4x4/Conv/bias", _np(s["b4.conv.bias"])),
+        ("4x4/Dense0/weight", _np(s["b4.fc.weight"].T)),
+        ("4x4/Dense0/bias", _np(s["b4.fc.bias"])),
+        ("Output/weight", _np(s["b4.out.weight"].T)),
+        ("Output/bias", _np(s["b4.out.bias"])),
+    ]
 
 
-def tf_network(name: str, func: str, static_kwargs: dict, variables: list, components: dict | None = None,
-               module_src: str = "# stand-in for training/networks_stylegan2.py\nraise SystemExit(1)\n") -> NewObj:
+def tf_network(
+    name: str,
+    func: str,
+    static_kwargs: dict,
+    variables: list,
+    components: dict | None = None,
+    module_src: str = "# stand-in for training/networks_stylegan2.py\nraise SystemExit(1)\n",
+) -> NewObj:
     """A ``dnnlib.tflib.network.Network`` with the state of its ``__getstate__``."""
-    return NewObj(TF_NETWORK, {"version": 4, "name": name, "static_kwargs": dict(static_kwargs),
-                               "components": dict(components or {}), "build_module_src": module_src,
-                               "build_func_name": func, "variables": list(variables)})
+    return NewObj(
+        TF_NETWORK,
+        {
+            "version": 4,
+            "name": name,
+            "static_kwargs": dict(static_kwargs),
+            "components": dict(components or {}),
+            "build_module_src": module_src,
+            "build_func_name": func,
+            "variables": list(variables),
+        },
+    )
 
 
 def tf_g_kwargs(cfg: GeneratorConfig) -> dict[str, Any]:
-    kw: dict[str, Any] = {"num_channels": cfg.img_channels, "resolution": cfg.img_resolution, "label_size": 0,
-                          "latent_size": cfg.z_dim, "dlatent_size": cfg.w_dim, "mapping_layers": cfg.mapping_layers,
-                          "mapping_fmaps": cfg.w_dim}
+    kw: dict[str, Any] = {
+        "num_channels": cfg.img_channels,
+        "resolution": cfg.img_resolution,
+        "label_size": 0,
+        "latent_size": cfg.z_dim,
+        "dlatent_size": cfg.w_dim,
+        "mapping_layers": cfg.mapping_layers,
+        "mapping_fmaps": cfg.w_dim,
+    }
     ck = _channel_kwargs(cfg.img_resolution, cfg.channels)
     if ck:  # TF: nf(stage) = min(fmap_base / 2**stage, fmap_max), stage = log2(res) - 1
         kw.update(fmap_base=ck["channel_base"] // 2, fmap_max=ck["channel_max"])
@@ -446,27 +590,41 @@ def tf_g_kwargs(cfg: GeneratorConfig) -> dict[str, Any]:
     return kw
 
 
-def tf_generator(cfg: GeneratorConfig, state: dict[str, torch.Tensor], name: str = "Gs",
-                 static_kwargs: dict | None = None, extra_vars: dict | None = None,
-                 drop_vars: tuple[str, ...] = ()) -> NewObj:
+def tf_generator(
+    cfg: GeneratorConfig,
+    state: dict[str, torch.Tensor],
+    name: str = "Gs",
+    static_kwargs: dict | None = None,
+    extra_vars: dict | None = None,
+    drop_vars: tuple[str, ...] = (),
+) -> NewObj:
     """A ``G_main`` network with ``mapping`` / ``synthesis`` components; ``drop_vars`` are removed, then
     ``extra_vars`` added (full names such as ``synthesis/4x4/Conv/weight``)."""
     kw = {**tf_g_kwargs(cfg), **(static_kwargs or {})}
-    groups = {"": [("lod", np.float32(0)), ("dlatent_avg", _np(state["mapping.w_avg"]))],
-              "synthesis/": tf_synthesis_variables(cfg, state), "mapping/": tf_mapping_variables(cfg, state)}
+    groups = {
+        "": [("lod", np.float32(0)), ("dlatent_avg", _np(state["mapping.w_avg"]))],
+        "synthesis/": tf_synthesis_variables(cfg, state),
+        "mapping/": tf_mapping_variables(cfg, state),
+    }
     for prefix in groups:
         groups[prefix] = [(n, v) for n, v in groups[prefix] if prefix + n not in drop_vars]
     for full, value in (extra_vars or {}).items():
         prefix = next((p for p in ("synthesis/", "mapping/") if full.startswith(p)), "")
-        groups[prefix].append((full[len(prefix):], value))
-    comps = {"synthesis": tf_network("G_synthesis", "G_synthesis_stylegan2", kw, groups["synthesis/"]),
-             "mapping": tf_network("G_mapping", "G_mapping", {"dlatent_broadcast": cfg.num_ws, **kw},
-                                   groups["mapping/"])}
+        groups[prefix].append((full[len(prefix) :], value))
+    comps = {
+        "synthesis": tf_network("G_synthesis", "G_synthesis_stylegan2", kw, groups["synthesis/"]),
+        "mapping": tf_network("G_mapping", "G_mapping", {"dlatent_broadcast": cfg.num_ws, **kw}, groups["mapping/"]),
+    }
     return tf_network(name, "G_main", kw, groups[""], comps)
 
 
-def tf_discriminator(cfg: DiscriminatorConfig, state: dict[str, torch.Tensor], static_kwargs: dict | None = None,
-                     extra_vars: dict | None = None, drop_vars: tuple[str, ...] = ()) -> NewObj:
+def tf_discriminator(
+    cfg: DiscriminatorConfig,
+    state: dict[str, torch.Tensor],
+    static_kwargs: dict | None = None,
+    extra_vars: dict | None = None,
+    drop_vars: tuple[str, ...] = (),
+) -> NewObj:
     kw: dict[str, Any] = {"num_channels": cfg.img_channels, "resolution": cfg.img_resolution, "label_size": 0}
     ck = _channel_kwargs(cfg.img_resolution, cfg.channels)
     if ck:
@@ -481,10 +639,19 @@ def tf_discriminator(cfg: DiscriminatorConfig, state: dict[str, torch.Tensor], s
     return tf_network("D", "D_stylegan2", kw, variables)
 
 
-def write_tf_pkl(path: Any, g_cfg: GeneratorConfig, g_state: dict[str, torch.Tensor],
-                 d_cfg: DiscriminatorConfig | None = None, d_state: dict[str, torch.Tensor] | None = None,
-                 *, protocol: int = 4, gs_only: bool = False, g_train_state: dict | None = None,
-                 g_options: dict | None = None, d_options: dict | None = None) -> None:
+def write_tf_pkl(
+    path: Any,
+    g_cfg: GeneratorConfig,
+    g_state: dict[str, torch.Tensor],
+    d_cfg: DiscriminatorConfig | None = None,
+    d_state: dict[str, torch.Tensor] | None = None,
+    *,
+    protocol: int = 4,
+    gs_only: bool = False,
+    g_train_state: dict | None = None,
+    g_options: dict | None = None,
+    d_options: dict | None = None,
+) -> None:
     """A TF StyleGAN2 release pickle: ``(G, D, Gs)`` (``gs_only``: ``Gs`` alone). ``G`` holds
     ``g_train_state`` (default ``g_state``); ``g_options`` / ``d_options`` go to :func:`tf_generator` /
     :func:`tf_discriminator` (``static_kwargs``, ``extra_vars``, ``drop_vars``)."""

@@ -1,0 +1,39 @@
+"""The standalone runtime's command line (``python -m export.runtime``) against the PyTorch student."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mobilestylegan.student.generator import StudentGenerator
+from mobilestylegan.student.sampling import seeded_z
+
+
+def assert_runtime_cli_renders_the_pytorch_faces(
+    directory: Path, G: StudentGenerator, faces_dir: Path, *extra: str
+) -> None:
+    """``python -m export.runtime DIR --seeds 0-1`` writes the PyTorch student's faces (const noise), to one uint8 step
+    (float rounding may flip one)."""
+    from export.runtime import main as runtime_main
+
+    assert runtime_main([str(directory), "--seeds", "0-1", *extra, "--out", str(faces_dir)]) == 0
+    got = np.stack([np.array(Image.open(faces_dir / f"seed{s:04d}.png")) for s in (0, 1)])
+    with torch.no_grad():
+        img = G.synthesis(G.mapping(seeded_z([0, 1], G.z_dim)), noise_mode="const")
+    want = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+
+def export_through_cli(G: StudentGenerator, root: Path, fmt: str, *extra: str) -> tuple[Path, Path]:
+    """``G`` saved as ``root/student.pt`` and exported by ``mobilestylegan-export --format fmt`` (quiet) into
+    ``root/export``, as a user would; returns (the export directory, the checkpoint)."""
+    from mobilestylegan.cli.export import main as cli_main
+    from mobilestylegan.io.checkpoint import save_student
+
+    ckpt, out = root / "student.pt", root / "export"
+    save_student(ckpt, G)
+    assert cli_main([str(ckpt), "--format", fmt, "--out", str(out), "-q", *extra]) == 0
+    return out, ckpt
