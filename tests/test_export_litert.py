@@ -5,7 +5,6 @@ the converter's noise + bias folding), fp16 passes its gate. Needs the ``litert`
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 
 import pytest
@@ -17,7 +16,7 @@ from mobilestylegan.student.lean import LeanSynthesis
 from mobilestylegan.student.sampling import seeded_z
 from teacher.numerics import assert_parity
 from tests.helpers.records import check_parity_record, check_parity_tolerances_are_fresh, check_quality_record
-from tests.helpers.runtime import assert_runtime_cli_renders_the_pytorch_faces, export_through_cli
+from tests.helpers.runtime import assert_runtime_cli_renders_the_pytorch_faces, export_through_cli, quick_bench
 from tests.helpers.students import export_student, float64_reference
 from tests.helpers.toolchains import require_toolchain
 
@@ -122,33 +121,9 @@ def test_refused_options_and_missing_toolchain(tmp_path, monkeypatch):
 
 
 def test_bench_row(litert, tmp_path):
-    from mobilestylegan.cli import bench
-
     _, _, ckpt = litert
     out = tmp_path / "bench"
-    assert (
-        bench.main(
-            [
-                str(ckpt),
-                "--runtimes",
-                "onnxruntime,litert",
-                "--runs",
-                "3",
-                "--warmup",
-                "1",
-                "--quality-seeds",
-                "2",
-                "--no-teacher",
-                "--threads",
-                "1",
-                "--no-progress",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    rows = {r["runtime"]: r for r in json.loads((out / "bench.json").read_text())["rows"]}
+    rows = quick_bench(ckpt, ["onnxruntime", "litert"], out)
     r = rows["litert"]
     assert "error" not in r, r.get("error")
     assert r["runs"] == len(r["all_ms"]) == 3 and r["psnr_db"] > 90

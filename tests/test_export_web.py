@@ -24,7 +24,7 @@ from mobilestylegan.cli.export import main as cli_main
 from mobilestylegan.io.load import load_any_student
 from teacher.numerics import assert_parity
 from tests.helpers.records import check_browser_record, check_quality_record
-from tests.helpers.runtime import export_through_cli
+from tests.helpers.runtime import export_through_cli, quick_bench
 from tests.helpers.students import export_student
 from tests.helpers.toolchains import require_toolchain
 
@@ -247,34 +247,10 @@ def test_bench_rows_for_the_browser_and_core_ml(web, tmp_path):
     row (sized, "macOS only")."""
     import importlib.util
 
-    from mobilestylegan.cli import bench
-
     _, ckpt = web
     runtimes = ["browser-wasm1", "browser-wasm2"] + (["coreml"] if importlib.util.find_spec("coremltools") else [])
     out = tmp_path / "bench"
-    assert (
-        bench.main(
-            [
-                str(ckpt),
-                "--runtimes",
-                ",".join(runtimes),
-                "--runs",
-                "3",
-                "--warmup",
-                "1",
-                "--quality-seeds",
-                "2",
-                "--no-teacher",
-                "--threads",
-                "1",
-                "--no-progress",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
-    rows = {r["runtime"]: r for r in json.loads((out / "bench.json").read_text())["rows"]}
+    rows = quick_bench(ckpt, runtimes, out)
     assert set(rows) == set(runtimes)
     site = out / "artifacts" / "export_web_fp16"
     for rt, threads in (("browser-wasm1", 1), ("browser-wasm2", 2)):

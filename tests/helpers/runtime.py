@@ -37,3 +37,15 @@ def export_through_cli(G: StudentGenerator, root: Path, fmt: str, *extra: str) -
     save_student(ckpt, G)
     assert cli_main([str(ckpt), "--format", fmt, "--out", str(out), "-q", *extra]) == 0
     return out, ckpt
+
+
+def quick_bench(source: Path, runtimes: list[str], out: Path) -> dict[str, dict]:
+    """``mobilestylegan-bench SOURCE --runtimes ...`` with 3 timed runs, 2 quality seeds, one thread and no teacher,
+    as a user would run it; returns bench.json's rows by runtime."""
+    import json
+
+    from mobilestylegan.cli import bench
+
+    argv = [str(source), "--runtimes", ",".join(runtimes), "--runs", "3", "--warmup", "1", "--quality-seeds", "2"]
+    assert bench.main([*argv, "--no-teacher", "--threads", "1", "--no-progress", "--out", str(out)]) == 0
+    return {r["runtime"]: r for r in json.loads((out / "bench.json").read_text())["rows"]}
