@@ -27,7 +27,7 @@ import torch
 from mobilestylegan.errors import UsageError
 from mobilestylegan.metrics.evaluator import EvalOptions, Evaluator
 from mobilestylegan.metrics.registry import REGISTRY, evaluate
-from mobilestylegan.metrics.sources import Source, open_source, save_stats
+from mobilestylegan.metrics.sources import open_source
 from mobilestylegan.nets.inception import InceptionWeightsNotFoundError
 from mobilestylegan.nets.vgg import VGGWeightsNotFoundError
 from teacher.formats.common import CheckpointError
@@ -170,24 +170,8 @@ def run(a: argparse.Namespace) -> list[dict]:
                 with open(a.out, "a") as fh:
                     fh.write(json.dumps(line) + "\n")
     if a.save_ref_stats is not None:
-        _save_ref_stats(ev, ref, a.save_ref_stats, "pr" in metrics)
+        ev.save_reference_stats(ref, a.save_ref_stats, with_vgg="pr" in metrics)
     return out
-
-
-def _save_ref_stats(ev: Evaluator, ref: Source, path: Path, with_vgg: bool) -> None:
-    kinds = ("inception", "vgg") if with_vgg else ("inception",)
-    feats = ev.features(ref, kinds)
-    inc = feats["inception"]
-    header = {
-        "convention": inc.convention,
-        "vgg_convention": feats["vgg"].convention if with_vgg else None,
-        "source": ref.spec,
-        "source_hash": ref.ident,
-        "num": inc.n,
-        "seed": ev.a.seed,
-        "truncation": ev.a.trunc,
-    }
-    save_stats(path, header, *inc.moments(), inc.features, feats["vgg"].features if with_vgg else None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -228,6 +228,24 @@ class Evaluator:
             out["vgg"] = self.vgg().fc2(x.to(self.a.device) * 2 - 1).double().cpu().numpy()
         return out
 
+    def save_reference_stats(self, ref: Source, path: Path, with_vgg: bool) -> None:
+        """Write ``ref``'s feature statistics to ``path`` (Inception moments and features, VGG features with
+        ``with_vgg``), with a header naming the conventions, the source and its hash, the count, seed and truncation,
+        so a later run can use them as its reference."""
+        kinds = ("inception", "vgg") if with_vgg else ("inception",)
+        feats = self.features(ref, kinds)
+        inc = feats["inception"]
+        header = {
+            "convention": inc.convention,
+            "vgg_convention": feats["vgg"].convention if with_vgg else None,
+            "source": ref.spec,
+            "source_hash": ref.ident,
+            "num": inc.n,
+            "seed": self.a.seed,
+            "truncation": self.a.trunc,
+        }
+        save_stats(path, header, *inc.moments(), inc.features, feats["vgg"].features if with_vgg else None)
+
     def features(self, src: Source, kinds: tuple[str, ...]) -> dict[str, FeatureSet]:
         """Features of a folder (cached by content hash), a generator (``--num`` seeds) or a stats file."""
         if src.kind == "stats":
