@@ -1,1 +1,2 @@
-"""The web export's browser side: the seeded latents in JavaScript (``seeded_z.js``) and the local server."""
+"""The web export's site: the page and its JavaScript (``index.html``, ``app.js``, ``seeded_z.js``), onnxruntime-web's
+files, headless Chromium over the DevTools pipe, and the local server."""
