@@ -105,7 +105,7 @@ class ExportContext:
     graphs: dict[str, torch.nn.Module] = field(default_factory=dict)
     records: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
-    _g64: Any = None
+    _g64: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.G = self.G.float().cpu().eval()

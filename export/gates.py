@@ -78,11 +78,10 @@ def parity(ctx: ExportContext, backends: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def size_gate(ctx: ExportContext, files: list[str], weights_file: str) -> dict[str, Any]:
-    """The synthesis graph's ``weights_file`` (the format's :meth:`~export.targets.base.Target.weights_file`; the rest
-    of its ``files`` describes the ops and is reported, not gated) against the bytes of the graph's parameters and
-    baked noise at the precision the file stores them in (fp16 for an fp16 export, else fp32)."""
-    gated = weights_file
+def size_gate(ctx: ExportContext, files: list[str], gated: str) -> dict[str, Any]:
+    """The synthesis graph's weights file ``gated`` (the format's :meth:`~export.targets.base.Target.weights_file`;
+    the rest of its ``files`` describes the ops and is reported, not gated) against the bytes of the graph's
+    parameters and baked noise at the precision the file stores them in (fp16 for an fp16 export, else fp32)."""
     file_bytes = (ctx.tmp / gated).stat().st_size
     total = graph_bytes([ctx.tmp / files[0]])
     dtype = "fp16" if ctx.options.precision == "fp16" else "fp32"

@@ -238,7 +238,23 @@ def open_graph(
     precision: str | None = None,
 ) -> Graph:
     """One graph file in ``backend`` (None: the file type's own, :data:`DEFAULT_BACKEND`)."""
-    path = _not_core_ml(Path(path))
+    path = Path(path)
+    cls = GRAPHS[resolve_backend(path, backend)]
+    if path.suffix not in cls.suffixes:
+        raise ValueError(
+            f"{cls.backend} runs {', '.join(cls.suffixes)} files, not {path.name}: "
+            f"use backend={DEFAULT_BACKEND.get(path.suffix)!r}"
+        )
+    return cls(path, threads, device, precision)
+
+
+def resolve_backend(path: Path, backend: str | None = None) -> str:
+    """``backend``, checked, or the one that runs ``path``'s file type; a Core ML package is refused."""
+    if path.name == "Manifest.json" and path.parent.suffix == ".mlpackage":
+        raise ValueError(
+            "a Core ML export runs in Core ML on Apple devices; check it with "
+            "`mobilestylegan-export --check DIR` on macOS"
+        )
     backend = backend or DEFAULT_BACKEND.get(path.suffix)
     if backend not in GRAPHS:
         raise ValueError(
@@ -246,22 +262,7 @@ def open_graph(
             if backend
             else f"no backend here runs {path.suffix} files ({path.name})"
         )
-    cls = GRAPHS[backend]
-    if path.suffix not in cls.suffixes:
-        raise ValueError(
-            f"{backend} runs {', '.join(cls.suffixes)} files, not {path.name}: "
-            f"use backend={DEFAULT_BACKEND.get(path.suffix)!r}"
-        )
-    return cls(path, threads, device, precision)
-
-
-def _not_core_ml(path: Path) -> Path:
-    if path.name == "Manifest.json" and path.parent.suffix == ".mlpackage":
-        raise ValueError(
-            "a Core ML export runs in Core ML on Apple devices; check it with "
-            "`mobilestylegan-export --check DIR` on macOS"
-        )
-    return path
+    return backend
 
 
 class Runtime:
@@ -425,10 +426,7 @@ def load_runtime(
     """
     d = Path(directory)
     manifest = read_manifest(d)
-    synthesis = _not_core_ml(graph_path(d, manifest, "synthesis"))
-    backend = backend or DEFAULT_BACKEND.get(synthesis.suffix)
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    backend = resolve_backend(graph_path(d, manifest, "synthesis"), backend)
     return Runtime(d, manifest, backend, threads, device, precision_hint)
 
 

@@ -21,10 +21,10 @@ from export.manifest import read_manifest
 from export.runtime import load_runtime
 from export.targets import BenchRow, Target, format_names, get_target, register, unregister
 from export.targets.onnx import write_onnx
-from mobilestylegan.cli.export import main as cli_main
 from mobilestylegan.io.checkpoint import load_student
 from mobilestylegan.student.sampling import seeded_z
 from teacher.numerics import assert_parity, parity_tolerance
+from tests.helpers.runtime import export_through_cli
 from tests.helpers.students import export_student, torch_images
 from tests.helpers.toolchains import require_toolchain
 
@@ -68,9 +68,8 @@ def toy() -> Iterator[Target]:
 
 def test_a_registered_format_exports_gates_and_runs(toy, tmp_path, capsys):
     G = export_student()
-    out = tmp_path / "toy"
     assert "toy" in format_names() and get_target("toy-alias") is toy
-    assert cli_main([str(_save(G, tmp_path)), "--format", "toy", "--out", str(out), "-q"]) == 0
+    out, _ = export_through_cli(G, tmp_path, "toy")
     printed = capsys.readouterr().out
     assert "toy       synthesis:" in printed and "parity    onnxruntime max |diff|" in printed
     m = read_manifest(out)
@@ -172,13 +171,6 @@ def test_the_exporter_writes_the_same_bytes_as_before(tmp_path):
 
 # Manifest entries that differ between two runs of the same export (time, measured figures, the package version).
 _RUN_SPECIFIC = {"created_utc", "timings_s", "parity", "quality", "toolkit_version", "versions"}
-
-
-def _save(G: torch.nn.Module, d: Path) -> Path:
-    from mobilestylegan.io.checkpoint import save_student
-
-    save_student(d / "student.pt", G)
-    return d / "student.pt"
 
 
 def _sha256(path: Path) -> str:

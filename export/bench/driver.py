@@ -242,15 +242,17 @@ def _student_rows(
                 ref=str(ref_path) if ref_path else None,
                 label=f"student {rt}",
                 seeds=list(range(args.quality_seeds)),
-                **_backend(spec),
+                **_backend(rt),
             )
         )
         rows.append(row)
     return rows, tasks
 
 
-def _backend(spec: Any) -> dict[str, Any]:
-    """What the worker needs to know of a row: the backend that runs it, OpenVINO's hint, fixed thread counts."""
+def _backend(runtime: str) -> dict[str, Any]:
+    """What the worker needs to know of a row: the backend that runs it, OpenVINO's hint, fixed thread counts (all
+    None for the PyTorch rows)."""
+    spec = export_rows().get(runtime, (None, None))[1]
     if spec is None:
         return {"backend": None, "hint": None, "row_threads": None}
     return {"backend": spec.backend, "hint": spec.hint, "row_threads": spec.threads}
@@ -279,7 +281,7 @@ def _published_rows(
                 w_dim=w_dim,
                 ref=str(ref_path) if (ref_path and args.source == "ffhq-1024") else None,
                 label=f"published {rt}",
-                **_backend(export_rows()[rt][1]),
+                **_backend(rt),
             )
         )
         rows.append(
@@ -320,7 +322,7 @@ def _teacher_rows(args: argparse.Namespace, base: dict[str, Any]) -> Rows:
                 label=f"teacher {rt}",
                 runs=min(args.runs, args.teacher_runs),
                 warmup=min(args.warmup, 1),
-                **_backend(export_rows().get(rt, (None, None))[1]),
+                **_backend(rt),
             )
         )
         rows.append(

@@ -34,8 +34,8 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
         graph = open_graph(spec["path"], spec["backend"], threads, precision=spec.get("hint"))
         run = lambda w: graph.run([w])  # noqa: E731
-        if graph.inference_precision():
-            extra["inference_precision"] = graph.inference_precision()
+        if precision := graph.inference_precision():
+            extra["inference_precision"] = precision
     extra["load_s"] = time.perf_counter() - t0
     ws = np.load(spec["ws"]) if spec.get("ws") else np.zeros((1, 1, spec["w_dim"]), np.float32)
     w0 = np.ascontiguousarray(ws[0])
