@@ -16,10 +16,12 @@ register_configs()
 
 
 def train(cfg: DictConfig, out_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run a distillation; returns (summary, objects). ``summary.json`` is written to ``out_dir``."""
+    """Run a distillation; returns (summary, objects). ``summary.json`` is written to ``out_dir``, with the FaceNet
+    identity distances of the final student's validation faces to the teacher's where FaceNet is installed."""
     from mobilestylegan.distill.run import run
+    from mobilestylegan.edit.identity import identity_distances
 
-    return run(cfg, out_dir)
+    return run(cfg, out_dir, identity=identity_distances)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -36,12 +38,23 @@ def main(cfg: DictConfig) -> None:
     if not objects["trainer"].is_global_zero:  # under DDP every process gets here; one report is enough
         return
     gain = summary["val_psnr_last"] - summary["baseline_psnr"]
+    ident = summary.get("identity") or {}
+    identity = (
+        f"; FaceNet identity distance to the teacher's faces: median {ident['median']:.2f}, worst {ident['worst']:.2f}"
+        if ident.get("measured")
+        else ""
+    )
     print(
         f"{summary['steps']} steps in {summary['seconds']} s; validation PSNR {summary['val_psnr_first']:.2f} -> "
         f"{summary['val_psnr_last']:.2f} dB (mean-image baseline {summary['baseline_psnr']:.2f} dB, "
-        f"{gain:+.2f} dB); grid {summary['grid']}; student {summary['student']}"
+        f"{gain:+.2f} dB){identity}; grid {summary['grid']}; student {summary['student']}"
     )
 
 
 if __name__ == "__main__":
+    from mobilestylegan.cli.common import raise_mmap_threshold
+
+    # PyTorch allocates its large feature maps anew in every training step; on glibc they otherwise come from fresh,
+    # zero-filled mmap pages (the CPU then spends much of a step in the kernel).
+    raise_mmap_threshold(None)
     main()

@@ -356,6 +356,12 @@ def test_openvino_cache_renderer_student_teacher_lean_graph():
     ).fill("cpu")
     assert ov_cache.images.shape == (3, 3, 32, 32)
     assert_parity(ov_cache.images, ref.images, "OpenVINO f32 cache of the lean graph")
+    # The same renderer stands in for the teacher in the validation set and the mean image (val_with_renderer).
+    by_torch = src.fixed_set(3, 7, "cpu")
+    fast = TripleSource(T, src.student_cfg)
+    fast.eval_synthesis = ov
+    assert_parity(fast.fixed_set(3, 7, "cpu").images[-1], by_torch.images[-1], "validation set rendered by OpenVINO")
+    assert_parity(fast.mean_image(3, 9, "cpu"), src.mean_image(3, 9, "cpu"), "mean image rendered by OpenVINO")
     with pytest.raises(ValueError, match="out_resolution"):
         OpenVINOSynthesis(T.synthesis, batch_size=2, out_resolution=48)
 

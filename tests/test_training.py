@@ -325,3 +325,35 @@ def test_too_few_validation_latents_or_pool_triples_for_the_processes(tmp_path):
     module.val_size = 2
     with pytest.raises(ConfigError, match=r"data.batch_size 4 x 2 process\(es\) is more than the 6 triples"):
         module.on_fit_start()
+
+
+def test_student_pruned_from_a_mobilestylegan_teacher_with_heads_solved(tmp_path):
+    """student.init_from_teacher (prune_by=recon) + student.solve_heads on a tiny MobileStyleGAN teacher file: the
+    heads are solved before the first validation (a higher step-0 PSNR than the pruned teacher's heads give), the
+    summary says so, and a resumed run does not solve them again (it reaches the uninterrupted run's losses)."""
+    from mobilestylegan.io.checkpoint import save_student
+    from tests.helpers.students import tiny_student
+
+    teacher_file = save_student(tmp_path / "teacher.pt", tiny_student(64, w_dim=32))
+    common = [
+        f"teacher.source={teacher_file}",
+        "student.init_from_teacher=true",
+        "student.channels=[8,8,8]",
+        "data.style_mixing_prob=0",
+        "loss.gan=0",
+        "loss.perceptual=0",
+        "trainer.val_every=2",
+        "trainer.checkpoint_every=2",
+    ]
+    plain, _ = run_tiny(tmp_path / "plain", "trainer.steps=2", *common)
+    solve = ["student.solve_heads=16", "student.prune_by=recon", "student.prune_samples=8"]
+    full, _ = run_tiny(tmp_path / "full", "trainer.steps=4", *common, *solve)
+    assert plain["head_solve"] is None
+    hs = full["head_solve"]
+    assert hs["samples"] == 16 and sorted(hs["fit_psnr"], key=int) == ["8", "16", "32"]
+    assert full["val_psnr_first"] > plain["val_psnr_first"], (full["val_psnr_first"], plain["val_psnr_first"])
+    run_tiny(tmp_path / "part", "trainer.steps=2", *common, *solve)
+    resumed, _ = run_tiny(tmp_path / "part", "trainer.steps=4", *common, *solve)
+    assert resumed["head_solve"]["fit_psnr"] == hs["fit_psnr"] and resumed["val_psnr_first"] == full["val_psnr_first"]
+    for k, v in losses_of(full).items():
+        assert abs(losses_of(resumed)[k] - v) <= 1e-5 * max(1.0, abs(v)), k

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import fields
 
 import torch
@@ -164,6 +164,13 @@ class CachedTripleSource:
     def _check_batch(self, batch_size: int) -> None:
         if not 1 <= batch_size <= self.size:
             raise ValueError(f"batch_size must be in [1, {self.size}] (the pool size), got {batch_size}")
+
+    def calibration(self, n: int, seed: int, chunk: int, part: slice, device: torch.device | str) -> Iterator[Triple]:
+        """The pool's first ``min(n, size)`` triples (those in ``part``), ``chunk`` at a time: no renders (``seed`` is
+        unused)."""
+        idx = range(min(n, self.size))[part]
+        for start in range(idx.start, idx.stop, chunk):
+            yield self.get(slice(start, min(start + chunk, idx.stop)), device)
 
     def fixed_set(self, n: int, seed: int, device: torch.device | str, part: slice = slice(None)) -> Triple:
         """The live source's validation set (held-out w's, rendered, never from the pool)."""

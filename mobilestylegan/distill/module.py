@@ -99,6 +99,8 @@ class DistillationModule(L.LightningModule):
         augment: Differentiable augmentation before the discriminator, or None.
         data_seed: Seed of the training triples and augmentations.
         out_dir: Where validation grids are written (``val/``).
+        solve_heads: Triples on which every head is solved in closed form before the first step
+            (:func:`mobilestylegan.distill.heads.solve_heads`; split across processes); 0 = not solved.
     """
 
     def __init__(
@@ -113,6 +115,7 @@ class DistillationModule(L.LightningModule):
         augment: DiffAugment | None = None,
         data_seed: int = 0,
         out_dir: str | Path = ".",
+        solve_heads: int = 0,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -144,6 +147,8 @@ class DistillationModule(L.LightningModule):
         self.data_digest: dict[str, Any] | None = None  # this process's first batch, see rank_digests
         self.rank_digests: list[dict[str, Any]] = []
         self.peak_gpu_memory_gib: float | None = None  # this process's, on a CUDA device
+        self.solve_heads = int(solve_heads)
+        self.head_solve: dict[str, Any] | None = None  # what solving the heads found (saved in checkpoints)
 
     # ------------------------------------------------------------------ setup
     @property
@@ -203,7 +208,9 @@ class DistillationModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         """The first validation, before any training step (unless a resumed run has one)."""
-        if not self.val_history:  # the first validation runs before any training step
+        if not self.val_history:  # a fresh run (a resumed one has trained heads and a first validation)
+            if self.solve_heads > 0:
+                self._solve_heads()
             self._record_validation()
 
     def on_train_end(self) -> None:
@@ -221,6 +228,31 @@ class DistillationModule(L.LightningModule):
             self.rank_digests = gathered
         else:
             self.rank_digests = [self.data_digest]
+
+    def _solve_heads(self) -> None:
+        """Every head of the student (and of its EMA) solved in closed form on ``solve_heads`` calibration triples,
+        each process summing its share; the result is broadcast from process 0 so all processes hold the same."""
+        from mobilestylegan.distill.heads import solve_heads
+
+        t0 = time.perf_counter()
+        rank, world = self.rank_world()
+        triples = self.frozen.source.calibration(
+            self.solve_heads, self.data_seed, self.batch_size, shard(self.solve_heads, rank, world), self.device
+        )
+        synthesis = self.student.synthesis
+        reduce = (lambda t: dist.all_reduce(t)) if world > 1 else None
+        solved = solve_heads(synthesis, triples, all_reduce=reduce)
+        heads = [h for h in synthesis.heads() if h is not None]
+        if world > 1:
+            for p in (p for h in heads for p in h.parameters()):
+                _broadcast(p.data, 0)
+        if self.student_ema is not None:
+            self.student_ema.load_state_dict(self.student.state_dict())
+        self.head_solve = {
+            "samples": self.solve_heads if world == 1 else int(solved.samples * world),
+            "seconds": round(time.perf_counter() - t0, 1),
+            "fit_psnr": dict(zip([str(r) for r in solved.resolutions], [round(p, 2) for p in solved.psnr])),
+        }
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: Any, batch_idx: int) -> None:
@@ -377,15 +409,10 @@ class DistillationModule(L.LightningModule):
             self.log_dict(metrics, batch_size=self.val_size)
 
     @torch.no_grad()
-    def _validate(self, grid: bool = False, distributed: bool = True) -> dict[str, float]:
-        """Metrics of the validated student on the fixed set. Under DDP every process evaluates its share
-        of the set and the sums are reduced, so the numbers are those of the whole set; every process
-        must call this at the same point. ``grid`` also writes the teacher | student | difference grid
-        of the first 8 images (rank 0)."""
-        rank, world = self.rank_world() if distributed else (0, 1)
-        part = shard(self.val_size, rank, world)
-        source = self.frozen.source
-        val = source.fixed_set(self.val_size, self.val_seed, self.device, part)
+    def validation_renders(self, rank: int = 0, world: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(teacher, student)`` images of process ``rank``'s share of the validation set, the student being the
+        validated one (the EMA when there is one)."""
+        val = self.frozen.source.fixed_set(self.val_size, self.val_seed, self.device, shard(self.val_size, rank, world))
         G = self.student_ema if self.student_ema is not None else self.student
         was_training = G.training
         G.eval()
@@ -396,7 +423,17 @@ class DistillationModule(L.LightningModule):
             ]
         )
         G.train(was_training)
-        target = val.images[-1]
+        return val.images[-1], pred
+
+    @torch.no_grad()
+    def _validate(self, grid: bool = False, distributed: bool = True) -> dict[str, float]:
+        """Metrics of the validated student on the fixed set. Under DDP every process evaluates its share
+        of the set and the sums are reduced, so the numbers are those of the whole set; every process
+        must call this at the same point. ``grid`` also writes the teacher | student | difference grid
+        of the first 8 images (rank 0)."""
+        rank, world = self.rank_world() if distributed else (0, 1)
+        source = self.frozen.source
+        target, pred = self.validation_renders(rank, world)
         if self.baseline_psnr is None:  # the teacher's mean image, estimated on latents the validation set lacks
             total, count = source.image_sum(self.baseline_samples, self.val_seed + 1, self.device, rank, world)
             count = torch.tensor([float(count)], dtype=torch.float64, device=total.device)
@@ -419,7 +456,7 @@ class DistillationModule(L.LightningModule):
         metrics = dict(zip(names, means))
         metrics["val/baseline_psnr"] = self.baseline_psnr
         if grid:
-            self._save_grid(target, pred, part, world)
+            self._save_grid(target, pred, shard(self.val_size, rank, world), world)
         return metrics
 
     def _save_grid(self, target: torch.Tensor, pred: torch.Tensor, part: slice, world: int) -> None:
@@ -469,6 +506,7 @@ class DistillationModule(L.LightningModule):
             "val_history": self.val_history,
             "baseline_psnr": self.baseline_psnr,
             "last_losses": self.last_losses,
+            "head_solve": self.head_solve,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -485,6 +523,7 @@ class DistillationModule(L.LightningModule):
         self.val_history = list(state["val_history"])
         self.baseline_psnr = state["baseline_psnr"]
         self.last_losses = dict(state["last_losses"])
+        self.head_solve = state.get("head_solve")
 
 
 def _aux_heads(synthesis: nn.Module) -> list[nn.Module]:

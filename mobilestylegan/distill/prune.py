@@ -8,9 +8,16 @@ the student's resolution and keeps, per resolution, the student's number of chan
 - Channels are kept in wavelet groups: a feature map that feeds an IDWT up-sampler is read as C/4
   Haar groups (channel ``g`` and its three detail channels ``C/4 + 3g + b``), and a group is kept or
   dropped whole, so the pruned up-sampler still computes an inverse Haar transform of what it keeps.
-- Importance of a group: how strongly the teacher's next block reads it, ``||P[:, g]|| * ||D[g]||``
-  with P the next conv1's pointwise weights and D its depthwise kernel (for the teacher's last level:
-  the column norms of its final head). The largest groups are kept, in their original order.
+- Importance of a group: how strongly the teacher's next block reads it. ``select="weights"`` looks at the
+  weights alone, ``||P[:, g]|| * ||D[g]||`` with P the next conv1's pointwise weights and D its depthwise
+  kernel (for the teacher's last level: the column norms of its final head). ``select="data"`` looks at
+  what the teacher computes on sample latents: ``||P[:, g]|| * rms(y_g)``, with ``y_g`` the next conv1's
+  modulated depthwise output for the group (so a group whose activations are small counts for little
+  however large its weights); for the teacher's last level, the head's column norms times the rms of its
+  modulated inputs. ``select="recon"`` ranks the groups by greedy forward selection: each next group is the one
+  that lets least squares on the groups chosen so far reconstruct the next conv1's pointwise output
+  ``P y`` best (the correlations between groups count; the teacher's last level falls back to ``data``).
+  The highest-ranked groups are kept, in their original order.
 - Every styled conv keeps its demodulation: on the kept inputs it renormalises each output row, so
   the pruned layers start at the teacher's activation scale. A fused teacher (demodulation folded, no
   ``style_inv``) is unfused first (:func:`mobilestylegan.io.pretrained.unfuse_state`, needs scipy).
@@ -26,10 +33,13 @@ the teacher's (tested), and at the same resolution so does its image.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from mobilestylegan.student.synthesis import MobileSynthesisNetwork, StudentConfig
 
-__all__ = ["PruneError", "prune_teacher", "wavelet_group_channels"]
+__all__ = ["SELECTIONS", "PruneError", "group_importance", "prune_teacher", "wavelet_group_channels"]
+
+SELECTIONS = ("weights", "data", "recon")
 
 
 class PruneError(ValueError):
@@ -107,21 +117,130 @@ def _group_importance(state: dict[str, torch.Tensor], level: int, n_teacher: int
     return (order[:q] + order[q:].reshape(q, 3).sum(1)).sqrt()
 
 
-def prune_teacher(teacher: MobileSynthesisNetwork, cfg: StudentConfig) -> MobileSynthesisNetwork:
+@torch.no_grad()
+def _data_importance(
+    teacher: MobileSynthesisNetwork,
+    levels: int,
+    ws: torch.Tensor,
+    noise: list[torch.Tensor],
+    recon: bool = False,
+    chunk: int = 16,
+) -> list[torch.Tensor]:
+    """Per teacher level ``< levels``: ``[channels // 4]`` data importance of its Haar groups (see the module)."""
+    n_t = len(teacher.cfg.channels)
+    gram: list[torch.Tensor] = [torch.zeros(0)] * levels  # per level: sum over pixels of z z^T, z what is read
+    for start in range(0, ws.shape[0], chunk):
+        w = ws[start : start + chunk]
+        feats = teacher.features(w, [m[start : start + chunk] for m in noise], levels=levels)
+        for i, x in enumerate(feats):
+            if i < n_t - 1:  # the next block's conv1 reads group g as its input channel g
+                block = teacher.layers[i]
+                conv = block.conv1.conv
+                up = block.up(x, w[:, 3 * i + 1])
+                y = up * (conv.scale * conv.modulation(w[:, 3 * i + 1]))[:, :, None, None]
+                y = F.conv2d(y, conv.weight_dw, padding=conv.padding, groups=y.shape[1])
+            else:  # the teacher's final head reads every channel
+                head = teacher.layers[i - 1].to_img.conv if i else teacher.to_img1.conv
+                y = x * (head.scale * head.modulation(w[:, teacher.head_ws_index(i)]))[:, :, None, None]
+            z = y.transpose(0, 1).reshape(y.shape[1], -1).double()
+            g = z @ z.T if recon and i < n_t - 1 else torch.diag(z.square().sum(1))
+            gram[i] = g if start == 0 else gram[i] + g
+    out = []
+    for i, g in enumerate(gram):
+        if i < n_t - 1:
+            conv = teacher.layers[i].conv1.conv
+            readout = conv._demodulated(conv.weight_permute)[:, :, 0, 0].double()  # [O, groups]
+            if recon:
+                out.append(_greedy_reconstruction_rank(g, readout))
+            else:  # rms of what each group sends times how strongly it is read
+                out.append((readout.norm(dim=0) * (torch.diag(g) / ws.shape[0]).sqrt()).float())
+        else:
+            head = teacher.layers[i - 1].to_img.conv if i else teacher.to_img1.conv
+            per_channel = head.weight[:, :, 0, 0].double().square().sum(0) * torch.diag(g)  # [C]
+            c = per_channel.numel()
+            q = c // 4
+            order = per_channel[wavelet_group_channels(torch.arange(q), c)]
+            out.append((order[:q] + order[q:].reshape(q, 3).sum(1)).sqrt().float())
+    return out
+
+
+def _greedy_reconstruction_rank(gram: torch.Tensor, readout: torch.Tensor) -> torch.Tensor:
+    """Importance (higher: kept first) of the inputs z of a linear layer ``y = P z`` by greedy forward selection: each
+    step adds the input that lets least squares on the chosen inputs reconstruct y best. With ``G = sum z z^T`` the
+    explained energy of a set S is ``tr(G_SS^-1 M_SS)``, ``M = G P^T P G``."""
+    n = gram.shape[0]
+    g = gram + 1e-9 * torch.diag(gram).mean() * torch.eye(n, dtype=gram.dtype)
+    m = g @ readout.T @ readout @ g
+    chosen: list[int] = []
+    rank = torch.zeros(n)
+    for step in range(n):
+        rest = [j for j in range(n) if j not in chosen]
+        sets = torch.tensor([chosen + [j] for j in rest])  # [candidates, k]
+        gs = g[sets[:, :, None], sets[:, None, :]]
+        ms = m[sets[:, :, None], sets[:, None, :]]
+        explained = torch.linalg.solve(gs, ms).diagonal(dim1=1, dim2=2).sum(1)
+        best = rest[int(explained.argmax())]
+        chosen.append(best)
+        rank[best] = n - step
+    return rank
+
+
+def group_importance(
+    teacher: MobileSynthesisNetwork,
+    levels: int,
+    select: str = "weights",
+    ws: torch.Tensor | None = None,
+    noise: list[torch.Tensor] | None = None,
+) -> list[torch.Tensor]:
+    """Importance of the Haar groups of the teacher's first ``levels`` feature levels (``[channels // 4]`` each).
+
+    Args:
+        teacher: A MobileStyleGAN synthesis network.
+        levels: How many levels (the student's).
+        select: ``weights``, ``data`` or ``recon`` (see the module).
+        ws: ``[N, num_ws, w_dim]`` teacher W+ of the sample latents (``data`` and ``recon``).
+        noise: The teacher's noise maps for them (``data`` and ``recon``; None: its stored maps).
+    """
+    if select not in SELECTIONS:
+        raise PruneError(f"channel selection must be one of {SELECTIONS}, got {select!r}")
+    n_t = len(teacher.cfg.channels)
+    if select == "weights":
+        t = _unfused_state(teacher)
+        return [_group_importance(t, i, n_t, teacher.cfg.channels[i]) for i in range(levels)]
+    if ws is None:
+        raise PruneError("data-driven channel selection needs sample latents (ws)")
+    if noise is None:
+        noise = teacher.make_noise(ws.shape[0], "const")
+    return _data_importance(teacher, levels, ws, noise, recon=select == "recon")
+
+
+def prune_teacher(
+    teacher: MobileSynthesisNetwork,
+    cfg: StudentConfig,
+    select: str = "weights",
+    ws: torch.Tensor | None = None,
+    noise: list[torch.Tensor] | None = None,
+) -> MobileSynthesisNetwork:
     """A new student synthesis network (``cfg``, unfused, trainable) initialised from ``teacher``.
+
+    Args:
+        teacher: A MobileStyleGAN synthesis network at least as wide and large as the student.
+        cfg: The student's architecture.
+        select: How the kept Haar groups are chosen: ``weights``, ``data`` or ``recon`` (see the module).
+        ws: ``data`` and ``recon``: teacher W+ ``[N, num_ws, w_dim]`` of sample latents (a hundred or so).
+        noise: ``data`` and ``recon``: the teacher's noise maps for them (None: its stored maps).
 
     Raises:
         PruneError: The teacher is not a MobileStyleGAN synthesis network, or the student is wider or
-            larger than it at some resolution, or has another ``w_dim`` or kernel size.
+            larger than it at some resolution, or has another ``w_dim`` or kernel size, or ``select`` is unknown.
     """
     _check(teacher, cfg)
     t = _unfused_state(teacher)
-    n_t = len(teacher.cfg.channels)
+    importance = group_importance(teacher, len(cfg.channels), select, ws, noise)
     keep = []  # per student level: kept teacher channels, in the student's layout order
     for i, cs in enumerate(cfg.channels):
         ct = teacher.cfg.channels[i]
-        imp = _group_importance(t, i, n_t, ct)
-        groups = imp.argsort(descending=True, stable=True)[: cs // 4].sort().values
+        groups = importance[i].argsort(descending=True, stable=True)[: cs // 4].sort().values
         keep.append(wavelet_group_channels(groups, ct))
 
     student = MobileSynthesisNetwork(cfg)

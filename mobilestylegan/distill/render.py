@@ -8,7 +8,7 @@ padded). With ``out_resolution`` the image is box-downsampled inside the graph (
 student's resolution only), which equals :func:`mobilestylegan.nets.resize.area_downsample` of the full image
 (an average pool of an integer factor in the graph).
 
-Validation always renders with the PyTorch teacher.
+Validation renders with the PyTorch teacher, or with this renderer in f32 (``data.val_with_renderer``).
 """
 
 from __future__ import annotations

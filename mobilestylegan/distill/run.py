@@ -10,7 +10,7 @@ import datetime
 import json
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,10 +110,28 @@ def build_student(cfg: DictConfig, teacher_G: torch.nn.Module) -> StudentGenerat
         from mobilestylegan.distill.prune import PruneError, prune_teacher
 
         try:
-            G.synthesis.load_state_dict(prune_teacher(teacher_G.synthesis, scfg).state_dict())
+            ws, noise = _prune_samples(cfg, teacher_G) if s.prune_by != "weights" else (None, None)
+            pruned = prune_teacher(teacher_G.synthesis, scfg, select=s.prune_by, ws=ws, noise=noise)
         except PruneError as err:
             raise ConfigError(f"student.init_from_teacher: {err}") from None
+        G.synthesis.load_state_dict(pruned.state_dict())
     return G
+
+
+@torch.no_grad()
+def _prune_samples(cfg: DictConfig, teacher_G: torch.nn.Module) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``student.prune_samples`` teacher W+ and noise maps for data-driven pruning (``prune_by`` data or recon),
+    truncated like the training latents and seeded apart from the training and validation streams."""
+    from teacher.mapping import truncate
+
+    n = cfg.student.prune_samples
+    if n < 1:
+        raise ConfigError(f"student.prune_samples must be >= 1 with student.prune_by={cfg.student.prune_by}, got {n}")
+    g = torch.Generator().manual_seed(cfg.trainer.seed + 2)
+    z = torch.randn([n, teacher_G.mapping.z_dim], generator=g)
+    noise = teacher_G.synthesis.make_noise(n, "random", device="cpu", generator=g)
+    w = truncate(teacher_G.mapping.embed(z), teacher_G.mapping.w_avg, cfg.data.truncation_psi)
+    return w[:, None].expand(-1, teacher_G.num_ws, -1), noise
 
 
 def build_discriminator(cfg: DictConfig, student: StudentGenerator) -> teacher.Discriminator | None:
@@ -188,6 +206,7 @@ def build_module(cfg: DictConfig, out_dir: Path) -> tuple[DistillationModule, di
         augment=augment,
         data_seed=cfg.trainer.seed,
         out_dir=out_dir,
+        solve_heads=cfg.student.solve_heads,
     )
     return module, {"teacher": teacher_G, "student": student, "discriminator": D, "source": source}
 
@@ -207,6 +226,8 @@ def build_source(
         )
     except ValueError as err:
         raise ConfigError(f"student/teacher: {err}") from None
+    if cfg.data.val_with_renderer and (cfg.data.cache_size <= 0 or cfg.data.cache_renderer is None):
+        raise ConfigError("data.val_with_renderer needs a cache renderer (data.cache_size > 0, data.cache_renderer)")
     if cfg.data.cache_size > 0:
         chunk = cfg.data.render_batch or 8
         render_with = None  # the teacher itself, on the training device (the GPU when training on one)
@@ -223,6 +244,14 @@ def build_source(
                 threads=cfg.trainer.threads,
                 out_resolution=student.cfg.img_resolution,
             )
+            if cfg.data.val_with_renderer:  # in f32: validation measures against the teacher's own numbers
+                source.eval_synthesis = make(
+                    teacher_G.synthesis,
+                    batch_size=batch,
+                    threads=cfg.trainer.threads,
+                    out_resolution=student.cfg.img_resolution,
+                    precision="f32",
+                )
         # Filled when fit starts, on the training device; validation always renders with the PyTorch teacher.
         source = CachedTripleSource(
             source,
@@ -305,11 +334,22 @@ def build_trainer(cfg: DictConfig, out_dir: Path, n_optimizers: int) -> tuple[L.
     return trainer, callbacks
 
 
-def run(cfg: DictConfig, out_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def run(
+    cfg: DictConfig,
+    out_dir: str | Path,
+    identity: Callable[[torch.Tensor, torch.Tensor], dict[str, Any]] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Distil as configured; write checkpoints, the EMA student, grids and ``summary.json`` in ``out_dir``.
 
     Under DDP every process runs this function (Lightning starts the other processes at ``fit``); only
-    global rank 0 writes files, and every process returns the same summary."""
+    global rank 0 writes files, and every process returns the same summary (but ``identity``).
+
+    Args:
+        cfg: The composed config.
+        out_dir: Where the run writes.
+        identity: ``(teacher images, student images) -> report`` (e.g.
+            :func:`mobilestylegan.edit.identity.identity_distances`), run by process 0 on its share of the
+            validation set after training; the report goes into the summary as ``identity``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -344,6 +384,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> tuple[dict[str, Any], dict[str,
         "val_psnr_first": history[0]["val/psnr"],
         "val_psnr_last": history[-1]["val/psnr"],
         "baseline_psnr": module.baseline_psnr,
+        "head_solve": module.head_solve,
         "final_losses": module.last_losses,
         "best_checkpoint": best,
         "last_checkpoint": str(ckpt_dir / "last.ckpt") if not tc.fast_dev_run else "",
@@ -358,6 +399,9 @@ def run(cfg: DictConfig, out_dir: str | Path) -> tuple[dict[str, Any], dict[str,
         "seconds": round(time.perf_counter() - t0, 1),
         "grid": str(out_dir / "val" / "latest.png"),
     }
+    if identity is not None and tc.identity and trainer.is_global_zero and not tc.fast_dev_run:
+        target, pred = module.validation_renders(0, world)
+        summary["identity"] = identity(target.cpu(), pred.cpu())
     if trainer.is_global_zero:
         save_student(
             student_out,

@@ -43,6 +43,14 @@ class StudentSchema:
     init: Start from this student (pretrained name or checkpoint), e.g. to fine-tune ffhq-1024.
     init_from_teacher: Start from the teacher's own layers, channel-pruned to this student's widths
         and cut at its resolution (MobileStyleGAN teachers only; ``mobilestylegan/distill/prune.py``).
+    prune_by: How ``init_from_teacher`` chooses the kept channels: ``weights`` (how strongly the teacher's next
+        layer's weights read them), ``data`` (what the teacher's next layer receives from them on ``prune_samples``
+        sample latents) or ``recon`` (the channels from which least squares best rebuilds the next layer's output on
+        those latents).
+    prune_samples: Sample latents of ``prune_by=data`` and ``recon``.
+    solve_heads: Before the first step, solve every head in closed form (least squares from its features to the
+        teacher's wavelets) on this many triples (the first ones of a cache, else live ones); 0 = keep the heads as
+        they start (``mobilestylegan/distill/heads.py``).
     """
 
     img_resolution: int = 1024
@@ -52,6 +60,9 @@ class StudentSchema:
     trainable_demod: bool = False
     init: str | None = None
     init_from_teacher: bool = False
+    prune_by: str = "weights"
+    prune_samples: int = 128
+    solve_heads: int = 0
 
 
 @dataclass
@@ -72,7 +83,9 @@ class DataSchema:
     cache_renderer: What fills the cache: None (the PyTorch teacher itself) or a ``_partial_`` renderer such
         as :class:`mobilestylegan.distill.render.OpenVINOSynthesis` with ``precision: f32 | bf16`` (the
         teacher's synthesis compiled with OpenVINO for the CPU, faster there than PyTorch; bf16 targets differ
-        from f32 by up to ~0.02). Validation always renders with the PyTorch teacher.
+        from f32 by up to ~0.02). Validation renders with the PyTorch teacher unless ``val_with_renderer``.
+    val_with_renderer: Render the validation set and the baseline's samples with ``cache_renderer`` compiled in f32
+        (the teacher's numbers to float rounding; on a CPU several times faster than the PyTorch teacher).
     """
 
     batch_size: int = 8
@@ -84,6 +97,7 @@ class DataSchema:
     baseline_samples: int = 256
     cache_size: int = 0
     cache_renderer: Any = None
+    val_with_renderer: bool = False
 
 
 @dataclass
@@ -166,6 +180,8 @@ class TrainerSchema:
     fast_dev_run: One step of training and validation, no checkpoints (smoke test).
     max_minutes: Stop after this wall-clock time (None = no limit).
     progress_bar: Show a progress bar.
+    identity: After training, measure the FaceNet identity distance of the student's validation faces to the
+        teacher's where FaceNet is installed (``summary.json``'s ``identity``); never part of a loss.
     """
 
     steps: int = 100_000
@@ -182,6 +198,7 @@ class TrainerSchema:
     fast_dev_run: bool = False
     max_minutes: float | None = None
     progress_bar: bool = True
+    identity: bool = True
 
 
 @dataclass

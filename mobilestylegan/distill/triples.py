@@ -39,7 +39,7 @@ NO_MIXING = torch.iinfo(torch.int64).max
 Index = torch.Tensor | slice | Sequence[int]
 
 # Random streams of a training step (see sample_generator).
-STREAM_TRIPLE, STREAM_POOL, STREAM_AUG_STUDENT, STREAM_AUG_REAL, STREAM_AUG_FAKE = range(5)
+STREAM_TRIPLE, STREAM_POOL, STREAM_AUG_STUDENT, STREAM_AUG_REAL, STREAM_AUG_FAKE, STREAM_CALIBRATION = range(6)
 
 
 def sample_generator(seed: int, step: int, index: int, stream: int) -> torch.Generator:
@@ -195,6 +195,9 @@ class TripleSource:
         self.teacher_resolutions = ws_resolutions(teacher.synthesis, teacher.num_ws)
         self.student_resolutions = ws_resolutions(self._layout, student_cfg.num_ws)
         self._fixed: dict[tuple[int, int, int, int], Triple] = {}
+        # Stand-in for the teacher's synthesis network in fixed_set and image_sum (None: the teacher itself); it
+        # must render the teacher's own numbers (e.g. OpenVINOSynthesis in f32), since validation measures against it.
+        self.eval_synthesis: Callable[..., torch.Tensor] | None = None
 
     def _validate(self) -> None:
         t, s = self.teacher, self.student_cfg
@@ -352,8 +355,10 @@ class TripleSource:
         images = image_pyramid(finest, self.image_resolutions)
         return Triple(self.student_ws(styles), list(student_noise), images, [dwt(im) for im in images])
 
-    def render(self, styles: Styles, teacher_noise: list[torch.Tensor]) -> Triple:
-        finest = self.render_finest(self.teacher_ws(styles), teacher_noise)
+    def render(
+        self, styles: Styles, teacher_noise: list[torch.Tensor], synthesis: Callable[..., torch.Tensor] | None = None
+    ) -> Triple:
+        finest = self.render_finest(self.teacher_ws(styles), teacher_noise, synthesis)
         return self.assemble(styles, self.student_noise(teacher_noise), finest)
 
     def sample(self, batch_size: int, generator: torch.Generator, device: torch.device | str) -> Triple:
@@ -365,6 +370,17 @@ class TripleSource:
         ``sample_generator(seed, step, i, STREAM_TRIPLE)`` and only this part is rendered."""
         idx = range(global_batch)[part]
         return self.render(*self.draw_samples([sample_generator(seed, step, i, STREAM_TRIPLE) for i in idx], device))
+
+    def calibration(self, n: int, seed: int, chunk: int, part: slice, device: torch.device | str) -> Iterator[Triple]:
+        """The samples ``range(n)[part]`` of a calibration set (e.g. to solve the heads before training), ``chunk``
+        at a time: sample i is drawn like a training sample from ``sample_generator(seed, 0, i, STREAM_CALIBRATION)``,
+        a stream training never uses."""
+        idx = range(n)[part]
+        for start in range(idx.start, idx.stop, chunk):
+            gens = [
+                sample_generator(seed, 0, i, STREAM_CALIBRATION) for i in range(start, min(start + chunk, idx.stop))
+            ]
+            yield self.render(*self.draw_samples(gens, device))
 
     # -- evaluation ----------------------------------------------------------------------------------
     def fixed_set(self, n: int, seed: int, device: torch.device | str, part: slice = slice(None)) -> Triple:
@@ -381,7 +397,7 @@ class TripleSource:
             for z, noise in self._seeded_chunks(n, seed, self.render_batch or n, part):
                 w = self.embed(z.to(device))
                 styles = Styles(w, w, torch.full([len(w)], NO_MIXING, device=w.device))
-                parts.append(self.render(styles, [m.to(device) for m in noise]))
+                parts.append(self.render(styles, [m.to(device) for m in noise], self.eval_synthesis))
             self._fixed[key] = _cat_triples(parts)
         return self._fixed[key].to(device)
 
@@ -396,7 +412,7 @@ class TripleSource:
         for z, noise in self._seeded_chunks(n, seed, self.render_batch or min(n, 64), shard(n, rank, world)):
             w = self.embed(z.to(device))
             ws = Styles(w, w, torch.full([len(w)], NO_MIXING, device=w.device)).mix(self.teacher_resolutions)
-            s = self.render_finest(ws, [m.to(device) for m in noise]).double().sum(0, keepdim=True)
+            s = self.render_finest(ws, [m.to(device) for m in noise], self.eval_synthesis).double().sum(0, keepdim=True)
             total, count = (s if total is None else total + s), count + len(w)
         if total is None:
             r = self.student_cfg.img_resolution
@@ -437,4 +453,5 @@ __all__ = [
     "STREAM_AUG_STUDENT",
     "STREAM_AUG_REAL",
     "STREAM_AUG_FAKE",
+    "STREAM_CALIBRATION",
 ]

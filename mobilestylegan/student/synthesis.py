@@ -210,6 +210,35 @@ class MobileSynthesisNetwork(nn.Module):
         img = self.layers[-1].to_img.to_image(head, inference=inference)
         return (img, wavelets) if return_wavelets else img
 
+    def features(
+        self, ws: torch.Tensor, noise: list[torch.Tensor | None] | None = None, levels: int | None = None
+    ) -> list[torch.Tensor]:
+        """The feature maps every head reads (``[N, channels[i], r, r]`` for r = 4, 8, ...), without running a
+        head: the first ``levels`` of them (None: all). Only the layers up to that level run, so the coarse
+        features of a large network are cheap. ``ws`` and ``noise`` as in :meth:`forward` (noise None: ``const``)."""
+        levels = len(self.cfg.channels) if levels is None else levels
+        if not 1 <= levels <= len(self.cfg.channels):
+            raise ValueError(f"levels must be in [1, {len(self.cfg.channels)}], got {levels}")
+        if ws.ndim == 2:
+            ws = ws[:, None].expand(-1, self.num_ws, -1)
+        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
+            raise ValueError(f"ws must be [N, {self.num_ws}, {self.w_dim}] or [N, {self.w_dim}], got {tuple(ws.shape)}")
+        noise = self.make_noise(ws.shape[0], "const") if noise is None else noise
+        x = self.conv1(self.input.input.expand(ws.shape[0], -1, -1, -1), ws[:, 0], noise[0])
+        out = [x]
+        for i, block in enumerate(self.layers[: levels - 1]):
+            x, _ = block(x, ws[:, 3 * i + 1 : 3 * i + 4], noise[1 + 2 * i : 3 + 2 * i], head=False)
+            out.append(x)
+        return out
+
+    def head_ws_index(self, level: int) -> int:
+        """The W+ entry the head of feature level ``level`` reads (1 for the 4x4 head, ``3 * level`` after)."""
+        return 1 if level == 0 else 3 * level
+
+    def heads(self) -> list[WaveletHead | None]:
+        """Every level's head, coarse to fine (None where the auxiliary heads were removed)."""
+        return [self.to_img1] + [block.to_img for block in self.layers]
+
     @torch.no_grad()
     def fuse(self) -> MobileSynthesisNetwork:
         """Inference form: fold every demodulation into its weights, fold the final inverse Haar
