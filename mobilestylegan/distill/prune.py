@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from mobilestylegan.student.synthesis import MobileSynthesisNetwork, StudentConfig
 
-__all__ = ["SELECTIONS", "PruneError", "group_importance", "prune_teacher", "wavelet_group_channels"]
+__all__ = ["SELECTIONS", "PruneError", "group_importance", "kept_channels", "prune_teacher", "wavelet_group_channels"]
 
 SELECTIONS = ("weights", "data", "recon")
 
@@ -214,6 +214,25 @@ def group_importance(
     return _data_importance(teacher, levels, ws, noise, recon=select == "recon")
 
 
+def kept_channels(
+    teacher: MobileSynthesisNetwork,
+    cfg: StudentConfig,
+    select: str = "weights",
+    ws: torch.Tensor | None = None,
+    noise: list[torch.Tensor] | None = None,
+) -> list[torch.Tensor]:
+    """Per student level, the teacher channels :func:`prune_teacher` keeps, in the student's layout order (student
+    channel ``j`` of level ``i`` is teacher channel ``kept[i][j]``). Arguments and errors as :func:`prune_teacher`."""
+    _check(teacher, cfg)
+    importance = group_importance(teacher, len(cfg.channels), select, ws, noise)
+    keep = []
+    for i, cs in enumerate(cfg.channels):
+        ct = teacher.cfg.channels[i]
+        groups = importance[i].argsort(descending=True, stable=True)[: cs // 4].sort().values
+        keep.append(wavelet_group_channels(groups, ct))
+    return keep
+
+
 def prune_teacher(
     teacher: MobileSynthesisNetwork,
     cfg: StudentConfig,
@@ -234,14 +253,8 @@ def prune_teacher(
         PruneError: The teacher is not a MobileStyleGAN synthesis network, or the student is wider or
             larger than it at some resolution, or has another ``w_dim`` or kernel size, or ``select`` is unknown.
     """
-    _check(teacher, cfg)
+    keep = kept_channels(teacher, cfg, select, ws, noise)
     t = _unfused_state(teacher)
-    importance = group_importance(teacher, len(cfg.channels), select, ws, noise)
-    keep = []  # per student level: kept teacher channels, in the student's layout order
-    for i, cs in enumerate(cfg.channels):
-        ct = teacher.cfg.channels[i]
-        groups = importance[i].argsort(descending=True, stable=True)[: cs // 4].sort().values
-        keep.append(wavelet_group_channels(groups, ct))
 
     student = MobileSynthesisNetwork(cfg)
     new: dict[str, torch.Tensor] = {}
