@@ -354,3 +354,30 @@ def test_project_cli_no_face_and_identity_weight_errors(tmp_path, capsys, monkey
     err = capsys.readouterr().err
     assert "bash scripts/setup.sh --identity" in err and "Traceback" not in err
     assert not (tmp_path / "o2" / "projections.jsonl").exists()
+
+
+def test_identity_distances_of_generated_faces(astronaut):
+    """mobilestylegan.edit.identity (the distillation summary's `identity`): batches in [-1, 1] at a student's 128 px,
+    upsampled; the same faces give 0, another person a distance past the same-person threshold; the landmark box is
+    used where a face is found, FFHQ's fixed box where none is (a flat grey image)."""
+    import torch
+    import torch.nn.functional as F
+
+    from mobilestylegan.edit.identity import FFHQ_IDENTITY_BOX, identity_distances
+
+    _require_identity()
+
+    def batch(img: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 127.5 - 1
+        return F.interpolate(x, size=(128, 128), mode="area")
+
+    a, hopper = batch(align(astronaut).image), batch(align(_photo("grace_hopper.jpg")).image)
+    grey = torch.zeros_like(a)
+    same = identity_distances(torch.cat([a, grey]), torch.cat([a, grey]))
+    assert same["measured"] and same["count"] == 2 and same["boxes"] == {"landmarks": 1, "ffhq": 1}
+    assert same["worst"] == pytest.approx(0.0, abs=1e-6)
+    other = identity_distances(a, hopper)
+    assert other["median"] > 1.0 and other["distances"] == [round(other["median"], 4)]
+    assert all(0 < f < 1 for f in FFHQ_IDENTITY_BOX)
+    with pytest.raises(ValueError, match=r"two \[N, 3, R, R\] batches"):
+        identity_distances(a, hopper[:, :, :64])

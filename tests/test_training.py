@@ -51,6 +51,7 @@ def test_fast_dev_run_every_experiment(exp, tmp_path):
         "loss.allow_random_vgg=true",
         "loss.perceptual_size=32",
         "data.cache_size=0",
+        "student.solve_heads=2",  # live teacher renders: a few (the demo solves on 512 of its pool)
         "trainer.fast_dev_run=true",
         "trainer.accelerator=cpu",
         "trainer.devices=1",
@@ -357,3 +358,23 @@ def test_student_pruned_from_a_mobilestylegan_teacher_with_heads_solved(tmp_path
     assert resumed["head_solve"]["fit_psnr"] == hs["fit_psnr"] and resumed["val_psnr_first"] == full["val_psnr_first"]
     for k, v in losses_of(full).items():
         assert abs(losses_of(resumed)[k] - v) <= 1e-5 * max(1.0, abs(v)), k
+
+
+def test_summary_reports_identity_distances(tmp_path):
+    """trainer.identity: after training, process 0 measures FaceNet identity distances of the validated student's
+    faces to the teacher's (train.py passes mobilestylegan.edit.identity.identity_distances); without FaceNet the
+    summary says why not."""
+    from mobilestylegan.edit.faces import identity_model_path
+
+    summary, _ = run_tiny(
+        tmp_path, "trainer.steps=2", "trainer.val_every=2", "loss.gan=0", "loss.perceptual=0", "trainer.identity=true"
+    )
+    ident = summary["identity"]
+    assert json.loads((tmp_path / "summary.json").read_text())["identity"] == ident
+    if identity_model_path() is None:
+        assert ident == {"measured": False, "reason": "FaceNet is not installed (bash scripts/setup.sh --identity)"}
+    else:
+        assert ident["measured"] and ident["count"] == 4 and len(ident["distances"]) == 4
+        assert ident["worst"] >= ident["median"] >= 0
+    off, _ = run_tiny(tmp_path / "off", "trainer.steps=1", "loss.gan=0", "loss.perceptual=0")
+    assert "identity" not in off  # experiment=tiny turns it off

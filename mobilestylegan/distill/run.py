@@ -30,7 +30,7 @@ from mobilestylegan.distill.triples import TripleSource
 from mobilestylegan.errors import UnknownSourceError
 from mobilestylegan.io.checkpoint import save_student
 from mobilestylegan.student.generator import StudentGenerator
-from mobilestylegan.student.synthesis import StudentConfig
+from mobilestylegan.student.synthesis import MobileSynthesisNetwork, StudentConfig
 from teacher.formats.common import CheckpointError
 from teacher.fs import atomic_write
 
@@ -226,33 +226,21 @@ def build_source(
         )
     except ValueError as err:
         raise ConfigError(f"student/teacher: {err}") from None
-    if cfg.data.val_with_renderer and (cfg.data.cache_size <= 0 or cfg.data.cache_renderer is None):
-        raise ConfigError("data.val_with_renderer needs a cache renderer (data.cache_size > 0, data.cache_renderer)")
+    if cfg.data.val_with_renderer and cfg.data.cache_renderer is None:
+        raise ConfigError("data.val_with_renderer renders with data.cache_renderer: set one, or set it false")
+    make = None
+    if cfg.data.cache_renderer is not None and (cfg.data.cache_size > 0 or cfg.data.val_with_renderer):
+        make = _instantiate("data.cache_renderer", cfg.data.cache_renderer)
+    chunk = cfg.data.render_batch or 8
+    # A MobileStyleGAN teacher compiles as its lean export graph, whose kernels are fastest at batch 1 on a CPU.
+    batch = 1 if isinstance(teacher_G.synthesis, MobileSynthesisNetwork) else chunk
+    renderer = dict(batch_size=batch, threads=cfg.trainer.threads, out_resolution=student.cfg.img_resolution)
+    if cfg.data.val_with_renderer:  # in f32: validation measures against the teacher's own numbers
+        source.eval_synthesis = make(teacher_G.synthesis, **renderer, precision="f32")
     if cfg.data.cache_size > 0:
-        chunk = cfg.data.render_batch or 8
-        render_with = None  # the teacher itself, on the training device (the GPU when training on one)
-        if cfg.data.cache_renderer is not None:
-            from mobilestylegan.student.synthesis import MobileSynthesisNetwork
-
-            # A MobileStyleGAN teacher compiles as its lean export graph, whose kernels are fastest at batch 1 on a
-            # CPU.
-            batch = 1 if isinstance(teacher_G.synthesis, MobileSynthesisNetwork) else chunk
-            make = _instantiate("data.cache_renderer", cfg.data.cache_renderer)
-            render_with = make(
-                teacher_G.synthesis,
-                batch_size=batch,
-                threads=cfg.trainer.threads,
-                out_resolution=student.cfg.img_resolution,
-            )
-            if cfg.data.val_with_renderer:  # in f32: validation measures against the teacher's own numbers
-                source.eval_synthesis = make(
-                    teacher_G.synthesis,
-                    batch_size=batch,
-                    threads=cfg.trainer.threads,
-                    out_resolution=student.cfg.img_resolution,
-                    precision="f32",
-                )
-        # Filled when fit starts, on the training device; validation always renders with the PyTorch teacher.
+        # None: the teacher itself renders, on the training device (the GPU when training on one).
+        render_with = make(teacher_G.synthesis, **renderer) if make is not None else None
+        # Filled when fit starts, on the training device.
         source = CachedTripleSource(
             source,
             size=cfg.data.cache_size,

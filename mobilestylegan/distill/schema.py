@@ -85,7 +85,8 @@ class DataSchema:
         teacher's synthesis compiled with OpenVINO for the CPU, faster there than PyTorch; bf16 targets differ
         from f32 by up to ~0.02). Validation renders with the PyTorch teacher unless ``val_with_renderer``.
     val_with_renderer: Render the validation set and the baseline's samples with ``cache_renderer`` compiled in f32
-        (the teacher's numbers to float rounding; on a CPU several times faster than the PyTorch teacher).
+        (the teacher's numbers to float rounding; on a CPU several times faster than the PyTorch teacher), with or
+        without a cache.
     """
 
     batch_size: int = 8

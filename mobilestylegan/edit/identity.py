@@ -27,7 +27,7 @@ from mobilestylegan.errors import UsageError
 
 # (left, top, right, bottom) as fractions of the side: the landmark box (identity_crop_box, 10% margin) of an
 # FFHQ-aligned face, the median over faces of the ffhq-1024 generator.
-FFHQ_IDENTITY_BOX = (0.205, 0.225, 0.795, 0.815)
+FFHQ_IDENTITY_BOX = (0.118, 0.199, 0.873, 0.973)
 
 
 def _uint8(images: torch.Tensor, size: int) -> np.ndarray:
