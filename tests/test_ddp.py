@@ -21,7 +21,8 @@ from tests.helpers.config import compose_cfg
 from tests.helpers.paths import REPO
 
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
-# A short run with every loss on (pixel, VGG with random weights, GAN, R1 every 2nd step, augmentation).
+# A short run with every loss on (pixel, VGG with random weights, GAN, R1 every 2nd step, augmentation), the heads
+# solved in closed form first.
 # Minibatch-stddev groups form within each process's batch, so a process count-independent run needs
 # groups of one (loss.mbstd_group_size=1); everything else is the same by design.
 RUN = [
@@ -30,6 +31,7 @@ RUN = [
     "trainer.val_every=2",
     "trainer.checkpoint_every=2",
     "loss.mbstd_group_size=1",
+    "student.solve_heads=6",  # each process solves the heads' sums over its 3 calibration triples
     "trainer.progress_bar=false",
 ]
 PER_PROCESS = 2
@@ -85,6 +87,7 @@ def test_two_processes_train_on_their_own_slices_and_equal_one_process(ddp_run, 
     (whole,) = single["first_batches"]
     assert whole["samples"] == [0, 4]
     assert_parity(torch.tensor(first[0]["sum"] + first[1]["sum"]), torch.tensor(whole["sum"]), "first batch")
+    assert ddp["head_solve"]["samples"] == single["head_solve"]["samples"] == 6
     assert_same_run(ddp, single)
     assert (
         single["final_losses"]["gan_g"] > 0 and single["final_losses"]["gan_d"] > 0

@@ -240,19 +240,24 @@ class DistillationModule(L.LightningModule):
             self.solve_heads, self.data_seed, self.batch_size, shard(self.solve_heads, rank, world), self.device
         )
         synthesis = self.student.synthesis
-        reduce = (lambda t: dist.all_reduce(t)) if world > 1 else None
-        solved = solve_heads(synthesis, triples, all_reduce=reduce)
-        heads = [h for h in synthesis.heads() if h is not None]
-        if world > 1:
-            for p in (p for h in heads for p in h.parameters()):
-                _broadcast(p.data, 0)
+        solved = solve_heads(synthesis, triples, all_reduce=self._sum_over_processes if world > 1 else None)
+        if world > 1:  # the same sums solve to the same heads; process 0's are made everyone's all the same
+            for h in synthesis.heads():
+                for p in h.parameters() if h is not None else ():
+                    _broadcast(p.data, 0)
         if self.student_ema is not None:
             self.student_ema.load_state_dict(self.student.state_dict())
         self.head_solve = {
-            "samples": self.solve_heads if world == 1 else int(solved.samples * world),
+            "samples": solved.samples,
             "seconds": round(time.perf_counter() - t0, 1),
             "fit_psnr": dict(zip([str(r) for r in solved.resolutions], [round(p, 2) for p in solved.psnr])),
         }
+
+    def _sum_over_processes(self, t: torch.Tensor) -> None:
+        """All-reduce (sum) ``t`` in place by way of the training device (NCCL reduces CUDA tensors only)."""
+        on_device = t.to(self.device)
+        dist.all_reduce(on_device)
+        t.copy_(on_device)
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: Any, batch_idx: int) -> None:

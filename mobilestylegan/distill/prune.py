@@ -111,9 +111,14 @@ def _group_importance(state: dict[str, torch.Tensor], level: int, n_teacher: int
     head = state.get(f"layers.{level - 1}.to_img.conv.weight") if level else state.get("to_img1.conv.weight")
     if head is None:  # no head to read from: keep the first groups
         return -torch.arange(channels // 4, dtype=torch.float32)
-    cols = head[:, :, 0, 0].square().sum(dim=0)  # [C]: squared column norms
-    q = channels // 4
-    order = cols[wavelet_group_channels(torch.arange(q), channels)]
+    return _group_norms(head[:, :, 0, 0].square().sum(dim=0))  # from the squared column norms
+
+
+def _group_norms(squares: torch.Tensor) -> torch.Tensor:
+    """``[C]`` per-channel squared norms (student layout) -> ``[C // 4]`` norms of the Haar groups."""
+    c = squares.numel()
+    q = c // 4
+    order = squares[wavelet_group_channels(torch.arange(q), c)]
     return (order[:q] + order[q:].reshape(q, 3).sum(1)).sqrt()
 
 
@@ -156,11 +161,7 @@ def _data_importance(
                 out.append((readout.norm(dim=0) * (torch.diag(g) / ws.shape[0]).sqrt()).float())
         else:
             head = teacher.layers[i - 1].to_img.conv if i else teacher.to_img1.conv
-            per_channel = head.weight[:, :, 0, 0].double().square().sum(0) * torch.diag(g)  # [C]
-            c = per_channel.numel()
-            q = c // 4
-            order = per_channel[wavelet_group_channels(torch.arange(q), c)]
-            out.append((order[:q] + order[q:].reshape(q, 3).sum(1)).sqrt().float())
+            out.append(_group_norms(head.weight[:, :, 0, 0].double().square().sum(0) * torch.diag(g)).float())
     return out
 
 
@@ -201,11 +202,23 @@ def group_importance(
         ws: ``[N, num_ws, w_dim]`` teacher W+ of the sample latents (``data`` and ``recon``).
         noise: The teacher's noise maps for them (``data`` and ``recon``; None: its stored maps).
     """
+    return _importance(teacher, levels, select, ws, noise, None)
+
+
+def _importance(
+    teacher: MobileSynthesisNetwork,
+    levels: int,
+    select: str,
+    ws: torch.Tensor | None,
+    noise: list[torch.Tensor] | None,
+    state: dict[str, torch.Tensor] | None,
+) -> list[torch.Tensor]:
+    """:func:`group_importance`, reusing the teacher's unfused ``state`` when the caller has it."""
     if select not in SELECTIONS:
         raise PruneError(f"channel selection must be one of {SELECTIONS}, got {select!r}")
     n_t = len(teacher.cfg.channels)
     if select == "weights":
-        t = _unfused_state(teacher)
+        t = _unfused_state(teacher) if state is None else state
         return [_group_importance(t, i, n_t, teacher.cfg.channels[i]) for i in range(levels)]
     if ws is None:
         raise PruneError("data-driven channel selection needs sample latents (ws)")
@@ -224,7 +237,10 @@ def kept_channels(
     """Per student level, the teacher channels :func:`prune_teacher` keeps, in the student's layout order (student
     channel ``j`` of level ``i`` is teacher channel ``kept[i][j]``). Arguments and errors as :func:`prune_teacher`."""
     _check(teacher, cfg)
-    importance = group_importance(teacher, len(cfg.channels), select, ws, noise)
+    return _kept(teacher, cfg, _importance(teacher, len(cfg.channels), select, ws, noise, None))
+
+
+def _kept(teacher: MobileSynthesisNetwork, cfg: StudentConfig, importance: list[torch.Tensor]) -> list[torch.Tensor]:
     keep = []
     for i, cs in enumerate(cfg.channels):
         ct = teacher.cfg.channels[i]
@@ -253,8 +269,9 @@ def prune_teacher(
         PruneError: The teacher is not a MobileStyleGAN synthesis network, or the student is wider or
             larger than it at some resolution, or has another ``w_dim`` or kernel size, or ``select`` is unknown.
     """
-    keep = kept_channels(teacher, cfg, select, ws, noise)
+    _check(teacher, cfg)
     t = _unfused_state(teacher)
+    keep = _kept(teacher, cfg, _importance(teacher, len(cfg.channels), select, ws, noise, t))
 
     student = MobileSynthesisNetwork(cfg)
     new: dict[str, torch.Tensor] = {}

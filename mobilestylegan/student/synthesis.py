@@ -185,10 +185,7 @@ class MobileSynthesisNetwork(nn.Module):
                 "inference=True runs in-place kernels without autograd: call it under torch.no_grad() "
                 "or torch.inference_mode()"
             )
-        if ws.ndim == 2:
-            ws = ws[:, None].expand(-1, self.num_ws, -1)
-        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
-            raise ValueError(f"ws must be [N, {self.num_ws}, {self.w_dim}] or [N, {self.w_dim}], got {tuple(ws.shape)}")
+        ws = self._wplus(ws)
         if return_wavelets and self.to_img1 is None:
             raise ValueError("return_wavelets needs the auxiliary heads (StudentConfig.aux_heads=True, not fused)")
         convs = self.styled_convs()
@@ -210,6 +207,14 @@ class MobileSynthesisNetwork(nn.Module):
         img = self.layers[-1].to_img.to_image(head, inference=inference)
         return (img, wavelets) if return_wavelets else img
 
+    def _wplus(self, ws: torch.Tensor) -> torch.Tensor:
+        """``ws`` as W+ ``[N, num_ws, w_dim]`` (W ``[N, w_dim]`` repeated); a ValueError for any other shape."""
+        if ws.ndim == 2:
+            ws = ws[:, None].expand(-1, self.num_ws, -1)
+        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
+            raise ValueError(f"ws must be [N, {self.num_ws}, {self.w_dim}] or [N, {self.w_dim}], got {tuple(ws.shape)}")
+        return ws
+
     def features(
         self, ws: torch.Tensor, noise: list[torch.Tensor | None] | None = None, levels: int | None = None
     ) -> list[torch.Tensor]:
@@ -219,10 +224,7 @@ class MobileSynthesisNetwork(nn.Module):
         levels = len(self.cfg.channels) if levels is None else levels
         if not 1 <= levels <= len(self.cfg.channels):
             raise ValueError(f"levels must be in [1, {len(self.cfg.channels)}], got {levels}")
-        if ws.ndim == 2:
-            ws = ws[:, None].expand(-1, self.num_ws, -1)
-        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
-            raise ValueError(f"ws must be [N, {self.num_ws}, {self.w_dim}] or [N, {self.w_dim}], got {tuple(ws.shape)}")
+        ws = self._wplus(ws)
         noise = self.make_noise(ws.shape[0], "const") if noise is None else noise
         x = self.conv1(self.input.input.expand(ws.shape[0], -1, -1, -1), ws[:, 0], noise[0])
         out = [x]
