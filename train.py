@@ -16,9 +16,17 @@ register_configs()
 
 
 def train(cfg: DictConfig, out_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run a distillation; returns (summary, objects). ``summary.json`` is written to ``out_dir``, with the FaceNet
-    identity distances of the final student's validation faces to the teacher's where FaceNet is installed."""
-    from mobilestylegan.distill.run import run
+    """Run a distillation (or, with ``task: encoder``, an encoder's training); returns (summary, objects).
+    ``summary.json`` is written to ``out_dir``; a distillation's holds the FaceNet identity distances of the final
+    student's validation faces to the teacher's where FaceNet is installed."""
+    from mobilestylegan.distill.run import ConfigError, run
+
+    if cfg.task == "encoder":
+        from mobilestylegan.distill.encoder_run import run_encoder
+
+        return run_encoder(cfg, out_dir)
+    if cfg.task != "distill":
+        raise ConfigError(f"task must be distill or encoder, got {cfg.task!r}")
     from mobilestylegan.edit.identity import identity_distances
 
     return run(cfg, out_dir, identity=identity_distances)
@@ -36,6 +44,14 @@ def main(cfg: DictConfig) -> None:
         print(f"train.py: error: {err}", file=sys.stderr)
         sys.exit(2)
     if not objects["trainer"].is_global_zero:  # under DDP every process gets here; one report is enough
+        return
+    if summary.get("task") == "encoder":
+        print(
+            f"{summary['steps']} steps in {summary['seconds']} s; validation PSNR of encoded faces "
+            f"{summary['val_psnr_first']:.2f} -> {summary['val_psnr_last']:.2f} dB at {summary['val_resolution']} px "
+            f"(the mean latent: {summary['baseline_psnr']:.2f} dB); grid {summary['grid']}; "
+            f"encoder {summary['encoder']}"
+        )
         return
     gain = summary["val_psnr_last"] - summary["baseline_psnr"]
     ident = summary.get("identity") or {}

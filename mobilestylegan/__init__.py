@@ -9,4 +9,8 @@ def __getattr__(name: str):
         from mobilestylegan.io.pretrained import load_pretrained
 
         return load_pretrained
+    if name == "load_encoder":
+        from mobilestylegan.edit.encoder import load_encoder
+
+        return load_encoder
     raise AttributeError(f"module 'mobilestylegan' has no attribute {name!r}")

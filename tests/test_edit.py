@@ -65,7 +65,7 @@ def test_weighted_sefa_keeps_to_where_w_varies(pair):
 
 
 def test_directions_are_cached_by_the_generator_hash(pair, own_cache):
-    from mobilestylegan.edit.latents import generator_hash
+    from mobilestylegan.io.latent_space import generator_hash
 
     _, _, S = pair
     first = D.resolve("sefa:2", S)

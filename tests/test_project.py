@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from mobilestylegan.cli.project import main as project_main
-from mobilestylegan.edit.latents import generator_hash, live_ws, load_latent, save_latent
+from mobilestylegan.edit.latents import load_latent, save_latent
 from mobilestylegan.edit.losses import ms_ssim, noise_regularizer
 from mobilestylegan.edit.project import ProjectOptions, project
 from mobilestylegan.errors import UsageError
 from mobilestylegan.io.checkpoint import save_student
 from mobilestylegan.io.images import save_png, to_uint8
+from mobilestylegan.io.latent_space import generator_hash, live_ws
 from tests.helpers.students import export_student
 
 

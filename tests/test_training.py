@@ -13,11 +13,16 @@ from PIL import Image
 from tests.helpers.config import compose_cfg, run_tiny
 from tests.helpers.paths import REPO
 
-EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+ALL_EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+# Distillations; the encoder_* experiments train encoders (tests/test_encoder.py)
+EXPERIMENTS = [e for e in ALL_EXPERIMENTS if not e.startswith("encoder_")]
 
 
 def test_experiments_exist():
-    assert EXPERIMENTS == ["demo_cpu", "ffhq1024", "ffhq256", "tiny"]
+    assert ALL_EXPERIMENTS == ["demo_cpu", "encoder_ffhq1024", "encoder_tiny", "ffhq1024", "ffhq256", "tiny"]
+    for exp in ALL_EXPERIMENTS:
+        _, cfg = compose_cfg([f"experiment={exp}"])
+        assert cfg.task == ("encoder" if exp.startswith("encoder_") else "distill")
 
 
 @pytest.mark.parametrize("exp", EXPERIMENTS)
@@ -272,7 +277,7 @@ def test_every_trainable_parameter_gets_a_gradient_in_its_step(losses, tmp_path)
                 d_grads.append(now)
 
     trainer.callbacks.append(Check())
-    trainer.fit(module, train_dataloaders=training._steps_loader(), val_dataloaders=training._steps_loader(1))
+    trainer.fit(module, train_dataloaders=training.steps_loader(), val_dataloaders=training.steps_loader(1))
     has_d = module.discriminator is not None
     want = [("student", 0), ("discriminator", 0)] * 2 if has_d else [("student", 0)] * 2
     assert seen == want
@@ -308,7 +313,7 @@ def test_cache_fills_on_the_training_device_when_fit_starts(tmp_path):
 
     teacher_synthesis.forward = spy
     trainer, _ = training.build_trainer(cfg, tmp_path, module.n_optimizers)
-    trainer.fit(module, train_dataloaders=training._steps_loader(), val_dataloaders=training._steps_loader(1))
+    trainer.fit(module, train_dataloaders=training.steps_loader(), val_dataloaders=training.steps_loader(1))
     assert source.filled and source.images.device.type == "cpu" and source.images.shape[0] == 8
     assert rendered_on and set(rendered_on) == {module.device}
 

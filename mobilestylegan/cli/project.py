@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from mobilestylegan.cli.common import raise_mmap_threshold
+from mobilestylegan.edit.encoder import INITS
 from mobilestylegan.edit.project import LPIPS_MODES, SPACES, Projection, ProjectOptions, Projector
 from mobilestylegan.edit.target_images import TargetImage
 from mobilestylegan.errors import UsageError
@@ -30,6 +31,8 @@ EXAMPLES = """examples:
   mobilestylegan-project photo.jpg --align --generator ffhq-1024 --out proj/        # any photo: FFHQ's crop first
   mobilestylegan-project a.png b.png --generator student.pt --space w --steps 300 --out proj/
   mobilestylegan-project face.png --generator ffhq-1024 --proxy-steps 150 --steps 200 --out proj/   # faster warm-up
+  mobilestylegan-project face.png --generator student.pt --encoder enc/encoder.safetensors --steps 0 --out proj/
+  mobilestylegan-project face.png --generator ffhq-1024 --init nearest --steps 100 --out proj/
 Without --align the image should be an FFHQ-aligned face (eyes and mouth where FFHQ puts them); a non-square image
 is centre-cropped. --align needs the face models (bash scripts/setup.sh --faces); the identity distance needs FaceNet
 (bash scripts/setup.sh --identity; its training data's licence is non-commercial).
@@ -52,7 +55,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="any student or teacher the toolkit loads (ffhq-1024, student.pt, a StyleGAN2 checkpoint)",
     )
     p.add_argument("--space", choices=SPACES, default="wplus", help="optimise one w, or each live W+ entry (default)")
-    p.add_argument("--steps", type=int, default=200)
+    p.add_argument(
+        "--init",
+        choices=INITS,
+        default=None,
+        help="where the optimisation starts: encoder (default when the generator has one, or with --encoder), the "
+        "mean w, or the nearest of pre-rendered faces",
+    )
+    p.add_argument(
+        "--encoder",
+        default=None,
+        metavar="FILE",
+        help="an encoder file for --init encoder (train.py experiment=encoder_... writes one); default: the one "
+        "shipped for the generator, if any",
+    )
+    p.add_argument("--nearest-faces", type=int, default=512, help="faces rendered (once, cached) for --init nearest")
+    p.add_argument("--steps", type=int, default=200, help="optimisation steps (0: the start latent as it is)")
     p.add_argument("--lr", type=float, default=None, help="Adam's peak learning rate (default: ProjectOptions.lr)")
     p.add_argument(
         "--w-noise",
@@ -127,9 +145,49 @@ def _options(args: argparse.Namespace) -> ProjectOptions:
     return opts
 
 
-def _prepare(args: argparse.Namespace, out: Path) -> tuple[torch.nn.Module, Projector, list[TargetImage]]:
-    """The generator, the projector and every target, checked before any projection starts (missing face models,
-    unreadable images and LPIPS asked for without its weights are errors here)."""
+class _Start:
+    """Where each projection starts (``--init``): the encoder's latent, the nearest bank face's, or the mean."""
+
+    def __init__(self, args: argparse.Namespace, G: torch.nn.Module) -> None:
+        from mobilestylegan.edit.encoder import load_encoder, shipped_encoder_for
+
+        self.G, self.nearest_faces, self.encoder, self.note = G, args.nearest_faces, None, None
+        init = args.init
+        if init is None:
+            source = args.encoder or shipped_encoder_for(G)
+            init = "encoder" if source else "mean"
+            if not source:
+                self.note = "no encoder for this generator (give one with --encoder FILE): starting from the mean w"
+        elif init == "encoder":
+            source = args.encoder or shipped_encoder_for(G)
+            if not source:
+                raise UsageError(
+                    "--init encoder: no encoder ships for this generator; give one with --encoder FILE (train it with "
+                    "`python train.py experiment=encoder_ffhq1024 encoder.generator=SOURCE`) or use --init mean"
+                )
+        elif args.encoder:
+            raise UsageError(f"--encoder is for --init encoder, not --init {init}")
+        if init == "encoder":
+            self.encoder = load_encoder(source, G)
+        self.init = init
+
+    def latent(self, target: torch.Tensor) -> torch.Tensor | None:
+        """The start latent for ``target`` (None: the mean w, computed by the projector)."""
+        if self.init == "encoder":
+            from mobilestylegan.edit.encoder import encode
+
+            return encode(self.encoder, target)
+        if self.init == "nearest":
+            from mobilestylegan.edit.encoder import nearest_latent
+
+            return nearest_latent(self.G, target, self.nearest_faces)
+        return None
+
+
+def _prepare(args: argparse.Namespace, out: Path) -> tuple[torch.nn.Module, Projector, list[TargetImage], _Start]:
+    """The generator, the projector, every target and the start, checked before any projection starts (missing face
+    models, unreadable images, a missing or mismatched encoder and LPIPS asked for without its weights are errors
+    here)."""
     from mobilestylegan.edit.faces import require_face_models
     from mobilestylegan.edit.target_images import load_target
     from mobilestylegan.io.load import load_generator_any
@@ -140,21 +198,30 @@ def _prepare(args: argparse.Namespace, out: Path) -> tuple[torch.nn.Module, Proj
     opts.check(G)
     if args.align or opts.identity_weight:
         require_face_models(identity=bool(opts.identity_weight))
+    if args.nearest_faces < 1:
+        raise UsageError(f"--nearest-faces must be >= 1, got {args.nearest_faces}")
+    start = _Start(args, G)
     targets = [load_target(Path(p), G.img_resolution, args.align) for p in args.images]
-    return G, Projector(G, opts), targets
+    return G, Projector(G, opts), targets, start
 
 
-def _project_one(projector: Projector, target: TargetImage, quiet: bool) -> Projection:
-    """One projection with a progress bar."""
+def _project_one(projector: Projector, target: TargetImage, start: _Start, quiet: bool) -> Projection:
+    """One projection from its start latent, with a progress bar (the start's time counts in the projection's)."""
+    import time
+
     from tqdm import tqdm
 
+    t0 = time.perf_counter()
+    init = start.latent(target.image)
     with tqdm(total=projector.opts.steps, desc=target.path.name, unit="step", disable=quiet, leave=False) as bar:
 
         def on_step(step: int, loss: float, phase: str) -> None:
             bar.update(1)
             bar.set_postfix_str(f"{phase} loss {loss:.4g}")
 
-        return projector.project(target.image, on_step=on_step)
+        r = projector.project(target.image, on_step=on_step, init=init)
+    r.init, r.seconds = start.init, time.perf_counter() - t0
+    return r
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -169,18 +236,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     try:
-        G, projector, targets = _prepare(args, out)
+        G, projector, targets, start = _prepare(args, out)
     except (UsageError, CheckpointError, OutputPathError) as err:
         return _error(str(err))
     except OSError as err:
         return _error(f"cannot create {out}: {err.strerror}")
     _note(projector.note)
+    _note(start.note)
     identity_said = False
     for target in targets:
         for note in target.notes:
             _note(note)
         try:
-            r = _project_one(projector, target, args.quiet)
+            r = _project_one(projector, target, start, args.quiet)
         except UsageError as err:
             return _error(str(err))
         line, why = write_projection(

@@ -81,7 +81,39 @@ class _Frozen:
         self.__dict__.update(items)
 
 
-class DistillationModule(L.LightningModule):
+class TrainingModule(L.LightningModule):
+    """What the toolkit's LightningModules share (distillation, encoder training): the process layout of the running
+    fit and loss values averaged over the processes."""
+
+    def rank_world(self) -> tuple[int, int]:
+        """``(global rank, number of processes)`` of the running fit; ``(0, 1)`` outside a distributed one."""
+        if self._trainer is None or not (dist.is_available() and dist.is_initialized()):
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def _mean_over_processes(self, parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Detached loss values averaged over the processes (each is a mean over an equal share of the
+        global batch, so this is the global batch's mean)."""
+        values = torch.stack([v.detach().float() for v in parts.values()])
+        _, world = self.rank_world()
+        if world > 1:
+            dist.all_reduce(values)
+            values /= world
+        return dict(zip(parts, values))
+
+
+@torch.no_grad()
+def ema_step(dst: nn.Module, src: nn.Module, ema_beta: float, it: int) -> None:
+    """One EMA update of ``dst``'s parameters towards ``src``'s at iteration ``it`` (decay ``ema_beta``, shorter while
+    the network changes fast in the first iterations); buffers are copied."""
+    beta = min(ema_beta, (1 + it) / (10 + it))
+    for p_ema, p in zip(dst.parameters(), src.parameters()):
+        p_ema.lerp_(p.detach(), 1 - beta)
+    for b_ema, b in zip(dst.buffers(), src.buffers()):
+        b_ema.copy_(b)
+
+
+class DistillationModule(TrainingModule):
     """Distils ``source``'s teacher into ``student``.
 
     Args:
@@ -177,12 +209,6 @@ class DistillationModule(L.LightningModule):
     def unwrap_networks(self) -> None:
         """Undo :meth:`wrap_networks`: the steps call the networks themselves again."""
         self.nets.student, self.nets.discriminator = self.student.synthesis, self.discriminator
-
-    def rank_world(self) -> tuple[int, int]:
-        """``(global rank, number of processes)`` of the running fit; ``(0, 1)`` outside a distributed one."""
-        if self._trainer is None or not (dist.is_available() and dist.is_initialized()):
-            return 0, 1
-        return self.trainer.global_rank, self.trainer.world_size
 
     def on_fit_start(self) -> None:
         """Move the frozen networks (outside the module tree) to the device, check the batch and validation set
@@ -372,16 +398,6 @@ class DistillationModule(L.LightningModule):
         gens = [sample_generator(self.data_seed, it, i, stream) for i in range(part.start, part.stop)]
         return self.frozen.augment(x, gens)
 
-    def _mean_over_processes(self, parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Detached loss values averaged over the processes (each is a mean over an equal share of the
-        global batch, so this is the global batch's mean)."""
-        values = torch.stack([v.detach().float() for v in parts.values()])
-        _, world = self.rank_world()
-        if world > 1:
-            dist.all_reduce(values)
-            values /= world
-        return dict(zip(parts, values))
-
     @staticmethod
     def _check_finite(parts: dict[str, torch.Tensor], it: int, what: str) -> None:
         bad = {k: float(v.detach()) for k, v in parts.items() if not torch.isfinite(v).all()}
@@ -395,12 +411,7 @@ class DistillationModule(L.LightningModule):
     def _update_ema(self, it: int) -> None:
         if self.student_ema is None:
             return
-        beta = min(self.ema_beta, (1 + it) / (10 + it))  # short memory while the student changes fast
-        src, dst = self.student.synthesis, self.student_ema.synthesis
-        for p_ema, p in zip(dst.parameters(), src.parameters()):
-            p_ema.lerp_(p.detach(), 1 - beta)
-        for b_ema, b in zip(dst.buffers(), src.buffers()):
-            b_ema.copy_(b)
+        ema_step(self.student_ema.synthesis, self.student.synthesis, self.ema_beta, it)
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -504,10 +515,7 @@ class DistillationModule(L.LightningModule):
             "student_config": self.student.cfg.to_dict(),  # so the file alone rebuilds the student
             "mapping_config": mapping_config(self.student.mapping),
             "data_seed": self.data_seed,
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "python_rng": random.getstate(),
-            "numpy_rng": _numpy_state_plain(),
+            **rng_states(),
             "val_history": self.val_history,
             "baseline_psnr": self.baseline_psnr,
             "last_losses": self.last_losses,
@@ -519,12 +527,7 @@ class DistillationModule(L.LightningModule):
         state = checkpoint.get("distill")
         if state is None:
             raise ValueError("not a distillation checkpoint of this toolkit (no 'distill' state)")
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        random.setstate(state["python_rng"])
-        name, keys, pos, has_gauss, gauss = state["numpy_rng"]
-        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+        restore_rng_states(state)
         self.val_history = list(state["val_history"])
         self.baseline_psnr = state["baseline_psnr"]
         self.last_losses = dict(state["last_losses"])
@@ -539,6 +542,27 @@ def _aux_heads(synthesis: nn.Module) -> list[nn.Module]:
 
 def _broadcast(tensor: torch.Tensor, src: int) -> None:
     dist.broadcast(tensor, src)
+
+
+def rng_states() -> dict[str, Any]:
+    """The global RNG states (torch, CUDA, Python, numpy) as checkpoint entries; numpy's as plain Python values, so
+    checkpoints stay loadable with ``weights_only=True``."""
+    return {
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python_rng": random.getstate(),
+        "numpy_rng": _numpy_state_plain(),
+    }
+
+
+def restore_rng_states(state: dict[str, Any]) -> None:
+    """Set the global RNGs from :func:`rng_states`' entries in ``state``."""
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    random.setstate(state["python_rng"])
+    name, keys, pos, has_gauss, gauss = state["numpy_rng"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
 
 
 def _numpy_state_plain() -> tuple:

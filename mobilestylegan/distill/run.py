@@ -188,13 +188,7 @@ def build_module(cfg: DictConfig, out_dir: Path) -> tuple[DistillationModule, di
         from mobilestylegan.distill.augment import DiffAugment
 
         augment = DiffAugment(p=cfg.loss.augment_p)
-    optim = Optimization(
-        student=hydra.utils.instantiate(cfg.optim.student),
-        discriminator=hydra.utils.instantiate(cfg.optim.discriminator) if D is not None else None,
-        schedule=_instantiate("optim.schedule", cfg.optim.schedule)(total_steps=cfg.trainer.steps),
-        ema_beta=cfg.optim.ema_beta,
-        grad_clip=cfg.optim.grad_clip,
-    )
+    optim = build_optimization(cfg, D is not None)
     module = DistillationModule(
         student,
         source,
@@ -339,26 +333,10 @@ def run(
             :func:`mobilestylegan.edit.identity.identity_distances`), run by process 0 on its share of the
             validation set after training; the report goes into the summary as ``identity``."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     tc = cfg.trainer
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    L.seed_everything(tc.seed, workers=True, verbose=False)
-    module, objects = build_module(cfg, out_dir)
-    trainer, callbacks = build_trainer(cfg, out_dir, module.n_optimizers)
+    module, objects, trainer, callbacks = fit(cfg, out_dir, build_module)
     ckpt_dir = out_dir / "checkpoints"
-    ckpt_path = None
-    if tc.resume == "auto":
-        last = ckpt_dir / "last.ckpt"
-        ckpt_path = str(last) if last.is_file() else None
-    elif tc.resume:
-        if not Path(tc.resume).is_file():
-            raise ConfigError(f"trainer.resume: {tc.resume} does not exist")
-        ckpt_path = tc.resume
-    trainer.fit(module, train_dataloaders=_steps_loader(), val_dataloaders=_steps_loader(1), ckpt_path=ckpt_path)
-    if not tc.fast_dev_run:
-        trainer.save_checkpoint(ckpt_dir / "last.ckpt")
     history = module.val_history + ([module.final_validation] if module.final_validation else [])
     student_out = out_dir / "student.pt"
     G = module.student_ema if module.student_ema is not None else module.student
@@ -406,7 +384,51 @@ def run(
     return summary, {**objects, "module": module, "trainer": trainer}
 
 
-def _steps_loader(n: int | None = None):
+def fit(
+    cfg: DictConfig, out_dir: Path, build: Callable[[DictConfig, Path], tuple[L.LightningModule, dict[str, Any]]]
+) -> tuple[Any, dict[str, Any], L.Trainer, list]:
+    """The common course of a training run: threads and seeds, ``build(cfg, out_dir) -> (module, objects)``, the
+    trainer, ``fit`` from the checkpoint ``trainer.resume`` names, then ``last.ckpt``. Returns the module, the built
+    objects, the trainer and its checkpoint callbacks."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tc = cfg.trainer
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    L.seed_everything(tc.seed, workers=True, verbose=False)
+    module, objects = build(cfg, out_dir)
+    trainer, callbacks = build_trainer(cfg, out_dir, module.n_optimizers)
+    ckpt_dir = out_dir / "checkpoints"
+    ckpt_path = resume_path(tc, ckpt_dir)
+    trainer.fit(module, train_dataloaders=steps_loader(), val_dataloaders=steps_loader(1), ckpt_path=ckpt_path)
+    if not tc.fast_dev_run:
+        trainer.save_checkpoint(ckpt_dir / "last.ckpt")
+    return module, objects, trainer, callbacks
+
+
+def build_optimization(cfg: DictConfig, discriminator: bool) -> Optimization:
+    """The ``optim`` group as :class:`Optimization` (the discriminator's optimizer only when there is one)."""
+    return Optimization(
+        student=_instantiate("optim.student", cfg.optim.student),
+        discriminator=_instantiate("optim.discriminator", cfg.optim.discriminator) if discriminator else None,
+        schedule=_instantiate("optim.schedule", cfg.optim.schedule)(total_steps=cfg.trainer.steps),
+        ema_beta=cfg.optim.ema_beta,
+        grad_clip=cfg.optim.grad_clip,
+    )
+
+
+def resume_path(tc: DictConfig, ckpt_dir: Path) -> str | None:
+    """The checkpoint ``trainer.resume`` names: ``auto``, ``last.ckpt`` in ``ckpt_dir`` when there is one."""
+    if tc.resume == "auto":
+        last = ckpt_dir / "last.ckpt"
+        return str(last) if last.is_file() else None
+    if tc.resume:
+        if not Path(tc.resume).is_file():
+            raise ConfigError(f"trainer.resume: {tc.resume} does not exist")
+        return tc.resume
+    return None
+
+
+def steps_loader(n: int | None = None):
     """Triples are made inside the step; the loader only counts steps (endless, or ``n`` items)."""
     from torch.utils.data import DataLoader, IterableDataset
 

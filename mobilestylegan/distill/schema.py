@@ -203,7 +203,82 @@ class TrainerSchema:
 
 
 @dataclass
+class EncoderAugmentSchema:
+    """The photo augmentation of the encoder's training faces (:class:`~mobilestylegan.distill.encoder_augment.
+    PhotoAugment`): each of colour, blur, noise and JPEG with probability ``p``; a small misalignment always."""
+
+    p: float = 0.5
+    rotate: float = 3.0
+    scale: float = 0.04
+    shift: float = 0.03
+    blur: float = 1.5
+    noise: float = 0.03
+    jpeg_min: int = 30
+
+
+@dataclass
+class EncoderSchema:
+    """Training a latent encoder (``task: encoder``; ``mobilestylegan/distill/encoder_run.py``).
+
+    Args:
+        generator: The generator to invert (pretrained name or any generator file the toolkit loads).
+        input_size / channels / reduce / hidden / offset_rank: The architecture
+            (:class:`~mobilestylegan.nets.encoder.EncoderConfig`).
+        stats_samples: Latents behind the whitening of W, drawn like the pool's (its truncation range, no mixing).
+        batch_size: Pool samples per step and process.
+        pool_size / pool_chunk: Rendered training faces, and how many are rendered (and saved) at a time.
+        pool_dir: Where the pool's chunks are saved and found (None: ``pool/`` in the output directory); a finished
+            pool is reused by any run with the same generator and sampling.
+        renderer: What renders the pool: None (the generator itself, on the training device) or a ``_partial_``
+            renderer such as :class:`mobilestylegan.distill.render.OpenVINOSynthesis`; validation renders with it
+            in f32.
+        psi_min / psi_max / style_mixing_prob: The pool's latents (truncation uniform in the range; mixing).
+        val_size / val_seed / val_psi / val_resolution: The fixed validation faces and the PSNR's resolution.
+        spread_power: The loss weighs each whitened direction of W by its spread to this power (0: whitened MSE, every
+            direction alike; 1: MSE in W, large-spread directions first).
+        image_weight / image_resolution / image_samples / image_fit: The image loss (students only; 0: off): the
+            MSE between a coarse render (the student up to its ``image_resolution``-px features, then a least-squares
+            linear map to the image at twice that; ``mobilestylegan/distill/encoder_proxy.py``) of the predicted
+            latent and of the true one, on the first ``image_samples`` samples of each global batch, the map fitted
+            on the pool's first ``image_fit`` samples.
+        save_dtype: ``float16`` or ``float32``: the weights in ``encoder.safetensors``.
+        augment: The photo augmentation.
+    """
+
+    generator: str = "ffhq-1024"
+    input_size: int = 128
+    channels: list[int] | None = None
+    reduce: int = 128
+    hidden: int = 512
+    offset_rank: int = 128
+    stats_samples: int = 10_000
+    batch_size: int = 32
+    pool_size: int = 4096
+    pool_chunk: int = 256
+    pool_dir: str | None = None
+    renderer: Any = None
+    psi_min: float = 0.5
+    psi_max: float = 1.0
+    style_mixing_prob: float = 0.5
+    val_size: int = 64
+    val_seed: int = 4321
+    val_psi: float = 0.7
+    val_resolution: int = 256
+    spread_power: float = 0.0
+    image_weight: float = 0.0
+    image_resolution: int = 32
+    image_samples: int = 8
+    image_fit: int = 256
+    save_dtype: str = "float32"
+    augment: EncoderAugmentSchema = field(default_factory=EncoderAugmentSchema)
+
+
+@dataclass
 class DistillSchema:
+    # ``distill`` (a student from a teacher) or ``encoder`` (a latent encoder for a generator: ``encoder.*``; it
+    # shares ``optim``, ``trainer`` and ``logger`` and ignores the other groups).
+    task: str = "distill"
+    encoder: EncoderSchema = field(default_factory=EncoderSchema)
     teacher: TeacherSchema = field(default_factory=TeacherSchema)
     student: StudentSchema = field(default_factory=StudentSchema)
     data: DataSchema = field(default_factory=DataSchema)

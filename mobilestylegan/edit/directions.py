@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mobilestylegan.edit.latents import generator_hash, mapped_w
 from mobilestylegan.errors import UsageError
 from mobilestylegan.io.arrays import save_npz
+from mobilestylegan.io.latent_space import generator_hash, mapped_w
 from mobilestylegan.student.routing import teacher_to_student_ws
 from mobilestylegan.student.synthesis import MobileSynthesisNetwork
 from teacher.fs import cache_root

@@ -33,6 +33,10 @@ def loss_plot(losses: list[float], phases: list[str], path: Path, size: tuple[in
     w, h, pad = size[0], size[1], 40
     img = Image.new("RGB", size, "white")
     d = ImageDraw.Draw(img)
+    if not losses:  # --steps 0: the start latent as it is
+        d.text((pad, h // 2), "0 optimisation steps: the start latent, unrefined", fill="black")
+        save_png(np.asarray(img), path)
+        return
     y = [math.log10(max(v, 1e-12)) for v in losses]
     lo, hi = min(y), max(y)
     hi = hi if hi > lo else lo + 1
@@ -72,6 +76,7 @@ def write_projection(
         "image": str(target.path),
         "latent": str(out / f"{name}.npy"),
         "space": opts.space,
+        "init": r.init,
         "psnr_db": round(r.psnr_db, 3),
         "msssim": None if math.isnan(r.msssim) else round(r.msssim, 5),
         "resolution": meta["loss_resolution"],
@@ -96,6 +101,7 @@ def _save_latent(
     returns the description's projection part."""
     meta = {
         "space": opts.space,
+        "init": r.init,
         "live_ws": r.live,
         "steps": r.steps_done,
         "source": source,

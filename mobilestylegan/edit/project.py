@@ -26,19 +26,20 @@ cosine).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mobilestylegan.edit.latents import live_ws, mapped_w
 from mobilestylegan.edit.losses import ms_ssim, noise_regularizer
 from mobilestylegan.errors import UsageError
 from mobilestylegan.io.images import to_uint8
+from mobilestylegan.io.latent_space import live_ws, mapped_w
 from mobilestylegan.nets.lpips import PerceptualDistance, load_lpips
 from mobilestylegan.nets.resize import area_downsample
 from mobilestylegan.student.sampling import seeded_z
@@ -107,9 +108,9 @@ class ProjectOptions:
             raise UsageError(f"space must be one of {', '.join(SPACES)}; got {self.space!r}")
         if self.lpips not in LPIPS_MODES:
             raise UsageError(f"lpips must be one of {', '.join(LPIPS_MODES)}; got {self.lpips!r}")
-        if self.steps < 1 or not 0 <= self.proxy_steps <= self.steps:
+        if self.steps < 0 or not 0 <= self.proxy_steps <= self.steps:
             raise UsageError(
-                f"steps must be >= 1 and proxy steps within 0..steps; got {self.steps}, {self.proxy_steps}"
+                f"steps must be >= 0 and proxy steps within 0..steps; got {self.steps}, {self.proxy_steps}"
             )
         if not 0 <= self.shared_w_steps <= self.steps or self.lr <= 0 or self.w_noise < 0:
             raise UsageError(
@@ -136,6 +137,10 @@ class Projection:
     live: list[int] = field(default_factory=list)
     interrupted: bool = False
     identity_box: np.ndarray | None = None  # the box of the target's face the identity term compared, if any
+    init: str = "mean"  # where the optimisation started (mean, or what the caller says its start latent was)
+    # W+ after the steps ``keep`` asked for (0: the start), and the seconds since the projection began at each
+    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
+    snapshot_seconds: dict[int, float] = field(default_factory=dict)
 
 
 def w_statistics(G: torch.nn.Module, n: int, seed: int = 0) -> tuple[torch.Tensor, float]:
@@ -283,10 +288,17 @@ class _Latent:
     """What the optimisation moves: the latent (one shared w, or one per live entry), the optional noise maps, and
     Adam over them; with the random stream of the perturbation (which draws the initial noise maps first)."""
 
-    def __init__(self, G: torch.nn.Module, opts: ProjectOptions, live: list[int], w_avg: torch.Tensor) -> None:
+    def __init__(
+        self, G: torch.nn.Module, opts: ProjectOptions, live: list[int], w_avg: torch.Tensor, init: torch.Tensor | None
+    ) -> None:
         self.num_ws, self.live, self.opts = G.num_ws, live, opts
         n = 1 if opts.space == "w" or opts.shared_w_steps else len(live)
-        self.latent = w_avg[:, None].repeat(1, n, 1).clone().requires_grad_(True)
+        if init is None:
+            start = w_avg[:, None].repeat(1, n, 1)
+        else:  # the live entries of a W+ start (their mean when one w is optimised)
+            start = init[:, live].float()
+            start = start.mean(1, keepdim=True) if n == 1 else start
+        self.latent = start.detach().clone().requires_grad_(True)
         self.generator = torch.Generator().manual_seed(opts.seed)
         self.noise = None
         if opts.optimize_noise:
@@ -366,9 +378,16 @@ class Projector:
         on_step: Callable[[int, float, str], None] | None = None,
         stop: Callable[[], bool] | None = None,
         identity: Identity | None = None,
+        init: torch.Tensor | None = None,
+        keep: Sequence[int] = (),
     ) -> Projection:
         """Project ``target`` (``[1, 3, R, R]`` in [-1, 1], R the generator's resolution).
 
+        ``keep``: step counts after which the W+ is kept in ``snapshots`` (with the time in ``snapshot_seconds``; 0 is
+        the start), e.g. to measure quality against time.
+
+        ``init`` (``[1, num_ws, w_dim]``, e.g. an encoder's latent) is where the optimisation starts instead of the
+        mean w; its live entries are optimised each on its own from the first step unless ``w_steps`` says otherwise.
         ``identity(render) -> scalar`` (the full render in [-1, 1]) replaces the identity term the options ask for.
         ``on_step(step, loss, phase)`` is called after each step; ``stop()`` returning True (or Ctrl-C) ends the
         optimisation early, and the result so far is returned with ``interrupted`` set.
@@ -380,21 +399,29 @@ class Projector:
             raise UsageError(
                 f"the target must be [1, 3, {R}, {R}] (the generator's resolution); got {list(target.shape)}"
             )
+        if init is not None and tuple(init.shape) != (1, self.G.num_ws, self.G.w_dim):
+            raise UsageError(f"the start latent must be [1, {self.G.num_ws}, {self.G.w_dim}]; got {list(init.shape)}")
         t0 = time.perf_counter()
+        opts = self.opts
+        if init is not None and opts.w_steps is None:
+            opts = dataclasses.replace(opts, w_steps=0)
         self.G.requires_grad_(False)
         live = live_ws(self.G)
-        w_avg, w_std = w_statistics(self.G, self.opts.w_avg_samples, self.opts.seed)
-        loss = _Loss(self.G, target, self.opts, self.perceptual, identity)
-        latent = _Latent(self.G, self.opts, live, w_avg)
+        w_avg, w_std = w_statistics(self.G, opts.w_avg_samples, opts.seed)
+        loss = _Loss(self.G, target, opts, self.perceptual, identity)
+        latent = _Latent(self.G, opts, live, w_avg, init)
         out = Projection(
             ws=None,
             noise=None,
             image=None,
             live=live,  # type: ignore[arg-type]
             identity_box=getattr(identity, "box", None),
+            init="mean" if init is None else "latent",
         )
+        if 0 in keep:
+            out.snapshots[0], out.snapshot_seconds[0] = latent.result()[0], time.perf_counter() - t0
         try:
-            self._optimise(latent, loss, w_std, out, on_step, stop)
+            self._optimise(opts, latent, loss, w_std, out, on_step, stop, (set(keep), t0))
         except KeyboardInterrupt:
             out.interrupted = True
         self._finish(latent, loss, out)
@@ -403,15 +430,17 @@ class Projector:
 
     def _optimise(
         self,
+        opts: ProjectOptions,
         latent: _Latent,
         loss: _Loss,
         w_std: float,
         out: Projection,
         on_step: Callable[[int, float, str], None] | None,
         stop: Callable[[], bool] | None,
+        keep: tuple[set[int], float] = (set(), 0.0),
     ) -> None:
-        """Run the steps, recording each step's loss and phase in ``out``."""
-        opts = self.opts
+        """Run the steps, recording each step's loss and phase in ``out`` (and the W+ after the steps ``keep[0]``
+        names, with the seconds since ``keep[1]``)."""
         for step in range(opts.steps):
             lr, scale = _schedule(opts, step, w_std)
             if opts.shared_w_steps and step == opts.shared_w_steps:
@@ -421,6 +450,9 @@ class Projector:
             out.losses.append(float(latent.update(value).detach()))
             out.phases.append(phase)
             out.steps_done = step + 1
+            if out.steps_done in keep[0]:
+                out.snapshots[step + 1] = latent.result()[0]
+                out.snapshot_seconds[step + 1] = time.perf_counter() - keep[1]
             if on_step is not None:
                 on_step(step, out.losses[-1], phase)
             if stop is not None and stop():
@@ -448,6 +480,8 @@ def project(
     stop: Callable[[], bool] | None = None,
     perceptual: Perceptual | None = None,
     identity: Identity | None = None,
+    init: torch.Tensor | None = None,
+    keep: Sequence[int] = (),
 ) -> Projection:
     """Project ``target`` (``[1, 3, R, R]`` in [-1, 1], R the generator's resolution) into ``G``'s latent space: one
     :meth:`Projector.project`.
@@ -456,7 +490,8 @@ def project(
     place of the LPIPS ``opts.lpips`` asks for, weighted by ``opts.perceptual_weight``; ``identity(render) ->
     scalar`` (the full render in [-1, 1]) likewise replaces FaceNet's term, weighted by ``opts.identity_weight``.
 
-    ``on_step(step, loss, phase)`` is called after each step; ``stop()`` returning True (or Ctrl-C) ends the
-    optimisation early, and the result so far is returned with ``interrupted`` set.
+    ``init`` and ``keep`` as in :meth:`Projector.project`. ``on_step(step, loss, phase)`` is called after each step;
+    ``stop()`` returning True (or Ctrl-C) ends the optimisation early, and the result so far is returned with
+    ``interrupted`` set.
     """
-    return Projector(G, opts, perceptual).project(target, on_step, stop, identity)
+    return Projector(G, opts, perceptual).project(target, on_step, stop, identity, init, keep)
