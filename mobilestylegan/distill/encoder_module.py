@@ -264,8 +264,9 @@ class EncoderModule(TrainingModule):
         was = enc.training
         enc.eval()
         inputs = from_uint8(val.inputs[part]).to(self.device)
-        wplus = torch.cat([enc(inputs[i : i + 16]) for i in range(0, len(inputs), 16)]).cpu()
-        whitened = torch.cat([enc(inputs[i : i + 16], whitened=True) for i in range(0, len(inputs), 16)]).cpu()
+        whitened = torch.cat([enc(inputs[i : i + 16], whitened=True) for i in range(0, len(inputs), 16)])
+        wplus = (whitened @ enc.colour + enc.w_mean).index_select(1, enc.fill).cpu()  # what enc(inputs) returns
+        whitened = whitened.cpu()
         enc.train(was)
         target = (val.ws[part] - enc.w_mean.cpu()) @ self.whiten.cpu()
         pred = self._render(wplus)
