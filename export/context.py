@@ -22,6 +22,7 @@ from export.errors import ExportError
 from mobilestylegan.student.lean import NOISE_SOURCES, W_INPUTS, LeanGenerator, LeanMapping, LeanSynthesis
 
 if TYPE_CHECKING:
+    from mobilestylegan.nets.encoder import LatentEncoder
     from mobilestylegan.student.generator import StudentGenerator
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -91,9 +92,11 @@ class ExportContext:
         modulation: ``weights`` or ``activations``, as the format chose (see
             :class:`~mobilestylegan.student.lean.LeanSynthesis`).
         synthesis_options: Further keyword arguments of the format's lean synthesis graph.
-        graphs: ``{"mapping", "synthesis"[, "generator"]}`` lean modules, in export order.
+        graphs: ``{"mapping", "synthesis"[, "generator"][, "encoder"]}`` lean modules, in export order.
         records: What the format recorded per graph while converting (e.g. a delegation report), by graph name.
         timings: Seconds per pipeline step.
+        encoder: The latent encoder the export carries (its ``encoder`` graph), or None.
+        encoder_info: The manifest's ``encoder`` entry (whether one is included, and why or from where).
     """
 
     G: StudentGenerator
@@ -105,7 +108,11 @@ class ExportContext:
     graphs: dict[str, torch.nn.Module] = field(default_factory=dict)
     records: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    encoder: LatentEncoder | None = None
+    encoder_info: dict[str, Any] = field(default_factory=lambda: {"included": False})
     _g64: Any = field(default=None, init=False, repr=False)
+    _e64: Any = field(default=None, init=False, repr=False)
+    _faces: dict[int, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.G = self.G.float().cpu().eval()
@@ -122,6 +129,10 @@ class ExportContext:
                 else LeanSynthesis(self.G.synthesis, "w", o.noise, modulation=self.modulation, **kw)
             )
             self.graphs["generator"] = LeanGenerator(mapping, lean_w).eval()
+        if self.encoder is not None:
+            from export.encoder import LeanEncoder
+
+            self.graphs["encoder"] = LeanEncoder(self.encoder).eval()
         for m in self.graphs.values():
             m.requires_grad_(False)
 
@@ -129,9 +140,12 @@ class ExportContext:
     def io(self, name: str) -> tuple[list[str], list[tuple[int, ...]], list[str], list[tuple[int, ...]]]:
         """Input names and shapes, output names and shapes of graph ``name`` (batch 1 when the batch is dynamic)."""
         m, b, G = self.graphs[name], self.options.batch or 1, self.G
-        out_name, out_shape = (
-            ("w", (b, G.w_dim)) if name == "mapping" else ("img", (b, 3, G.img_resolution, G.img_resolution))
-        )
+        if name == "mapping":
+            out_name, out_shape = "w", (b, G.w_dim)
+        elif name == "encoder":
+            out_name, out_shape = "ws", (b, G.num_ws, G.w_dim)
+        else:
+            out_name, out_shape = "img", (b, 3, G.img_resolution, G.img_resolution)
         return list(m.input_names), [tuple(s) for s in m.input_shapes(b)], [out_name], [out_shape]
 
     def example_inputs(self, name: str) -> tuple[torch.Tensor, ...]:
@@ -161,7 +175,27 @@ class ExportContext:
         if self.options.noise == "input":
             g = torch.Generator().manual_seed(1234)
             syn_in += [torch.randn(len(seeds), *s, generator=g) for s in self.G.synthesis.noise_shapes]
-        return {"mapping": [z], "synthesis": syn_in, "generator": [z]}
+        inputs = {"mapping": [z], "synthesis": syn_in, "generator": [z]}
+        if self.encoder is not None:
+            inputs["encoder"] = [self.encoder_inputs(seeds)]
+        return inputs
+
+    @torch.no_grad()
+    def encoder_inputs(self, seeds: Sequence[int]) -> torch.Tensor:
+        """The encoder's inputs for seeds: the fp32 student's faces (psi 0.7, const noise) stored as uint8, as a
+        photo is, then preprocessed as the manifest says (:func:`export.encoder.preprocess`), ``[N, 3, S, S]``."""
+        from export.encoder import preprocess
+        from mobilestylegan.edit.latents import seeded_w
+
+        assert self.encoder is not None
+        todo = [s for s in seeds if s not in self._faces]
+        if todo:
+            w = seeded_w(self.G, todo, 0.7)
+            for s, wi in zip(todo, w):
+                img = self.G.synthesis(wi[None], noise_mode="const", inference=True)
+                u8 = ((img.clamp(-1, 1) + 1) * 127.5).round()
+                self._faces[s] = preprocess(u8 / 127.5 - 1, self.encoder.cfg.input_size)
+        return torch.cat([self._faces[s] for s in seeds])
 
     @torch.no_grad()
     def reference(self, name: str, inputs: list[torch.Tensor]) -> np.ndarray:
@@ -174,6 +208,8 @@ class ExportContext:
         noise = self.options.noise
         if name == "mapping":
             return truncate(G.mapping.embed(inputs[0]), G.mapping.w_avg, psi).numpy()
+        if name == "encoder":
+            return self.e64()(inputs[0]).numpy()
         if name == "synthesis":
             if noise == "input":
                 return G.synthesis(inputs[0], noise=list(inputs[1:]), inference=True).numpy()
@@ -186,6 +222,12 @@ class ExportContext:
         if self._g64 is None:
             self._g64 = copy.deepcopy(self.G).double()
         return self._g64
+
+    def e64(self) -> LatentEncoder:
+        """The encoder in float64 (made once)."""
+        if self._e64 is None:
+            self._e64 = copy.deepcopy(self.encoder).double().eval()
+        return self._e64
 
     @torch.no_grad()
     def reference_faces(self, cases: Sequence[tuple[int, float]], exact: bool) -> np.ndarray:

@@ -6,6 +6,7 @@
     mapping      z [B, z_dim] -> w [B, w_dim] (psi optionally baked)
     synthesis    w [B, w_dim] or ws [B, num_ws, w_dim] (+ noise) -> img [B, 3, R, R]
     generator    optional end to end: z -> img
+    encoder      optional: an aligned face img [B, 3, S, S] -> ws [B, num_ws, w_dim] (see export.encoder)
     noise_const.npz   the student's constant maps (only with noise inputs)
 
 The graphs are :mod:`mobilestylegan.student.lean`'s lean modules. Everything is built in a temporary directory next
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from export.context import NOISE, ONNX_OPSET, PRECISIONS, W_INPUTS, ExportContext
+from export.encoder import export_encoder
 from export.errors import ExportError
 from export.gates import PARITY_SEEDS, QUALITY_GATE_DB, QUALITY_SEEDS, SIZE_LIMIT
 from export.outdir import staged
@@ -73,6 +75,7 @@ def export(
     resolution: int | None = None,
     opset: int = ONNX_OPSET,
     compute_units: str | None = None,
+    encoder: Any = None,
 ) -> dict[str, Any]:
     """Export a student and return the manifest written to ``out_dir/manifest.json``.
 
@@ -98,11 +101,19 @@ def export(
         opset: ONNX opset of the formats that write ONNX graphs.
         compute_units: Core ML only: the compute units the model is meant to load with (``all`` (default),
             ``cpu_only``, ``cpu_and_gpu``, ``cpu_and_ne``); recorded in the manifest, used by ``--check``.
+        encoder: The latent encoder to export beside the generator (the ``encoder`` graph, face -> W+): an encoder
+            file, a shipped name or a :class:`~mobilestylegan.nets.encoder.LatentEncoder` (it must be trained for
+            this student, and the synthesis then takes W+ unless ``w_input`` says otherwise, which is refused);
+            None: the encoder shipped for the student, when the synthesis takes W+; False: none.
 
     Raises:
         ExportError: Bad arguments, not a student, missing runtime, unwritable directory, failed check.
     """
     target = get_target(fmt)
+    if encoder is not None and encoder is not False:
+        if w_input not in (None, "wplus"):
+            raise ExportError("an encoder writes W+ latents: export it with --w-input wplus (or without --w-input)")
+        w_input = "wplus"
     options = options_for(
         target,
         precision=precision,
@@ -127,6 +138,7 @@ def export(
                     f"resolution mismatch: the student renders {G.img_resolution}px, "
                     f"--resolution asked for {resolution}px"
                 )
+            enc, encoder_info = export_encoder(encoder, G, options.w_input)
             ctx = ExportContext(
                 G,
                 options,
@@ -134,6 +146,8 @@ def export(
                 source_info,
                 modulation=target.modulation(options),
                 synthesis_options=target.lean_synthesis_options(),
+                encoder=enc,
+                encoder_info=encoder_info,
             )
             manifest = run(ctx, target, bar)
             bar.stage("moving into place")

@@ -78,19 +78,21 @@ def parity(ctx: ExportContext, backends: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def size_gate(ctx: ExportContext, files: list[str], gated: str) -> dict[str, Any]:
-    """The synthesis graph's weights file ``gated`` (the format's :meth:`~export.targets.base.Target.weights_file`;
-    the rest of its ``files`` describes the ops and is reported, not gated) against the bytes of the graph's
-    parameters and baked noise at the precision the file stores them in (fp16 for an fp16 export, else fp32)."""
+def size_gate(ctx: ExportContext, files: list[str], gated: str, graph: str = "synthesis") -> dict[str, Any]:
+    """A graph's weights file ``gated`` (the format's :meth:`~export.targets.base.Target.weights_file`; the rest of
+    its ``files`` describes the ops and is reported, not gated) against the bytes of the graph's parameters (and
+    baked noise) at the precision the file stores them in (fp16 for an fp16 export, else fp32). The synthesis graph
+    is gated in every export, the encoder graph where there is one."""
     file_bytes = (ctx.tmp / gated).stat().st_size
     total = graph_bytes([ctx.tmp / files[0]])
     dtype = "fp16" if ctx.options.precision == "fp16" else "fp32"
-    param_bytes = int(ctx.graphs["synthesis"].num_params_bytes()) // (2 if dtype == "fp16" else 1)
+    param_bytes = int(ctx.graphs[graph].num_params_bytes()) // (2 if dtype == "fp16" else 1)
     ratio = file_bytes / param_bytes
     if ratio > SIZE_LIMIT:
         raise ExportError(
             f"size gate failed: {gated} weighs {file_bytes} bytes, {ratio:.3f}x the {param_bytes} "
-            f"{dtype} bytes of the graph's parameters and baked noise (limit {SIZE_LIMIT}x)"
+            f"{dtype} bytes of the {graph} graph's parameters{' and baked noise' if graph == 'synthesis' else ''} "
+            f"(limit {SIZE_LIMIT}x)"
         )
     return {
         "gated_file": gated,
@@ -99,7 +101,7 @@ def size_gate(ctx: ExportContext, files: list[str], gated: str) -> dict[str, Any
         "ratio": round(ratio, 4),
         "limit": SIZE_LIMIT,
         "passed": True,
-        "all_synthesis_files_bytes": total,
+        f"all_{graph}_files_bytes": total,
         "all_files_ratio": round(total / param_bytes, 4),
     }
 
@@ -140,5 +142,48 @@ def quality(ctx: ExportContext, compute_precision: str, not_run: str | None = No
         raise ExportError(
             f"the {precision} variant reaches {overall:.1f} dB PSNR against fp32 PyTorch on "
             f"{len(seeds)} seeds, below its {gate:g} dB gate; it is not offered (nothing was written)"
+        )
+    return result
+
+
+def encoder_quality(ctx: ExportContext, not_run: str | None = None) -> dict[str, Any]:
+    """The exported encoder, as the runtime runs it, against the fp32 PyTorch encoder on the faces of
+    :data:`QUALITY_SEEDS` (:meth:`~export.context.ExportContext.encoder_inputs`): both latents rendered by the fp32
+    PyTorch student (const noise), so the PSNR measures the encoder's rounding alone; fp16 and int8 exports must
+    reach :data:`QUALITY_GATE_DB` (the encoder of an int8 export stays at float32 where the format quantises)."""
+    precision = ctx.options.precision
+    if not_run:
+        return {"run": False, "seeds": [], "psnr_db": None, "gate_db": None, "reason": not_run}
+    from export.runtime import load_runtime
+
+    assert ctx.encoder is not None
+    seeds = list(QUALITY_SEEDS)
+    x = ctx.encoder_inputs(seeds)
+    rt = load_runtime(ctx.tmp)
+    got = rt.encode(x.numpy())
+    del rt
+    with torch.no_grad():
+        want = ctx.encoder(x)
+        imgs = [
+            ctx.G.synthesis(torch.from_numpy(ws).float(), noise_mode="const", inference=True).numpy()
+            for ws in (got, want.numpy())
+        ]
+    overall = pooled_psnr_db(imgs[0], imgs[1])
+    gate = quality_gate_db(precision)
+    result = {
+        "seeds": seeds,
+        "metric": "PSNR dB of the exported encoder's latents rendered by the fp32 PyTorch student (const noise), "
+        "images clipped to [-1, 1], peak-to-peak 2",
+        "reference": "the fp32 PyTorch encoder's latents of the same inputs, rendered alike",
+        "inputs": "the fp32 student's faces of the seeds (psi 0.7, const noise), stored as uint8, preprocessed",
+        "psnr_db": json_number(overall, 3),
+        "max_abs_diff_ws": float(np.abs(got - want.numpy()).max()),
+        "gate_db": gate,
+        "passed": gate is None or overall >= gate,
+    }
+    if not result["passed"]:
+        raise ExportError(
+            f"the {precision} encoder's latents render at {overall:.1f} dB PSNR against the fp32 PyTorch encoder's on "
+            f"{len(seeds)} faces, below the {gate:g} dB gate; it is not offered (nothing was written)"
         )
     return result

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from export.context import NOISE_CONST_FILE, ExportContext
-from export.gates import QUALITY_SEEDS, parity, quality, size_gate
+from export.gates import QUALITY_SEEDS, encoder_quality, parity, quality, size_gate
 from export.manifest import FORMAT, MANIFEST_NAME, MANIFEST_VERSION, graph_bytes, io_spec
 from teacher.fs import atomic_write
 
@@ -73,6 +73,8 @@ def run(ctx: ExportContext, target: Target, bar: Progress) -> dict[str, Any]:
             if record is not None:
                 ctx.records[name] = record
     extras = target.write_extra_files(ctx)
+    if ctx.encoder is not None:
+        extras["faces"] = _write_faces(ctx)
     if o.noise == "input":
         _write_const_noise(ctx)
     manifest = build_manifest(ctx, target)
@@ -81,6 +83,13 @@ def run(ctx: ExportContext, target: Target, bar: Progress) -> dict[str, Any]:
 
     with _timed(ctx, "parity_s", bar, "parity vs PyTorch"):
         manifest["parity"] = _parity(ctx, target) if o.parity else {"run": False}
+        if o.parity and manifest.get("faces", {}).get("included"):
+            from export.face_models import check_face_models
+
+            manifest["faces"]["parity"] = {
+                "reference": "the .tflite models in OpenVINO (f32); the parity rule",
+                "max_abs_diff": check_face_models(ctx.tmp),
+            }
     if o.precision != "fp32" and not target.converts_at_precision:
         with _timed(ctx, "variant_s", bar, f"making the {o.precision} variant"):
             merge(manifest, target.make_variant(ctx))
@@ -88,11 +97,16 @@ def run(ctx: ExportContext, target: Target, bar: Progress) -> dict[str, Any]:
 
     bar.stage("size gate")
     manifest["size_gate"] = size_gate(ctx, target.files("synthesis"), target.weights_file("synthesis"))
+    if ctx.encoder is not None:
+        files = target.files("encoder")
+        manifest["encoder"]["size_gate"] = size_gate(ctx, files, target.weights_file("encoder"), graph="encoder")
     for name in ctx.graphs:
         g = manifest["graphs"][name]
         g["bytes"] = graph_bytes([ctx.tmp / g["files"][0]])
     with _timed(ctx, "quality_s", bar, f"quality ({len(QUALITY_SEEDS)} seeds)"):
         manifest["quality"] = quality(ctx, target.compute_precision(o.precision), target.quality_not_run)
+        if ctx.encoder is not None:
+            manifest["encoder"]["quality"] = encoder_quality(ctx, target.quality_not_run)
     if target.extra_gates_stage is not None:
         label, key = target.extra_gates_stage
         with _timed(ctx, key, bar, label):
@@ -155,6 +169,7 @@ def build_manifest(ctx: ExportContext, target: Target) -> dict[str, Any]:
             "seeds": "z for seed s = torch.randn(z_dim, generator=torch.Generator().manual_seed(s)); "
             "export.runtime.seeded_z reproduces it without torch",
             "graphs": graphs,
+            "encoder": ctx.encoder_info,
             "source": ctx.source_info,
             "versions": {"torch": torch.__version__, **target.versions()},
             **target.manifest_extras(ctx),
@@ -175,6 +190,37 @@ def merge(manifest: dict[str, Any], updates: dict[str, Any]) -> None:
 def _parity(ctx: ExportContext, target: Target) -> dict[str, Any]:
     elsewhere = target.parity_elsewhere(ctx)
     return parity(ctx, target.parity_backends) if elsewhere is None else elsewhere
+
+
+# The face models by the names export.runtime_faces runs them under.
+FACE_MODEL_NAMES = {
+    "full": "face_detection_full_range",
+    "short": "face_detection_short_range",
+    "landmark": "face_landmark",
+}
+
+
+def _write_faces(ctx: ExportContext) -> dict[str, Any]:
+    """The face detector and landmark models beside an encoder (``faces/*.onnx``, for the runtime's ``--align``
+    and the page), or why they are not there."""
+    from mobilestylegan.edit.faces import INSTALL_HINT, landmark_package_installed
+
+    if not landmark_package_installed():
+        return {
+            "included": False,
+            "reason": f"the face models were not installed when this was exported ({INSTALL_HINT})",
+        }
+    from export.face_models import write_face_models
+
+    info = write_face_models(ctx.tmp)
+    models = {k: info["models"][v] for k, v in FACE_MODEL_NAMES.items()}
+    return {
+        "included": True,
+        "files": {k: m["file"] for k, m in models.items()},
+        "outputs": {k: [p["stop"] - p["start"] for p in m["output"]["parts"]] for k, m in models.items()},
+        "use": "python -m export.runtime DIR --encode PHOTO --align (export/runtime_faces.py)",
+        **info,
+    }
 
 
 def _noise_entry(ctx: ExportContext, graphs: dict[str, Any]) -> dict[str, Any]:

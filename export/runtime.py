@@ -4,7 +4,8 @@ torch as ExecuTorch itself does). One :class:`Graph` class per backend; the back
 so the runtime needs to know engines and file types, not export formats.
 
 An edge user can ship this file with :mod:`export.manifest` (both import only the standard library
-and numpy; the inference engine is imported lazily)::
+and numpy; the inference engine is imported lazily), and :mod:`export.runtime_faces` (numpy and Pillow) for
+``--align``::
 
     from export.runtime import load_runtime
     rt = load_runtime("exported/", threads=2)
@@ -13,6 +14,7 @@ and numpy; the inference engine is imported lazily)::
     img = rt.synthesis(w)                                   # float32 [N, 3, R, R], about [-1, 1]
 
     python -m export.runtime exported/ --seeds 0-3 --out faces/
+    python -m export.runtime exported/ --encode face.png --out latents/    # an export with an encoder graph
 
 Seeds give the same latents as the toolkit (``mobilestylegan.student.sampling.seeded_z``, i.e. ``torch.randn``
 with a generator seeded per image): :func:`seeded_z` reproduces PyTorch's CPU normal sampler
@@ -270,7 +272,7 @@ class Runtime:
 
     Attributes:
         manifest: The directory's manifest.
-        graphs: ``{"mapping": Graph, "synthesis": Graph[, "generator": Graph]}``.
+        graphs: ``{"mapping": Graph, "synthesis": Graph[, "generator": Graph][, "encoder": Graph]}``.
         batch: The graphs' fixed batch, or None (dynamic). Calls with other batch sizes are split and padded.
     """
 
@@ -391,6 +393,60 @@ class Runtime:
         """uint8 images ``[N, R, R, 3]`` for seeds."""
         return to_uint8(self.render(seeds, truncation_psi, noise))
 
+    # ---- the encoder ----------------------------------------------------------------------------------------
+    @property
+    def encoder(self) -> dict[str, Any] | None:
+        """The manifest's encoder entry when the export carries an encoder graph, else None."""
+        e = self.manifest.get("encoder") or {}
+        return e if e.get("included") and "encoder" in self.graphs else None
+
+    def _need_encoder(self) -> dict[str, Any]:
+        e = self.encoder
+        if e is None:
+            why = (self.manifest.get("encoder") or {}).get("reason")
+            raise ValueError(
+                "this export has no encoder"
+                + (f" ({why})" if why else "")
+                + ": export with --encoder FILE (a file from `python train.py experiment=encoder_ffhq1024`)"
+            )
+        return e
+
+    def encoder_input(self, rgb: np.ndarray) -> np.ndarray:
+        """A square uint8 RGB face ``[H, W, 3]`` (FFHQ-aligned, or centre-cropped) -> the encoder's input
+        ``[1, 3, S, S]`` float32, as the manifest's ``encoder.preprocess`` says: Lanczos (PIL) to the student's
+        resolution, to [-1, 1], then the mean of each block down to S."""
+        e = self._need_encoder()
+        rgb = np.asarray(rgb)
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] != rgb.shape[1] or rgb.dtype != np.uint8:
+            raise ValueError(f"the encoder takes a square uint8 RGB image [H, H, 3], got {rgb.dtype} {list(rgb.shape)}")
+        r, size = self.img_resolution, int(e["input_size"])
+        if rgb.shape[0] != r:
+            from PIL import Image
+
+            rgb = np.asarray(Image.fromarray(rgb).resize((r, r), Image.LANCZOS))
+        x = rgb.astype(np.float32) / np.float32(127.5) - np.float32(1)
+        k = r // size
+        x = x.reshape(size, k, size, k, 3).mean(axis=(1, 3), dtype=np.float32)
+        return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """The encoder graph: faces ``[N, 3, S, S]`` (see :meth:`encoder_input`) -> W+ ``[N, num_ws, w_dim]``."""
+        e = self._need_encoder()
+        x = np.asarray(images, np.float32)
+        s = int(e["input_size"])
+        if x.ndim != 4 or x.shape[1:] != (3, s, s):
+            raise ValueError(f"the encoder takes faces [N, 3, {s}, {s}], got {list(x.shape)}")
+        return self.run_graph("encoder", [x])
+
+    def face_models(self, threads: int | None = None) -> ExportFaceModels:
+        """The export's face detector and landmark models (``faces/``, written beside an encoder), for
+        :mod:`export.runtime_faces`; a ValueError saying how to get them when the export has none."""
+        faces = self.manifest.get("faces") or {}
+        if not faces.get("included"):
+            why = faces.get("reason") or "it was exported without them"
+            raise ValueError(f"this export has no face models for --align ({why})")
+        return ExportFaceModels(self.directory, faces, threads)
+
     def run_graph(self, name: str, arrays: Sequence[np.ndarray]) -> np.ndarray:
         """Graph ``name`` on inputs of any batch size (split into, and padded to, the graph's fixed batch)."""
         fn, n = self.graphs[name].run, arrays[0].shape[0]
@@ -404,6 +460,26 @@ class Runtime:
                 chunk = [np.concatenate([c, np.repeat(c[:1], self.batch - k, axis=0)]) for c in chunk]
             out.append(fn(chunk)[:k])
         return np.concatenate(out) if out else np.zeros((0,), np.float32)
+
+
+class ExportFaceModels:
+    """An export's converted face models (``faces/*.onnx``, one output each: the model's outputs concatenated along
+    their last axis, as the manifest's ``faces.outputs`` widths say) in ONNX Runtime, else OpenVINO."""
+
+    def __init__(self, directory: Path, entry: dict[str, Any], threads: int | None = None) -> None:
+        self.directory, self.entry, self.threads = directory, entry, threads
+        self._graphs: dict[str, Graph] = {}
+
+    def run(self, name: str, x: np.ndarray) -> list[np.ndarray]:
+        if name not in self._graphs:
+            path = self.directory / self.entry["files"][name]
+            try:
+                self._graphs[name] = open_graph(path, "onnxruntime", self.threads)
+            except RuntimeMissingError:
+                self._graphs[name] = open_graph(path, "openvino", self.threads, precision="f32")
+        out = self._graphs[name].run([x])
+        cuts = np.cumsum(self.entry["outputs"][name])[:-1]
+        return np.split(out, cuts, axis=-1)
 
 
 def load_runtime(
@@ -451,6 +527,93 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def read_photo(path: str | Path) -> np.ndarray:
+    """An image file as uint8 RGB ``[H, W, 3]`` (EXIF orientation applied); a missing or unreadable file is a
+    :class:`ValueError` naming it. Needs Pillow."""
+    try:
+        from PIL import Image, ImageOps, UnidentifiedImageError
+    except ImportError:
+        raise ValueError("reading photos needs Pillow: pip install pillow") from None
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    except FileNotFoundError:
+        raise ValueError(f"{path} does not exist") from None
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
+        raise ValueError(f"{path} is not an image Pillow can read ({err})") from None
+
+
+def centre_square(rgb: np.ndarray) -> np.ndarray:
+    """The largest square in the middle of an image (an odd margin leaves its extra pixel right or bottom)."""
+    h, w = rgb.shape[:2]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    return rgb[top : top + s, left : left + s]
+
+
+def write_latent(path: Path, ws: np.ndarray, rt: Runtime, meta: dict[str, Any]) -> tuple[Path, Path]:
+    """``NAME.npy`` (W+ ``[1, num_ws, w_dim]`` float32) and ``NAME.json`` as ``mobilestylegan-project`` writes them
+    (so ``mobilestylegan-edit`` reads them and checks the generator), each written to a temporary file first."""
+    import json
+    import os
+
+    npy, desc = path.with_suffix(".npy"), path.with_suffix(".json")
+    arr = np.asarray(ws, np.float32).reshape(1, rt.num_ws, rt.w_dim)
+    info = {
+        "format": "mobilestylegan-latent",
+        "generator_hash": (rt.encoder or {}).get("generator_hash"),
+        "num_ws": rt.num_ws,
+        "w_dim": rt.w_dim,
+        "shape": list(arr.shape),
+        **meta,
+    }
+    for target, write in (
+        (npy, lambda f: np.save(f, arr)),
+        (desc, lambda f: f.write(json.dumps(info, indent=1).encode() + b"\n")),
+    ):
+        tmp = target.with_name(f".{target.name}.tmp")
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, target)
+    return npy, desc
+
+
+def encode_photos(rt: Runtime, photos: Sequence[str], out: Path, align: bool = False) -> list[Path]:
+    """``--encode``: each photo centre-cropped (or, with ``align``, FFHQ-aligned by the export's face models),
+    encoded and rendered; ``NAME.npy`` + ``NAME.json`` (the latent), ``NAME.png`` (its face) and, with ``align``,
+    ``NAME_aligned.png`` (the crop that was encoded) in ``out``. Every photo is read and aligned before anything is
+    written."""
+    rt._need_encoder()
+    paths = [Path(p) for p in photos]
+    stems = [p.stem for p in paths]
+    if len(set(stems)) != len(stems):
+        raise ValueError(f"photos with the same name would overwrite each other's files: {sorted(stems)}")
+    if align:
+        from export import runtime_faces
+
+        models = rt.face_models()
+        faces = []
+        for p in paths:
+            try:
+                faces.append(runtime_faces.align(models, read_photo(p), size=rt.img_resolution).image)
+            except runtime_faces.NoFaceError as err:
+                raise ValueError(f"{p}: {err}") from None
+    else:
+        faces = [centre_square(read_photo(p)) for p in paths]
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path, face in zip(paths, faces):
+        ws = rt.encode(rt.encoder_input(face))
+        img = to_uint8(rt.synthesis(ws))[0]
+        meta = {"image": str(path), "init": "encoder", "steps": 0, "by": "export.runtime --encode"}
+        if align:
+            written.append(_save(face, out / f"{path.stem}_aligned.png"))
+            meta.update(aligned=True, target=str(out / f"{path.stem}_aligned.png"))
+        written += [*write_latent(out / path.stem, ws, rt, meta), _save(img, out / f"{path.stem}.png")]
+    return written
+
+
 def _save(arr: np.ndarray, path: Path) -> Path:
     try:
         from PIL import Image
@@ -467,13 +630,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m export.runtime",
         description="Render faces from a mobilestylegan-export directory "
         "(numpy + OpenVINO or ONNX Runtime, no torch; ExecuTorch .pte exports need torch).",
-        epilog="example:\n  python -m export.runtime exported/ --seeds 0-3 --trunc 0.7 --out faces/",
+        epilog="examples:\n  python -m export.runtime exported/ --seeds 0-3 --trunc 0.7 --out faces/\n"
+        "  python -m export.runtime exported/ --encode photo.jpg --align --out latents/   # exports with an encoder",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("directory", help="export directory (holds manifest.json)")
-    p.add_argument("--seeds", default="0-3", help="seeds, e.g. 0-7,10 (default 0-3)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--seeds", default=None, help="seeds, e.g. 0-7,10 (default 0-3)")
+    what.add_argument(
+        "--encode",
+        nargs="+",
+        metavar="PHOTO",
+        default=None,
+        help="encode FFHQ-aligned face photos (a non-square one is centre-cropped) with the export's encoder: "
+        "NAME.npy + NAME.json (the W+ latent, as mobilestylegan-project writes it) and NAME.png (its face)",
+    )
     p.add_argument("--trunc", type=float, default=None, help="truncation psi (exports without a baked psi)")
-    p.add_argument("--out", default="faces", help="output folder for seedNNNN.png (.npy without Pillow)")
+    p.add_argument(
+        "--align",
+        action="store_true",
+        help="with --encode: find the face and crop it as FFHQ did (the export's face models, faces/*.onnx)",
+    )
+    p.add_argument(
+        "--out", default="faces", help="output folder for seedNNNN.png (.npy without Pillow) or the encoded photos"
+    )
     p.add_argument("--threads", type=int, default=None, help="inference threads")
     p.add_argument("--device", default="CPU", help="OpenVINO device (default CPU)")
     p.add_argument(
@@ -485,7 +665,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--backend", choices=BACKENDS, default=None, help="default: the export's own runtime")
     args = p.parse_args(argv)
     try:
-        seeds = parse_seeds(args.seeds)
+        if args.encode:
+            if args.trunc is not None:
+                raise ValueError("--trunc applies to --seeds, not to --encode")
+            rt = load_runtime(args.directory, args.threads, args.device, args.precision_hint, args.backend)
+            for path in encode_photos(rt, args.encode, Path(args.out), args.align):
+                print(path)
+            return 0
+        if args.align:
+            raise ValueError("--align applies to --encode PHOTO...")
+        seeds = parse_seeds(args.seeds or "0-3")
         rt = load_runtime(args.directory, args.threads, args.device, args.precision_hint, args.backend)
         imgs = rt.generate(seeds, args.trunc)
         out = Path(args.out)

@@ -166,7 +166,11 @@ def test_the_exporter_writes_the_same_bytes_as_before(tmp_path):
                 assert _sha256(out / f) == _sha256(FIXTURE / folder / f), f"{fmt}: {f} differs from before"
         assert {k: v for k, v in m.items() if k not in _RUN_SPECIFIC} == {
             k: v for k, v in old.items() if k not in _RUN_SPECIFIC
-        } | {"artefact_format": fmt}
+        } | {
+            "artefact_format": fmt,
+            # new since the fixture: what the export says about the latent encoder it could carry
+            "encoder": {"included": False, "reason": "no encoder ships for this student; give one with --encoder"},
+        }
 
 
 # Manifest entries that differ between two runs of the same export (time, measured figures, the package version).

@@ -381,3 +381,15 @@ def test_identity_distances_of_generated_faces(astronaut):
     assert all(0 < f < 1 for f in FFHQ_IDENTITY_BOX)
     with pytest.raises(ValueError, match=r"two \[N, 3, R, R\] batches"):
         identity_distances(a, hopper[:, :, :64])
+
+
+@pytest.mark.parametrize("shape,sigma", [((300, 200, 3), 20.0), ((50, 70, 3), 3.3), ((400, 410, 3), 81.9)])
+def test_alignment_padding_blur_is_scipys_gaussian(shape, sigma):
+    """The padding blur in numpy (the runtime has no scipy): scipy.ndimage.gaussian_filter with sigma on the two image
+    axes, truncate 4, mirrored borders; float64 inside both, so the float32 results agree to ~1e-5 of 255 levels."""
+    from scipy.ndimage import gaussian_filter
+
+    from export.runtime_faces import gaussian_blur
+
+    x = np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
+    np.testing.assert_allclose(gaussian_blur(x, sigma), gaussian_filter(x, [sigma, sigma, 0]), rtol=0, atol=1e-3)

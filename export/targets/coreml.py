@@ -119,16 +119,22 @@ def check(directory: str | Path, compute_units: str | None = None) -> dict[str, 
     cu = manifest.get("coreml", {}).get("compute_units", {})
     units = ct.ComputeUnit[(compute_units or (cu.get("default") if isinstance(cu, dict) else None) or "all").upper()]
     results: dict[str, Any] = {}
+    models = {
+        name: ct.models.MLModel(str(d / Path(g["files"][0]).parent), compute_units=units)
+        for name, g in manifest["graphs"].items()
+    }
+
+    def predict(name: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        g = manifest["graphs"][name]
+        n = len(next(iter(feeds.values())))
+        out = g["outputs"][0]["name"]
+        return np.concatenate(
+            [models[name].predict({k: v[j : j + 1] for k, v in feeds.items()})[out] for j in range(n)]
+        )
+
     with np.load(d / CHECK_FILE) as ref:
         for name, g in manifest["graphs"].items():
-            model = ct.models.MLModel(str(d / Path(g["files"][0]).parent), compute_units=units)
-            feeds = {i["name"]: ref[f"{name}.{i['name']}"] for i in g["inputs"]}
-            got = np.concatenate(
-                [
-                    model.predict({k: v[j : j + 1] for k, v in feeds.items()})[g["outputs"][0]["name"]]
-                    for j in range(len(next(iter(feeds.values()))))
-                ]
-            )
+            got = predict(name, {i["name"]: ref[f"{name}.{i['name']}"] for i in g["inputs"]})
             want = ref[f"{name}.reference"]
             if manifest["precision"] == "fp32":
                 diff, tol = max_abs_diff(got, want), parity_tolerance(want)
@@ -136,6 +142,10 @@ def check(directory: str | Path, compute_units: str | None = None) -> dict[str, 
             elif name == "mapping":  # w is no image: fp16 rounding of 8 layers, relative to the peak
                 diff, tol = max_abs_diff(got, want), MAPPING_FP16_TOLERANCE * max(1.0, float(np.abs(want).max()))
                 results[name] = {"max_abs_diff": diff, "tolerance": tol, "passed": diff <= tol}
+            elif name == "encoder":  # W+ is no image either: both latents rendered by the export's synthesis
+                syn_in = manifest["graphs"]["synthesis"]["inputs"][0]["name"]
+                db = pooled_psnr_db(predict("synthesis", {syn_in: got}), predict("synthesis", {syn_in: want}))
+                results[name] = {"psnr_db": db, "gate_db": QUALITY_GATE_DB, "passed": db >= QUALITY_GATE_DB}
             else:
                 db = pooled_psnr_db(got, want)
                 results[name] = {"psnr_db": db, "gate_db": QUALITY_GATE_DB, "passed": db >= QUALITY_GATE_DB}

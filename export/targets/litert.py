@@ -116,14 +116,14 @@ class LiteRTTarget(Target):
     def make_variant(self, ctx: ExportContext) -> dict[str, Any]:
         precision = ctx.options.precision  # fp16 / int8: converted again with that recipe
         for graph in ctx.graphs:
-            if precision == "int8" and graph == "mapping":
-                continue  # the mapping stays fp32
+            if precision == "int8" and graph in ("mapping", "encoder"):
+                continue  # the latent graphs stay fp32
             ctx.records[graph] = self._write(ctx, graph, precision)
         return {
             "litert": {"graphs": dict(ctx.records)},
             "weights_dtype": "float16 (litert-torch fp16 recipe); noise maps and biases float32"
             if precision == "fp16"
-            else "int8 synthesis (litert-torch dynamic-range recipe), float32 mapping",
+            else "int8 synthesis (litert-torch dynamic-range recipe), float32 mapping (and encoder)",
         }
 
     def _write(self, ctx: ExportContext, graph: str, precision: str) -> dict[str, Any]:

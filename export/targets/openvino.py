@@ -119,9 +119,10 @@ class OpenVINOTarget(Target):
         onnx_path.unlink()
 
     def graph_manifest(self, ctx: ExportContext, graph: str) -> dict[str, Any]:
-        """The precision the runtime runs the graph at: f32, except fp16 graphs other than the mapping, which run at
-        OpenVINO's CPU default (None: bf16 / f16 where the CPU has it)."""
-        fp16_default = ctx.options.precision == "fp16" and graph != "mapping"
+        """The precision the runtime runs the graph at: f32, except fp16 image graphs (synthesis, generator), which
+        run at OpenVINO's CPU default (None: bf16 / f16 where the CPU has it); the mapping and the encoder write
+        latents, which bf16's 8-bit mantissa would move by more than an image's rounding."""
+        fp16_default = ctx.options.precision == "fp16" and graph not in ("mapping", "encoder")
         return {"inference_precision": None if fp16_default else "f32"}
 
     def make_variant(self, ctx: ExportContext) -> dict[str, Any]:
@@ -159,7 +160,7 @@ class OpenVINOTarget(Target):
                 ) from err
             resave(q, path, compress_to_fp16=False)
         return {
-            "weights_dtype": "int8 synthesis (NNCF), float32 mapping",
+            "weights_dtype": "int8 synthesis (NNCF), float32 mapping (and encoder)",
             "calibration": {
                 "seeds": [CALIBRATION_SEEDS[0], CALIBRATION_SEEDS[-1]],
                 "samples": len(CALIBRATION_SEEDS),

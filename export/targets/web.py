@@ -70,6 +70,8 @@ def browser_gate(ctx: ExportContext) -> dict[str, Any]:
         failures.append(
             f"the canvas differs from to_uint8 of the page's own floats by {pixels['max_level_diff']} levels"
         )
+    if ctx.encoder is not None:
+        result["encoder"] = _encoder_in_the_page(ctx, failures)
     if failures:
         raise ExportError(
             "the web page in headless Chromium failed its check: " + "; ".join(failures) + "; nothing was written"
@@ -77,6 +79,51 @@ def browser_gate(ctx: ExportContext) -> dict[str, Any]:
     result["ms_per_image"] = [round(t[0][0], 1) for t in page["ms"]]
     result["passed"] = True
     return result
+
+
+def _encoder_in_the_page(ctx: ExportContext, failures: list[str]) -> dict[str, Any]:
+    """The page's encoder on the faces of :data:`export.web.site.CHECK_CASES`' seeds: fp32 within the parity rule of
+    the float64 encoder, fp16 with its latents' images (rendered by the fp32 student) at the quality gate against
+    the fp32 encoder's; and within the parity rule of the Python runtime's encoder on the same file."""
+    import torch
+
+    from export.gates import QUALITY_GATE_DB
+    from export.manifest import json_number
+    from export.runtime import load_runtime
+    from export.web.site import CHECK_CASES, browser_encode
+    from teacher.numerics import max_abs_diff, parity_tolerance, pooled_psnr_db
+
+    x = ctx.encoder_inputs([s for s, _ in CHECK_CASES])
+    page = browser_encode(ctx.tmp, x.numpy()[:, None])
+    got = np.concatenate(page["latents"])
+    out: dict[str, Any] = {"inputs": "the fp32 student's faces of the check seeds (psi 0.7), as uint8, preprocessed"}
+    if ctx.options.precision == "fp32":
+        ref = ctx.reference("encoder", [x])
+        diff, tol = max_abs_diff(got, ref), parity_tolerance(ref)
+        out["vs_pytorch"] = {"reference": "float64 PyTorch encoder", "max_abs_diff": diff, "tolerance": tol}
+        if not diff <= tol:
+            failures.append(f"the encoder's max |diff| {diff:.3g} > {tol:.3g} against the float64 encoder")
+    else:
+        with torch.no_grad():
+            imgs = [
+                ctx.G.synthesis(torch.as_tensor(ws), noise_mode="const", inference=True).numpy()
+                for ws in (torch.from_numpy(got), ctx.encoder(x))
+            ]
+        db = pooled_psnr_db(imgs[0], imgs[1])
+        out["vs_pytorch"] = {
+            "reference": "fp32 PyTorch encoder; both latents rendered by the fp32 student",
+            "psnr_db": json_number(db, 3),
+            "gate_db": QUALITY_GATE_DB,
+        }
+        if not db >= QUALITY_GATE_DB:
+            failures.append(f"the encoder's latents render at {db:.1f} dB, below the {QUALITY_GATE_DB:g} dB gate")
+    want = load_runtime(ctx.tmp, backend="onnxruntime").encode(x.numpy())
+    diff, tol = max_abs_diff(got, want), parity_tolerance(want)
+    out["vs_runtime"] = {"reference": "python -m export.runtime (ONNX Runtime)", "max_abs_diff": diff, "tolerance": tol}
+    if not diff <= tol:
+        failures.append(f"the encoder's max |diff| {diff:.3g} > {tol:.3g} against the Python runtime's")
+    out["ms_per_face"] = [round(t, 1) for t in page["ms"]]
+    return out
 
 
 class WebTarget(OnnxTarget):

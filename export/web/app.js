@@ -5,6 +5,10 @@
 // Sliders move the face along the export's GANSpace directions (directions.json: strength x sigma x unit vector on
 // every W+ entry, as mobilestylegan-edit does); a latent projected by mobilestylegan-project (.npy) can be loaded
 // from the disk and edited the same way, in the page: nothing is uploaded.
+// An export with an encoder graph adds "your photo": a photo read here (file picker or drag-and-drop), centre-cropped,
+// resized to the student's resolution, block-averaged to the encoder's input (the manifest's encoder.preprocess),
+// encoded to a W+ latent and rendered; the sliders then edit it, and "Save latent" writes it as a .npy for
+// mobilestylegan-edit. Nothing leaves the page.
 // window.msg is the page's programmatic interface (the toolkit's browser check and benchmark drive it).
 
 import * as ort from "./ort/ort.wasm.min.mjs";
@@ -86,6 +90,20 @@ class Faces {
     this.io = (name) => [manifest.graphs[name].inputs[0].name, manifest.graphs[name].outputs[0].name];
     this.threads = ort.env.wasm.numThreads;
     this.directions = directions.map((d) => ({ name: d.name, sigma: d.sigma, vector: Float32Array.from(d.vector) }));
+    this.encoderInfo = manifest.encoder?.included && manifest.graphs.encoder ? manifest.encoder : null;
+    this.encoderSession = null;  // made on the first photo
+  }
+
+  // The encoder: faces [1, 3, S, S] (see encoderInput) -> W+ [1, num_ws, w_dim], float32.
+  async encode(x) {
+    if (!this.encoderInfo) throw new Error("this export has no encoder (export with --encoder FILE)");
+    const s = this.encoderInfo.input_size;
+    if (x.length !== 3 * s * s) throw new Error(`the encoder takes [1, 3, ${s}, ${s}], got ${x.length} values`);
+    this.encoderSession ??= await ort.InferenceSession.create(this.manifest.graphs.encoder.files[0],
+                                                              { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
+    const [input, output] = this.io("encoder");
+    const result = await this.encoderSession.run({ [input]: new ort.Tensor("float32", x, [1, 3, s, s]) });
+    return Float32Array.from(result[output].data);
   }
 
   // The synthesis input for a latent: w [w_dim] tiled to W+ when the graph takes W+.
@@ -159,6 +177,98 @@ class Faces {
   }
 }
 
+// ---- a photo -> the encoder's input -------------------------------------------------------------------------
+const MAX_PHOTO_PIXELS = 40e6;  // larger photos are refused before decoding (a 40 MP RGBA bitmap is 160 MB)
+
+class PhotoError extends Error {}
+
+// A File or Blob -> an <img> holding it (only its header is read here); a clear PhotoError for what cannot be used.
+function openPhoto(blob, name) {
+  return new Promise((resolve, reject) => {
+    const url = URL.createObjectURL(blob);
+    const img = new Image();
+    img.onload = () => {
+      const [w, h] = [img.naturalWidth, img.naturalHeight];
+      if (w * h > MAX_PHOTO_PIXELS) {
+        URL.revokeObjectURL(url);
+        reject(new PhotoError(`${name} is ${w}x${h} pixels (${(w * h / 1e6).toFixed(0)} MP); this page takes photos up to `
+                              + `${MAX_PHOTO_PIXELS / 1e6} MP: shrink it first`));
+      } else resolve({ img, url, width: w, height: h });
+    };
+    img.onerror = () => {
+      URL.revokeObjectURL(url);
+      reject(new PhotoError(`${name} is not an image this browser can read (use a PNG, JPEG or WebP photo)`));
+    };
+    img.src = url;
+  });
+}
+
+// The largest centred square of a photo, resized to size x size ("high" quality) -> RGBA bytes.
+async function centreSquare(photo, size) {
+  const s = Math.min(photo.width, photo.height);
+  const [left, top] = [Math.floor((photo.width - s) / 2), Math.floor((photo.height - s) / 2)];
+  // Cropped first, then resized: Chromium resamples a crop-and-resize in one call at nearly nearest-neighbour
+  // quality, a plain resize at "high" quality (an area average when shrinking).
+  const square = await createImageBitmap(photo.img, left, top, s, s);
+  const bitmap = await createImageBitmap(square, { resizeWidth: size, resizeHeight: size, resizeQuality: "high" });
+  square.close();
+  const canvas = new OffscreenCanvas(size, size);
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(bitmap, 0, 0);
+  bitmap.close();
+  return ctx.getImageData(0, 0, size, size).data;
+}
+
+// RGBA bytes of a size x size face -> the encoder's input [1, 3, S, S]: x / 127.5 - 1, then the mean of each block.
+function encoderInput(rgba, size, s) {
+  const k = size / s;
+  const x = new Float32Array(3 * s * s);
+  const half = f32(127.5);
+  for (let c = 0; c < 3; c++) {
+    for (let i = 0; i < s; i++) {
+      for (let j = 0; j < s; j++) {
+        let sum = 0;
+        for (let a = 0; a < k; a++) {
+          for (let b = 0; b < k; b++) sum += f32(f32(rgba[((i * k + a) * size + j * k + b) * 4 + c] / half) - 1);
+        }
+        x[(c * s + i) * s + j] = f32(sum / (k * k));
+      }
+    }
+  }
+  return x;
+}
+
+// A .npy (format 1.0, little-endian float32) of a latent [1, num_ws, w_dim].
+function npyBytes(latent, numWs, wDim) {
+  let header = `{'descr': '<f4', 'fortran_order': False, 'shape': (1, ${numWs}, ${wDim}), }`;
+  header += " ".repeat(63 - ((10 + header.length) % 64)) + "\n";
+  const out = new Uint8Array(10 + header.length + latent.byteLength);
+  out.set([0x93, ...new TextEncoder().encode("NUMPY"), 1, 0]);
+  new DataView(out.buffer).setUint16(8, header.length, true);
+  out.set(new TextEncoder().encode(header), 10);
+  out.set(new Uint8Array(latent.buffer, latent.byteOffset, latent.byteLength), 10 + header.length);
+  return out;
+}
+
+// A photo (File or Blob) -> its crop, the encoder's input and its W+ latent, with the milliseconds of each stage.
+async function encodePhoto(blob, name) {
+  if (!faces.encoderInfo) throw new PhotoError("this export has no encoder: export with --encoder FILE");
+  const t0 = performance.now();
+  const photo = await openPhoto(blob, name);
+  try {
+    const t1 = performance.now();
+    const rgba = await centreSquare(photo, faces.size);
+    const x = encoderInput(rgba, faces.size, faces.encoderInfo.input_size);
+    const t2 = performance.now();
+    const latent = await serial(() => faces.encode(x));
+    const t3 = performance.now();
+    return { rgba, x, latent, width: photo.width, height: photo.height,
+             ms: { read: t1 - t0, crop: t2 - t1, encoder: t3 - t2 } };
+  } finally {
+    URL.revokeObjectURL(photo.url);
+  }
+}
+
 function draw(img, size) {
   const canvas = $("face");
   canvas.width = canvas.height = size;
@@ -203,10 +313,12 @@ function renderNpy(b64, strengths) {
 // ---- the controls ------------------------------------------------------------------------------------------
 let wanted = null;
 let drawing = false;
-let loaded = null;  // { name, latent } once a .npy is loaded; null: the face comes from the seed
+let loaded = null;  // { name, latent } once a .npy is loaded or a photo encoded; null: the face comes from the seed
+let photoShown = null;  // resolves usePhoto's wait for its face (or the render's error)
+let lastShown = null;  // the last render: { img, pixels, ... }
 
 function strengths() {
-  return faces.directions.map((_, k) => parseFloat($(`dir${k}`).value));
+  return faces.directions.map((_, k) => parseFloat($(`dir${k}`)?.value ?? "0"));  // no sliders under ?check
 }
 
 function show(seed, psi) {
@@ -219,6 +331,7 @@ function show(seed, psi) {
         const { seed: s, psi: p, strengths: e, loaded: l } = wanted;
         wanted = null;
         const r = l ? await renderLatent(l.latent, e) : await render(s, p, e);
+        lastShown = r;
         $("timing").textContent = `${r.ms.toFixed(0)} ms per image (mapping ${r.mappingMs.toFixed(1)} ms, synthesis `
           + `${r.synthesisMs.toFixed(0)} ms), ${faces.threads} WASM thread${faces.threads > 1 ? "s" : ""}`;
         const edited = e.some((x) => x !== 0);
@@ -237,9 +350,18 @@ function show(seed, psi) {
           : `mobilestylegan-generate SOURCE --seeds ${s} --trunc ${p}`;
         $("status").textContent = (l ? `latent ${l.name}` : `seed ${s}, psi ${p}`)
           + (edited ? `, edits ${e.join(",")}` : "");
+        $("status").className = "";
+        if (l && photoShown) {
+          photoShown(r);
+          photoShown = null;
+        }
       }
     } catch (err) {
       fail(err);
+      if (photoShown) {
+        photoShown(err);
+        photoShown = null;
+      }
     } finally {
       drawing = false;
     }
@@ -249,6 +371,46 @@ function show(seed, psi) {
 function fail(err) {
   $("status").textContent = `error: ${err.message ?? err}`;
   $("status").className = "error";
+}
+
+// "your photo": encode it, show it, and let the sliders edit it. Errors are one line in #photo-status; the page
+// keeps its current face.
+async function usePhoto(file, name) {
+  const status = $("photo-status");
+  status.className = "";
+  status.textContent = `reading ${name}\u2026`;
+  try {
+    const r = await encodePhoto(file, name);
+    const preview = $("photo-crop");
+    preview.width = preview.height = faces.size;
+    preview.getContext("2d").putImageData(new ImageData(r.rgba, faces.size, faces.size), 0, 0);
+    loaded = { name: name.replace(/\.[^.]*$/, "") + ".npy", latent: r.latent, photo: name };
+    $("save-latent").disabled = false;
+    status.textContent = `${name} (${r.width}x${r.height}, centre-cropped): read ${r.ms.read.toFixed(0)} ms, crop and `
+      + `resize ${r.ms.crop.toFixed(0)} ms, encoder ${r.ms.encoder.toFixed(0)} ms`;
+    const done = new Promise((resolve) => { photoShown = resolve; });
+    $("psi-value").textContent = parseFloat($("psi").value).toFixed(2);
+    show(parseInt($("seed").value, 10) >>> 0, parseFloat($("psi").value));
+    const shown = await done;
+    if (shown instanceof Error) throw shown;
+    return { ...r, img: shown.img, pixels: shown.pixels, status: status.textContent };
+  } catch (err) {
+    status.className = "error";
+    status.textContent = err instanceof PhotoError ? err.message : `error: ${err.message ?? err}`;
+    return { error: status.textContent };
+  }
+}
+
+
+// The latent as shown (edits applied) as a .npy download.
+function saveLatent() {
+  if (!loaded) return null;
+  const bytes = npyBytes(faces.edit(loaded.latent, strengths()), faces.numWs, faces.wDim);
+  const a = Object.assign(document.createElement("a"), { download: loaded.name,
+                                                          href: URL.createObjectURL(new Blob([bytes])) });
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(a.href), 1000);
+  return bytes;
 }
 
 function controls() {
@@ -296,8 +458,39 @@ function controls() {
       fail(err);
     }
   });
-  $("use-seed").addEventListener("click", () => { loaded = null; update(); });
+  $("use-seed").addEventListener("click", () => { loaded = null; $("save-latent").disabled = true; update(); });
+  if (faces.encoderInfo) {
+    $("photo").hidden = false;
+    $("photo-file").addEventListener("change", (event) => {
+      const file = event.target.files[0];
+      if (file) usePhoto(file, file.name);
+    });
+    document.addEventListener("dragover", (event) => event.preventDefault());
+    document.addEventListener("drop", (event) => {
+      event.preventDefault();
+      const file = event.dataTransfer.files[0];
+      if (file) usePhoto(file, file.name);
+    });
+    $("save-latent").addEventListener("click", saveLatent);
+  }
   update();
+}
+
+// The harness's entry points for a photo: the same path as the page's controls.
+function photoFromBase64(b64, name) {
+  const bin = atob(b64);
+  const bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  return usePhoto(new Blob([bytes]), name);
+}
+
+async function encodeBase64(b64) {
+  const bin = atob(b64);
+  const bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  const t0 = performance.now();
+  const latent = await serial(() => faces.encode(new Float32Array(bytes.buffer)));
+  return { latent, ms: performance.now() - t0 };
 }
 
 const ready = Faces.load().then((loaded) => {
@@ -306,8 +499,9 @@ const ready = Faces.load().then((loaded) => {
   $("model").textContent = `${faces.size}px, ${m.precision}, ${faces.threads} thread${faces.threads > 1 ? "s" : ""}`;
   if (!params.has("check")) controls();  // ?check: a harness drives the page (no initial render)
   return { size: faces.size, zDim: faces.zDim, threads: faces.threads, isolated: self.crossOriginIsolated,
-           directions: faces.directions.length, wplus: faces.wplus };
+           directions: faces.directions.length, wplus: faces.wplus, encoder: !!faces.encoderInfo };
 });
 ready.catch(fail);
 
-window.msg = { ready, render, renderLatent, renderNpy, base64, toRGBA };
+window.msg = { ready, render, renderLatent, renderNpy, base64, toRGBA, encodeBase64, photoFromBase64, saveLatent,
+               npyBytes };

@@ -163,6 +163,84 @@ def browser_render(
     return out
 
 
+def _encode_harness(inputs: list[str], photos: list[tuple[str, str]]) -> str:
+    """Encode each base64 float32 input with the page's encoder, then each (name, base64 bytes) photo through the
+    page's own photo path; finally render a seed (the page must stay usable after a refused photo)."""
+    return f"""(async () => {{
+  const info = await window.msg.ready;
+  const b64 = window.msg.base64;
+  const encoded = [];
+  for (const x of {json.dumps(inputs)}) {{
+    const r = await window.msg.encodeBase64(x);
+    encoded.push({{ latent: b64(r.latent), ms: r.ms }});
+  }}
+  const photos = [];
+  for (const [name, bytes] of {json.dumps(photos)}) {{
+    const r = await window.msg.photoFromBase64(bytes, name);
+    photos.push(r.error ? {{ error: r.error }}
+                        : {{ x: b64(r.x), latent: b64(r.latent), rgba: b64(r.rgba), img: b64(r.img), ms: r.ms,
+                             status: r.status }});
+  }}
+  const after = await window.msg.render(0, 0.7);
+  return {{ info, encoded, photos, after: b64(after.img) }};
+}})()"""
+
+
+def browser_encode(
+    directory: str | Path,
+    inputs: np.ndarray | None = None,
+    photos: Sequence[tuple[str, bytes]] = (),
+    timeout_s: float = 600.0,
+) -> dict[str, Any]:
+    """The page's encoder in headless Chromium (1 WASM thread): ``inputs`` ``[N, 3, S, S]`` encoded one by one, and
+    ``photos`` (file name, file bytes) through the page's photo path (read, centre-crop, resize, encode, render).
+
+    Returns ``{"browser", "latents": [1, num_ws, w_dim] per input, "ms": per input, "photos": per photo either
+    {"error": message} or {"x", "latent", "rgba" [R, R, 4], "img" [1, 3, R, R], "ms", "status"}, "after": the image
+    of seed 0 rendered after the photos}``.
+    """
+    from export.web.browser import chromium, served
+
+    d = Path(directory)
+    manifest = json.loads((d / "manifest.json").read_text())
+    enc = manifest.get("encoder") or {}
+    if not enc.get("included"):
+        raise ExportError(f"{d} carries no encoder; export with --encoder FILE")
+    m = manifest["model"]
+    size, s, shape = m["img_resolution"], enc["input_size"], (1, m["num_ws"], m["w_dim"])
+    xs = [] if inputs is None else [base64.b64encode(np.ascontiguousarray(x, np.float32)).decode() for x in inputs]
+    files = [(name, base64.b64encode(data).decode()) for name, data in photos]
+    with served(d) as url, chromium(timeout_s) as browser:
+        result = browser.evaluate(f"{url}index.html?check=1&threads=1", _encode_harness(xs, files))
+        version = browser.version
+
+    def arr(b64: str, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
+        return np.frombuffer(base64.b64decode(b64), dtype).reshape(shape)
+
+    photos_out = []
+    for p in result["photos"]:
+        if "error" in p:
+            photos_out.append({"error": p["error"]})
+            continue
+        photos_out.append(
+            {
+                "x": arr(p["x"], np.float32, (1, 3, s, s)),
+                "latent": arr(p["latent"], np.float32, shape),
+                "rgba": arr(p["rgba"], np.uint8, (size, size, 4)),
+                "img": arr(p["img"], np.float32, (1, 3, size, size)),
+                "ms": p["ms"],
+                "status": p["status"],
+            }
+        )
+    return {
+        "browser": version,
+        "latents": [arr(e["latent"], np.float32, shape) for e in result["encoded"]],
+        "ms": [e["ms"] for e in result["encoded"]],
+        "photos": photos_out,
+        "after": arr(result["after"], np.float32, (1, 3, size, size)),
+    }
+
+
 def compare_pixels(pixels: Sequence[np.ndarray], imgs: Sequence[np.ndarray]) -> dict[str, Any]:
     """The canvas pixels against ``to_uint8`` of float images: equal where the floats agree; a float32 difference far
     below half a level can still move a value across a rounding boundary, so 1 level is the bound."""

