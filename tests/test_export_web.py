@@ -111,6 +111,7 @@ def test_files_manifest_and_export_time_browser_check(web):
     assert names == sorted(
         [
             "app.js",
+            "faces.js",
             "directions.json",
             "index.html",
             "manifest.json",

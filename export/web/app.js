@@ -5,13 +5,14 @@
 // Sliders move the face along the export's GANSpace directions (directions.json: strength x sigma x unit vector on
 // every W+ entry, as mobilestylegan-edit does); a latent projected by mobilestylegan-project (.npy) can be loaded
 // from the disk and edited the same way, in the page: nothing is uploaded.
-// An export with an encoder graph adds "your photo": a photo read here (file picker or drag-and-drop), centre-cropped,
-// resized to the student's resolution, block-averaged to the encoder's input (the manifest's encoder.preprocess),
-// encoded to a W+ latent and rendered; the sliders then edit it, and "Save latent" writes it as a .npy for
+// An export with an encoder graph adds "your photo": a photo read here (file picker or drag-and-drop), aligned as FFHQ
+// was (faces.js, when the export carries the face models) or centre-cropped, at the student's resolution,
+// block-averaged to the encoder's input (the manifest's encoder.preprocess), encoded to a W+ latent and rendered; the sliders then edit it, and "Save latent" writes it as a .npy for
 // mobilestylegan-edit. Nothing leaves the page.
 // window.msg is the page's programmatic interface (the toolkit's browser check and benchmark drive it).
 
 import * as ort from "./ort/ort.wasm.min.mjs";
+import { FaceAligner, NoFaceError } from "./faces.js";
 
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
@@ -92,6 +93,13 @@ class Faces {
     this.directions = directions.map((d) => ({ name: d.name, sigma: d.sigma, vector: Float32Array.from(d.vector) }));
     this.encoderInfo = manifest.encoder?.included && manifest.graphs.encoder ? manifest.encoder : null;
     this.encoderSession = null;  // made on the first photo
+    this.canAlign = !!(this.encoderInfo && manifest.faces?.included);
+    this.alignerPromise = null;  // the face models, loaded on the first photo to align
+  }
+
+  aligner() {
+    this.alignerPromise ??= FaceAligner.load(this.manifest, { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
+    return this.alignerPromise;
   }
 
   // The encoder: faces [1, 3, S, S] (see encoderInput) -> W+ [1, num_ws, w_dim], float32.
@@ -250,20 +258,40 @@ function npyBytes(latent, numWs, wDim) {
   return out;
 }
 
-// A photo (File or Blob) -> its crop, the encoder's input and its W+ latent, with the milliseconds of each stage.
-async function encodePhoto(blob, name) {
+// A photo (File or Blob) -> its crop (FFHQ-aligned with `align`, else the centre square), the encoder's input and
+// its W+ latent, with the milliseconds of each stage.
+async function encodePhoto(blob, name, align) {
   if (!faces.encoderInfo) throw new PhotoError("this export has no encoder: export with --encoder FILE");
+  if (align && !faces.canAlign) throw new PhotoError("this export has no face models to align with");
   const t0 = performance.now();
   const photo = await openPhoto(blob, name);
   try {
     const t1 = performance.now();
-    const rgba = await centreSquare(photo, faces.size);
-    const x = encoderInput(rgba, faces.size, faces.encoderInfo.input_size);
+    let rgba, found = null;
+    const ms = { read: t1 - t0 };
+    if (align) {
+      const aligner = await faces.aligner();
+      const bitmap = await createImageBitmap(photo.img);
+      try {
+        found = await serial(() => aligner.align(bitmap, faces.size));
+      } catch (err) {
+        if (err instanceof NoFaceError) throw new PhotoError(`${name}: ${err.message}`);
+        throw err;
+      } finally {
+        bitmap.close();
+      }
+      rgba = found.rgba;
+      Object.assign(ms, found.ms);
+    } else {
+      rgba = await centreSquare(photo, faces.size);
+      ms.crop = performance.now() - t1;
+    }
     const t2 = performance.now();
+    const x = encoderInput(rgba, faces.size, faces.encoderInfo.input_size);
     const latent = await serial(() => faces.encode(x));
-    const t3 = performance.now();
-    return { rgba, x, latent, width: photo.width, height: photo.height,
-             ms: { read: t1 - t0, crop: t2 - t1, encoder: t3 - t2 } };
+    ms.encoder = performance.now() - t2;
+    return { rgba, x, latent, width: photo.width, height: photo.height, ms,
+             points: found?.points ?? null, quad: found?.quad ?? null };
   } finally {
     URL.revokeObjectURL(photo.url);
   }
@@ -375,24 +403,30 @@ function fail(err) {
 
 // "your photo": encode it, show it, and let the sliders edit it. Errors are one line in #photo-status; the page
 // keeps its current face.
-async function usePhoto(file, name) {
+async function usePhoto(file, name, align = faces.canAlign && ($("photo-align")?.checked ?? true)) {
   const status = $("photo-status");
   status.className = "";
   status.textContent = `reading ${name}\u2026`;
   try {
-    const r = await encodePhoto(file, name);
+    const t0 = performance.now();
+    const r = await encodePhoto(file, name, align);
     const preview = $("photo-crop");
     preview.width = preview.height = faces.size;
     preview.getContext("2d").putImageData(new ImageData(r.rgba, faces.size, faces.size), 0, 0);
     loaded = { name: name.replace(/\.[^.]*$/, "") + ".npy", latent: r.latent, photo: name };
     $("save-latent").disabled = false;
-    status.textContent = `${name} (${r.width}x${r.height}, centre-cropped): read ${r.ms.read.toFixed(0)} ms, crop and `
-      + `resize ${r.ms.crop.toFixed(0)} ms, encoder ${r.ms.encoder.toFixed(0)} ms`;
+    const stages = align ? `find the face ${r.ms.find.toFixed(0)} ms, align ${r.ms.align.toFixed(0)} ms`
+                         : `crop and resize ${r.ms.crop.toFixed(0)} ms`;
+    status.textContent = `${name} (${r.width}x${r.height}, ${align ? "aligned" : "centre-cropped"}): read `
+      + `${r.ms.read.toFixed(0)} ms, ${stages}, encoder ${r.ms.encoder.toFixed(0)} ms`;
     const done = new Promise((resolve) => { photoShown = resolve; });
     $("psi-value").textContent = parseFloat($("psi").value).toFixed(2);
     show(parseInt($("seed").value, 10) >>> 0, parseFloat($("psi").value));
     const shown = await done;
     if (shown instanceof Error) throw shown;
+    r.ms.synthesis = shown.synthesisMs;
+    r.ms.total = performance.now() - t0;
+    status.textContent += `, synthesis ${shown.synthesisMs.toFixed(0)} ms; photo to face ${r.ms.total.toFixed(0)} ms`;
     return { ...r, img: shown.img, pixels: shown.pixels, status: status.textContent };
   } catch (err) {
     status.className = "error";
@@ -461,6 +495,7 @@ function controls() {
   $("use-seed").addEventListener("click", () => { loaded = null; $("save-latent").disabled = true; update(); });
   if (faces.encoderInfo) {
     $("photo").hidden = false;
+    $("photo-align-label").hidden = !faces.canAlign;
     $("photo-file").addEventListener("change", (event) => {
       const file = event.target.files[0];
       if (file) usePhoto(file, file.name);
@@ -477,11 +512,11 @@ function controls() {
 }
 
 // The harness's entry points for a photo: the same path as the page's controls.
-function photoFromBase64(b64, name) {
+function photoFromBase64(b64, name, align) {
   const bin = atob(b64);
   const bytes = new Uint8Array(bin.length);
   for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-  return usePhoto(new Blob([bytes]), name);
+  return usePhoto(new Blob([bytes]), name, align ?? faces.canAlign);
 }
 
 async function encodeBase64(b64) {
@@ -499,7 +534,8 @@ const ready = Faces.load().then((loaded) => {
   $("model").textContent = `${faces.size}px, ${m.precision}, ${faces.threads} thread${faces.threads > 1 ? "s" : ""}`;
   if (!params.has("check")) controls();  // ?check: a harness drives the page (no initial render)
   return { size: faces.size, zDim: faces.zDim, threads: faces.threads, isolated: self.crossOriginIsolated,
-           directions: faces.directions.length, wplus: faces.wplus, encoder: !!faces.encoderInfo };
+           directions: faces.directions.length, wplus: faces.wplus, encoder: !!faces.encoderInfo,
+           align: faces.canAlign };
 });
 ready.catch(fail);
 

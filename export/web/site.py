@@ -22,7 +22,7 @@ from export.errors import ExportError
 from export.web import ort_files
 
 HERE = Path(__file__).resolve().parent
-PAGE_FILES = ("index.html", "app.js", "seeded_z.js")
+PAGE_FILES = ("index.html", "app.js", "faces.js", "seeded_z.js")
 ORT_FOLDER = "ort"
 # (seed, psi) pairs the browser checks render: no truncation, and the page's own truncation at two strengths.
 CHECK_CASES = ((0, 1.0), (1, 0.7), (2, 0.5), (3, 1.0))
@@ -163,7 +163,7 @@ def browser_render(
     return out
 
 
-def _encode_harness(inputs: list[str], photos: list[tuple[str, str]]) -> str:
+def _encode_harness(inputs: list[str], photos: list[tuple[str, str]], align: bool | None) -> str:
     """Encode each base64 float32 input with the page's encoder, then each (name, base64 bytes) photo through the
     page's own photo path; finally render a seed (the page must stay usable after a refused photo)."""
     return f"""(async () => {{
@@ -176,10 +176,10 @@ def _encode_harness(inputs: list[str], photos: list[tuple[str, str]]) -> str:
   }}
   const photos = [];
   for (const [name, bytes] of {json.dumps(photos)}) {{
-    const r = await window.msg.photoFromBase64(bytes, name);
+    const r = await window.msg.photoFromBase64(bytes, name, {json.dumps(align)});
     photos.push(r.error ? {{ error: r.error }}
                         : {{ x: b64(r.x), latent: b64(r.latent), rgba: b64(r.rgba), img: b64(r.img), ms: r.ms,
-                             status: r.status }});
+                             status: r.status, points: r.points, quad: r.quad }});
   }}
   const after = await window.msg.render(0, 0.7);
   return {{ info, encoded, photos, after: b64(after.img) }};
@@ -190,13 +190,15 @@ def browser_encode(
     directory: str | Path,
     inputs: np.ndarray | None = None,
     photos: Sequence[tuple[str, bytes]] = (),
+    align: bool | None = None,
     timeout_s: float = 600.0,
 ) -> dict[str, Any]:
     """The page's encoder in headless Chromium (1 WASM thread): ``inputs`` ``[N, 3, S, S]`` encoded one by one, and
-    ``photos`` (file name, file bytes) through the page's photo path (read, centre-crop, resize, encode, render).
+    ``photos`` (file name, file bytes) through the page's photo path (read, align (None: when the export carries
+    the face models) or centre-crop, encode, render).
 
     Returns ``{"browser", "latents": [1, num_ws, w_dim] per input, "ms": per input, "photos": per photo either
-    {"error": message} or {"x", "latent", "rgba" [R, R, 4], "img" [1, 3, R, R], "ms", "status"}, "after": the image
+    {"error": message} or {"x", "latent", "rgba" [R, R, 4], "img" [1, 3, R, R], "ms", "status", "points", "quad"}, "after": the image
     of seed 0 rendered after the photos}``.
     """
     from export.web.browser import chromium, served
@@ -211,7 +213,7 @@ def browser_encode(
     xs = [] if inputs is None else [base64.b64encode(np.ascontiguousarray(x, np.float32)).decode() for x in inputs]
     files = [(name, base64.b64encode(data).decode()) for name, data in photos]
     with served(d) as url, chromium(timeout_s) as browser:
-        result = browser.evaluate(f"{url}index.html?check=1&threads=1", _encode_harness(xs, files))
+        result = browser.evaluate(f"{url}index.html?check=1&threads=1", _encode_harness(xs, files, align))
         version = browser.version
 
     def arr(b64: str, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
@@ -230,6 +232,8 @@ def browser_encode(
                 "img": arr(p["img"], np.float32, (1, 3, size, size)),
                 "ms": p["ms"],
                 "status": p["status"],
+                "points": p.get("points"),
+                "quad": p.get("quad"),
             }
         )
     return {
