@@ -198,8 +198,8 @@ def browser_encode(
     the face models) or centre-crop, encode, render).
 
     Returns ``{"browser", "latents": [1, num_ws, w_dim] per input, "ms": per input, "photos": per photo either
-    {"error": message} or {"x", "latent", "rgba" [R, R, 4], "img" [1, 3, R, R], "ms", "status", "points", "quad"}, "after": the image
-    of seed 0 rendered after the photos}``.
+    {"error": message} or {"x", "latent", "rgba" [R, R, 4], "img" [1, 3, R, R], "ms", "status", "points", "quad"},
+    "after": the image of seed 0 rendered after the photos}``.
     """
     from export.web.browser import chromium, served
 
