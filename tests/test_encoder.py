@@ -354,3 +354,33 @@ def test_projection_from_a_start_latent_keeps_snapshots():
     assert zero.steps_done == 0 and torch.equal(zero.ws, start)
     with pytest.raises(UsageError, match="start latent must be"):
         project(G, target, ProjectOptions(steps=1, w_avg_samples=200), init=start[:, :3])
+
+
+def test_the_shipped_ffhq_encoder():
+    """The encoder in the repository: ffhq-1024's, under 20 MB, bound to the published student by hash and chosen for
+    it by default; on 4 seeds no training stream draws (psi 0.7) its latents render closer to the faces than the mean
+    latent's, at 256 px, by several dB (19 dB against 12.8 on the 64 validation faces)."""
+    from mobilestylegan.edit.encoder import ASSETS, SHIPPED, shipped_encoder_for
+    from mobilestylegan.edit.latents import seeded_w
+
+    G = load_generator_any("ffhq-1024", "cpu").float().eval()
+    assert shipped_encoder_for(G) == "ffhq-1024"
+    assert (ASSETS / SHIPPED["ffhq-1024"].file).stat().st_size < 20 * 2**20
+    enc = load_encoder("ffhq-1024", G)
+    assert enc.generator_hash == SHIPPED["ffhq-1024"].generator_hash and len(enc.cfg.live) == 16
+    with torch.no_grad():
+        faces = torch.cat(
+            [G.synthesis(w[None], noise_mode="const") for w in seeded_w(G, [910000 + i for i in range(4)], 0.7)]
+        )
+        ws = enc(area_downsample(faces, 128))
+        mean = G.mapping.w_avg[None, None].expand(1, G.num_ws, -1)
+        ours = torch.cat([G.synthesis(w[None], noise_mode="const") for w in ws])
+        base = G.synthesis(mean, noise_mode="const")
+    goal = area_downsample(faces, 256)
+    gain = (
+        psnr_db(area_downsample(ours, 256), goal).mean()
+        - psnr_db(area_downsample(base, 256).expand_as(goal), goal).mean()
+    )
+    assert gain > 3, float(gain)
+    with pytest.raises(UsageError, match="trained for ffhq-1024"):
+        load_encoder("ffhq-1024", tiny_student(64, w_dim=512))

@@ -191,11 +191,12 @@ def browser_encode(
     inputs: np.ndarray | None = None,
     photos: Sequence[tuple[str, bytes]] = (),
     align: bool | None = None,
+    threads: int = 1,
     timeout_s: float = 600.0,
 ) -> dict[str, Any]:
-    """The page's encoder in headless Chromium (1 WASM thread): ``inputs`` ``[N, 3, S, S]`` encoded one by one, and
-    ``photos`` (file name, file bytes) through the page's photo path (read, align (None: when the export carries
-    the face models) or centre-crop, encode, render).
+    """The page's encoder in headless Chromium (``threads`` WASM threads): ``inputs`` ``[N, 3, S, S]`` encoded one
+    by one, and ``photos`` (file name, file bytes) through the page's photo path (read, align (None: when the export
+    carries the face models) or centre-crop, encode, render).
 
     Returns ``{"browser", "latents": [1, num_ws, w_dim] per input, "ms": per input, "photos": per photo either
     {"error": message} or {"x", "latent", "rgba" [R, R, 4], "img" [1, 3, R, R], "ms", "status", "points", "quad"},
@@ -213,7 +214,8 @@ def browser_encode(
     xs = [] if inputs is None else [base64.b64encode(np.ascontiguousarray(x, np.float32)).decode() for x in inputs]
     files = [(name, base64.b64encode(data).decode()) for name, data in photos]
     with served(d) as url, chromium(timeout_s) as browser:
-        result = browser.evaluate(f"{url}index.html?check=1&threads=1", _encode_harness(xs, files, align))
+        page = f"{url}index.html?check=1&threads={int(threads)}"
+        result = browser.evaluate(page, _encode_harness(xs, files, align))
         version = browser.version
 
     def arr(b64: str, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
@@ -238,6 +240,8 @@ def browser_encode(
         )
     return {
         "browser": version,
+        "threads": int(result["info"]["threads"]),
+        "isolated": bool(result["info"]["isolated"]),
         "latents": [arr(e["latent"], np.float32, shape) for e in result["encoded"]],
         "ms": [e["ms"] for e in result["encoded"]],
         "photos": photos_out,
