@@ -387,7 +387,8 @@ def test_the_page_aligns_a_photo_like_the_python_path(tmp_path):
 
     G = export_student(channels=CHANNELS)
     out = tmp_path / "web"
-    export(G, "web", out, encoder=str(save_export_encoder(G, tmp_path / "e.safetensors")), progress=False)
+    encoder_path = save_export_encoder(G, tmp_path / "e.safetensors")
+    export(G, "web", out, precision="fp32", encoder=str(encoder_path), progress=False)  # fp32: the parity rule
     names = ("astronaut.png", "grace_hopper.jpg")
     photos = [(n, (REPO / "tests/fixtures/photos" / n).read_bytes()) for n in names]
     photos.append(("grey.png", png_bytes(np.full((64, 64, 3), 128, np.uint8))))
@@ -404,5 +405,7 @@ def test_the_page_aligns_a_photo_like_the_python_path(tmp_path):
         crop = page["rgba"][..., :3].astype(np.float32)
         assert np.abs(crop - python.image).mean() < 8.0, (name, np.abs(crop - python.image).mean())
         assert_parity(page["latent"], rt.encode(page["x"]), f"{name}: the page's latent vs the runtime's")
+        ws64 = float64_ws(edit_encoder.load_encoder(encoder_path, G), torch.from_numpy(page["x"].copy()))
+        assert_parity(page["latent"], ws64, f"{name}: the page's latent vs the float64 encoder")
         assert_parity(page["img"], rt.synthesis(page["latent"]), f"{name}: the page's face")
         assert {"read", "find", "align", "encoder", "synthesis", "total"} <= set(page["ms"]), page["ms"]
