@@ -7,8 +7,6 @@ import copy
 import importlib.util
 import io
 import json
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -29,9 +27,9 @@ from teacher.numerics import assert_parity, parity_tolerance, pooled_psnr_db
 from tests.helpers.encoders import export_encoder, save_export_encoder
 from tests.helpers.paths import REPO
 from tests.helpers.records import QUALITY_GATE, check_parity_record
+from tests.helpers.runtime import run_without_torch
 from tests.helpers.students import export_student
 from tests.helpers.toolchains import require_toolchain
-from tests.test_runtime import _env
 
 
 @pytest.fixture(scope="module")
@@ -198,17 +196,11 @@ def test_runtime_encodes_photos_without_torch(encoder_export, tmp_path):
     face_u8.resize((64, 64), Image.LANCZOS).save(photos / "face.jpg", quality=95)
     script = textwrap.dedent(f"""\
         import sys
-        try:
-            import torch
-        except ImportError:
-            pass
-        else:
-            raise SystemExit("torch was importable")
         from export.runtime import main
         sys.exit(main([{str(out)!r}, "--encode", {str(photos / "wide.png")!r}, {str(photos / "face.jpg")!r},
                        "--out", {str(tmp_path / "latents")!r}, "--threads", "1"]))
         """)
-    r = subprocess.run([sys.executable, "-c", script], env=_env(tmp_path), capture_output=True, text=True)
+    r = run_without_torch(script, tmp_path)
     assert r.returncode == 0, r.stderr
     written = sorted(p.name for p in (tmp_path / "latents").iterdir())
     assert written == ["face.json", "face.npy", "face.png", "wide.json", "wide.npy", "wide.png"]
@@ -355,7 +347,7 @@ def test_runtime_aligns_photos_with_the_exports_face_models(encoder_export, tmp_
         from export.runtime import main
         sys.exit(main([{str(out)!r}, "--encode", {str(photo)!r}, "--align", "--out", {str(tmp_path / "l")!r}]))
         """)
-    r = subprocess.run([sys.executable, "-c", script], env=_env(tmp_path), capture_output=True, text=True)
+    r = run_without_torch(script, tmp_path)
     assert r.returncode == 0, r.stderr
     aligned = np.asarray(Image.open(tmp_path / "l" / "astronaut_aligned.png"))
     want = align(rgb, size=G.img_resolution).image

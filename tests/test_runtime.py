@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,14 +15,8 @@ from export.runtime import seeded_z as np_seeded_z
 from mobilestylegan.io.checkpoint import save_student
 from mobilestylegan.student.sampling import seeded_z
 from teacher.numerics import assert_parity
-from tests.helpers.paths import REPO
+from tests.helpers.runtime import run_without_torch, torch_free_env
 from tests.helpers.students import export_student, torch_images
-
-NO_TORCH = textwrap.dedent("""\
-    import sys
-    for name in ("torch", "torchvision", "lightning", "mobilestylegan", "teacher"):
-        sys.modules[name] = None  # any import of these raises ImportError
-    """)
 
 
 @pytest.mark.parametrize("z_dim", [16, 32, 40, 512])
@@ -48,28 +40,12 @@ def exports(tmp_path_factory):
     return G, dirs
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
-    """PYTHONPATH with a sitecustomize that makes torch (and our torch-based packages) unimportable."""
-    site = tmp_path / "site"
-    site.mkdir(exist_ok=True)
-    (site / "sitecustomize.py").write_text(NO_TORCH)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO)])
-    return env
-
-
 def test_runtime_renders_without_torch(exports, tmp_path):
     G, dirs = exports
     seeds = [0, 3, 11]
     script = textwrap.dedent(f"""\
         import sys
         import numpy as np
-        try:
-            import torch
-        except ImportError:
-            pass
-        else:
-            raise SystemExit("torch was importable")
         from export.runtime import load_runtime
         for fmt, d in {{"onnx": {str(dirs["onnx"])!r}, "openvino": {str(dirs["openvino"])!r}}}.items():
             rt = load_runtime(d, threads=1)
@@ -79,7 +55,7 @@ def test_runtime_renders_without_torch(exports, tmp_path):
         assert "torch" not in [m for m in sys.modules if sys.modules[m] is not None]
         print("ok")
         """)
-    r = subprocess.run([sys.executable, "-c", script], env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    r = run_without_torch(script, tmp_path, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
     ref, ref_psi = torch_images(G, seeds), torch_images(G, seeds, psi=0.6)
     for fmt in ("onnx", "openvino"):
@@ -103,7 +79,7 @@ def test_runtime_command_line_without_torch(exports, tmp_path):
             "--threads",
             "1",
         ],
-        env=_env(tmp_path),
+        env=torch_free_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=120,
@@ -118,7 +94,7 @@ def test_runtime_command_line_without_torch(exports, tmp_path):
     assert img.shape == (32, 32, 3) and np.abs(img.astype(int) - ref).max() <= 1
     bad = subprocess.run(
         [sys.executable, "-m", "export.runtime", str(tmp_path), "--out", str(out)],
-        env=_env(tmp_path),
+        env=torch_free_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=60,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +14,40 @@ from PIL import Image
 
 from mobilestylegan.student.generator import StudentGenerator
 from mobilestylegan.student.sampling import seeded_z
+from tests.helpers.paths import REPO
+
+# A sitecustomize that makes torch (and the toolkit's torch-based packages) unimportable in a child interpreter.
+NO_TORCH = textwrap.dedent("""\
+    import sys
+    for name in ("torch", "torchvision", "lightning", "mobilestylegan", "teacher"):
+        sys.modules[name] = None  # any import of these raises ImportError
+    """)
+# The first lines of a script run that way: it fails unless torch really is out of reach.
+TORCH_ABSENT = textwrap.dedent("""\
+    try:
+        import torch
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("torch was importable")
+    """)
+
+
+def torch_free_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a child interpreter without torch (:data:`NO_TORCH`) that imports this repository."""
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(NO_TORCH)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO)])
+    return env
+
+
+def run_without_torch(body: str, tmp_path: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Python source ``body`` in a child interpreter where torch cannot be imported (checked first)."""
+    script = TORCH_ABSENT + textwrap.dedent(body)
+    env = torch_free_env(tmp_path)
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def assert_runtime_cli_renders_the_pytorch_faces(
