@@ -183,9 +183,9 @@ class ExportContext:
     @torch.no_grad()
     def encoder_inputs(self, seeds: Sequence[int]) -> torch.Tensor:
         """The encoder's inputs for seeds: the fp32 student's faces (psi 0.7, const noise) stored as uint8, as a
-        photo is, then preprocessed as the manifest says (:func:`export.encoder.preprocess`), ``[N, 3, S, S]``."""
-        from export.encoder import preprocess
+        photo is, then preprocessed as the manifest says (block means: the box filter), ``[N, 3, S, S]``."""
         from mobilestylegan.edit.latents import seeded_w
+        from mobilestylegan.nets.resize import area_downsample
 
         assert self.encoder is not None
         todo = [s for s in seeds if s not in self._faces]
@@ -194,7 +194,7 @@ class ExportContext:
             for s, wi in zip(todo, w):
                 img = self.G.synthesis(wi[None], noise_mode="const", inference=True)
                 u8 = ((img.clamp(-1, 1) + 1) * 127.5).round()
-                self._faces[s] = preprocess(u8 / 127.5 - 1, self.encoder.cfg.input_size)
+                self._faces[s] = area_downsample(u8 / 127.5 - 1, self.encoder.cfg.input_size)
         return torch.cat([self._faces[s] for s in seeds])
 
     @torch.no_grad()

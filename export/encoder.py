@@ -28,6 +28,7 @@ from teacher.fs import sha256_file
 if TYPE_CHECKING:
     from mobilestylegan.student.generator import StudentGenerator
 
+NEEDS_WPLUS = "an encoder writes W+ latents: export it with --w-input wplus (or without --w-input)"
 PREPROCESS = (
     "an FFHQ-aligned face (or a centre-cropped square), uint8 RGB -> Lanczos (PIL) to img_resolution -> "
     "x / 127.5 - 1 in float32 -> mean of each (img_resolution / input_size)^2 block -> img [B, 3, S, S]"
@@ -107,7 +108,7 @@ def export_encoder(spec: Any, G: StudentGenerator, w_input: str) -> tuple[Latent
             }
         spec = name
     if w_input != "wplus":
-        raise ExportError("an encoder writes W+ latents: export it with --w-input wplus (or without --w-input)")
+        raise ExportError(NEEDS_WPLUS)
     if isinstance(spec, LatentEncoder):
         encoder = spec
         source: dict[str, Any] = {"spec": "in-memory LatentEncoder"}
@@ -151,12 +152,4 @@ def export_encoder(spec: Any, G: StudentGenerator, w_input: str) -> tuple[Latent
     }
 
 
-def preprocess(img: torch.Tensor, size: int) -> torch.Tensor:
-    """Faces ``[N, 3, R, R]`` in [-1, 1] at the student's resolution -> the encoder's input (block means; see
-    :data:`PREPROCESS`)."""
-    n, c, r, _ = img.shape
-    k = r // size
-    return img.reshape(n, c, size, k, size, k).mean(dim=(3, 5))
-
-
-__all__ = ["PREPROCESS", "LeanEncoder", "export_encoder", "preprocess"]
+__all__ = ["NEEDS_WPLUS", "PREPROCESS", "LeanEncoder", "export_encoder"]

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from export.context import NOISE, ONNX_OPSET, PRECISIONS, W_INPUTS, ExportContext
-from export.encoder import export_encoder
+from export.encoder import NEEDS_WPLUS, export_encoder
 from export.errors import ExportError
 from export.gates import PARITY_SEEDS, QUALITY_GATE_DB, QUALITY_SEEDS, SIZE_LIMIT
 from export.outdir import staged
@@ -112,7 +112,7 @@ def export(
     target = get_target(fmt)
     if encoder is not None and encoder is not False:
         if w_input not in (None, "wplus"):
-            raise ExportError("an encoder writes W+ latents: export it with --w-input wplus (or without --w-input)")
+            raise ExportError(NEEDS_WPLUS)
         w_input = "wplus"
     options = options_for(
         target,

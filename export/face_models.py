@@ -79,20 +79,23 @@ OUTPUT_NAME = "output"
 LAYOUT_KEY = "output_layout"  # the ONNX metadata key holding the output's parts (JSON)
 SUBDIR = "faces"
 
-# name -> (TFLite file, preprocessing of an RGB uint8 image, what the model is)
-FACE_MODELS: dict[str, tuple[str, str, str]] = {
-    "face_detection_full_range": (
-        "face_detection_full_range.tflite",
-        "rgb / 127.5 - 1",
-        "MediaPipe face detector, full range (faces of any size)",
-    ),
-    "face_detection_short_range": (
-        "face_detection_short_range.tflite",
-        "rgb / 127.5 - 1",
-        "MediaPipe face detector, short range (close-ups)",
-    ),
-    "face_landmark": ("face_landmark.tflite", "rgb / 255", "MediaPipe face mesh: 468 3-D landmarks and a face flag"),
+# name (as export.runtime_faces runs the models) -> (preprocessing of an RGB uint8 image, what the model is); the
+# TFLite file of each is export.runtime_faces.MODEL_FILES[name], and its ONNX copy is named after it.
+FACE_MODELS: dict[str, tuple[str, str]] = {
+    "full": ("rgb / 127.5 - 1", "MediaPipe face detector, full range (faces of any size)"),
+    "short": ("rgb / 127.5 - 1", "MediaPipe face detector, short range (close-ups)"),
+    "landmark": ("rgb / 255", "MediaPipe face mesh: 468 3-D landmarks and a face flag"),
 }
+
+
+def model_files(name: str) -> tuple[str, str]:
+    """(TFLite file, ONNX file) of one of :data:`FACE_MODELS`, the ONNX one relative to the export directory."""
+    from export.runtime_faces import MODEL_FILES
+
+    tflite = MODEL_FILES[name]
+    return tflite, f"{SUBDIR}/{Path(tflite).stem}.onnx"
+
+
 _PREPROCESS: dict[str, tuple[float, float]] = {  # preprocessing string -> (scale, offset): x = rgb * scale + offset
     "rgb / 127.5 - 1": (1 / 127.5, -1.0),
     "rgb / 255": (1 / 255, 0.0),
@@ -689,8 +692,9 @@ def write_face_models(directory: str | Path, fp16_weights: bool = True) -> dict:
     directory = Path(directory)
     out_dir = directory / SUBDIR
     models = {}
-    for name, (tflite, preprocess, what) in FACE_MODELS.items():
-        info = convert_tflite_to_onnx(source / tflite, out_dir / f"{name}.onnx", fp16_weights=fp16_weights)
+    for name, (preprocess, what) in FACE_MODELS.items():
+        tflite, onnx_file = model_files(name)
+        info = convert_tflite_to_onnx(source / tflite, directory / onnx_file, fp16_weights=fp16_weights)
         path = Path(info["file"])
         models[name] = {
             "what": what,
@@ -733,7 +737,7 @@ def parity_inputs(model: str) -> dict[str, np.ndarray]:
 
     from mobilestylegan.edit.faces import landmark_model_dir
 
-    tflite, preprocess, _ = FACE_MODELS[model]
+    tflite, preprocess = model_files(model)[0], FACE_MODELS[model][0]
     _, h, w, _ = _static_shape(ov.Core().read_model(str(landmark_model_dir() / tflite)).inputs[0])
     rng = np.random.default_rng(20240611)
     noise = rng.integers(0, 256, (h, w, 3)).astype(np.float32)
@@ -837,9 +841,10 @@ def check_face_models(directory: str | Path) -> dict[str, dict]:
     from mobilestylegan.edit.faces import landmark_model_dir
 
     source = landmark_model_dir()
+    files = {name: model_files(name) for name in FACE_MODELS}
     return {
-        name: check_parity(Path(directory) / SUBDIR / f"{name}.onnx", source / tflite, parity_inputs(name))
-        for name, (tflite, _, _) in FACE_MODELS.items()
+        name: check_parity(Path(directory) / onnx_file, source / tflite, parity_inputs(name))
+        for name, (tflite, onnx_file) in files.items()
     }
 
 
@@ -853,6 +858,7 @@ __all__ = [
     "check_parity",
     "convert_model",
     "convert_tflite_to_onnx",
+    "model_files",
     "output_parts",
     "parity_inputs",
     "split_output",

@@ -19,6 +19,7 @@ from teacher.numerics import PARITY_RULE, max_abs_diff, parity_tolerance, pooled
 
 if TYPE_CHECKING:
     from export.context import ExportContext
+    from export.runtime import Runtime
 
 PARITY_SEEDS = (0, 1, 2, 3)
 QUALITY_SEEDS = tuple(range(16))
@@ -106,18 +107,21 @@ def size_gate(ctx: ExportContext, files: list[str], gated: str, graph: str = "sy
     }
 
 
-def quality(ctx: ExportContext, compute_precision: str, not_run: str | None = None) -> dict[str, Any]:
+def quality(
+    ctx: ExportContext, compute_precision: str, not_run: str | None = None, rt: Runtime | None = None
+) -> dict[str, Any]:
     """Seeded z -> exported mapping -> exported synthesis (const noise) in the export's own backend, as the runtime
     runs it by default, against the fp32 PyTorch student on :data:`QUALITY_SEEDS`; fp16 and int8 must reach
     :data:`QUALITY_GATE_DB`. ``compute_precision`` is recorded where the runtime cannot say what it computes in;
-    ``not_run`` says why the files cannot run here (the gate is then recorded as not run)."""
+    ``not_run`` says why the files cannot run here (the gate is then recorded as not run); ``rt``: the export opened
+    already (None: opened here)."""
     precision = ctx.options.precision
     if not_run:
         return {"run": False, "seeds": [], "psnr_db": None, "gate_db": None, "reason": not_run}
     from export.runtime import load_runtime
 
     seeds = list(QUALITY_SEEDS)
-    rt = load_runtime(ctx.tmp)
+    rt = rt or load_runtime(ctx.tmp)
     got = rt.render(seeds)
     with torch.no_grad():
         noise = "none" if ctx.options.noise == "none" else "const"
@@ -146,11 +150,23 @@ def quality(ctx: ExportContext, compute_precision: str, not_run: str | None = No
     return result
 
 
-def encoder_quality(ctx: ExportContext, not_run: str | None = None) -> dict[str, Any]:
+@torch.no_grad()
+def latents_psnr_db(ctx: ExportContext, got: np.ndarray, want: np.ndarray) -> float:
+    """How far apart two batches of W+ latents are where it matters: the PSNR between their faces, both rendered by
+    the fp32 PyTorch student (const noise)."""
+    imgs = [
+        ctx.G.synthesis(torch.from_numpy(np.asarray(ws, np.float32)), noise_mode="const", inference=True).numpy()
+        for ws in (got, want)
+    ]
+    return pooled_psnr_db(imgs[0], imgs[1])
+
+
+def encoder_quality(ctx: ExportContext, not_run: str | None = None, rt: Runtime | None = None) -> dict[str, Any]:
     """The exported encoder, as the runtime runs it, against the fp32 PyTorch encoder on the faces of
     :data:`QUALITY_SEEDS` (:meth:`~export.context.ExportContext.encoder_inputs`): both latents rendered by the fp32
     PyTorch student (const noise), so the PSNR measures the encoder's rounding alone; fp16 and int8 exports must
-    reach :data:`QUALITY_GATE_DB` (the encoder of an int8 export stays at float32 where the format quantises)."""
+    reach :data:`QUALITY_GATE_DB` (the encoder of an int8 export stays at float32 where the format quantises).
+    ``rt``: the export opened already (None: opened here)."""
     precision = ctx.options.precision
     if not_run:
         return {"run": False, "seeds": [], "psnr_db": None, "gate_db": None, "reason": not_run}
@@ -159,16 +175,12 @@ def encoder_quality(ctx: ExportContext, not_run: str | None = None) -> dict[str,
     assert ctx.encoder is not None
     seeds = list(QUALITY_SEEDS)
     x = ctx.encoder_inputs(seeds)
-    rt = load_runtime(ctx.tmp)
+    rt = rt or load_runtime(ctx.tmp)
     got = rt.encode(x.numpy())
     del rt
     with torch.no_grad():
-        want = ctx.encoder(x)
-        imgs = [
-            ctx.G.synthesis(torch.from_numpy(ws).float(), noise_mode="const", inference=True).numpy()
-            for ws in (got, want.numpy())
-        ]
-    overall = pooled_psnr_db(imgs[0], imgs[1])
+        want = ctx.encoder(x).numpy()
+    overall = latents_psnr_db(ctx, got, want)
     gate = quality_gate_db(precision)
     result = {
         "seeds": seeds,
@@ -177,7 +189,7 @@ def encoder_quality(ctx: ExportContext, not_run: str | None = None) -> dict[str,
         "reference": "the fp32 PyTorch encoder's latents of the same inputs, rendered alike",
         "inputs": "the fp32 student's faces of the seeds (psi 0.7, const noise), stored as uint8, preprocessed",
         "psnr_db": json_number(overall, 3),
-        "max_abs_diff_ws": float(np.abs(got - want.numpy()).max()),
+        "max_abs_diff_ws": float(np.abs(got - want).max()),
         "gate_db": gate,
         "passed": gate is None or overall >= gate,
     }

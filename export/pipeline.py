@@ -17,6 +17,7 @@ import torch
 from export.context import NOISE_CONST_FILE, ExportContext
 from export.gates import QUALITY_SEEDS, encoder_quality, parity, quality, size_gate
 from export.manifest import FORMAT, MANIFEST_NAME, MANIFEST_VERSION, graph_bytes, io_spec
+from export.runtime import load_runtime
 from teacher.fs import atomic_write
 
 if TYPE_CHECKING:
@@ -104,9 +105,11 @@ def run(ctx: ExportContext, target: Target, bar: Progress) -> dict[str, Any]:
         g = manifest["graphs"][name]
         g["bytes"] = graph_bytes([ctx.tmp / g["files"][0]])
     with _timed(ctx, "quality_s", bar, f"quality ({len(QUALITY_SEEDS)} seeds)"):
-        manifest["quality"] = quality(ctx, target.compute_precision(o.precision), target.quality_not_run)
+        rt = None if target.quality_not_run else load_runtime(ctx.tmp)  # opened once for both gates
+        manifest["quality"] = quality(ctx, target.compute_precision(o.precision), target.quality_not_run, rt)
         if ctx.encoder is not None:
-            manifest["encoder"]["quality"] = encoder_quality(ctx, target.quality_not_run)
+            manifest["encoder"]["quality"] = encoder_quality(ctx, target.quality_not_run, rt)
+        del rt
     if target.extra_gates_stage is not None:
         label, key = target.extra_gates_stage
         with _timed(ctx, key, bar, label):
@@ -192,14 +195,6 @@ def _parity(ctx: ExportContext, target: Target) -> dict[str, Any]:
     return parity(ctx, target.parity_backends) if elsewhere is None else elsewhere
 
 
-# The face models by the names export.runtime_faces runs them under.
-FACE_MODEL_NAMES = {
-    "full": "face_detection_full_range",
-    "short": "face_detection_short_range",
-    "landmark": "face_landmark",
-}
-
-
 def _write_faces(ctx: ExportContext) -> dict[str, Any]:
     """The face detector and landmark models beside an encoder (``faces/*.onnx``, for the runtime's ``--align``
     and the page), or why they are not there."""
@@ -213,7 +208,7 @@ def _write_faces(ctx: ExportContext) -> dict[str, Any]:
     from export.face_models import write_face_models
 
     info = write_face_models(ctx.tmp)
-    models = {k: info["models"][v] for k, v in FACE_MODEL_NAMES.items()}
+    models = info["models"]
     return {
         "included": True,
         "files": {k: m["file"] for k, m in models.items()},

@@ -44,6 +44,12 @@ class FaceModels(Protocol):
     def run(self, name: str, x: np.ndarray) -> list[np.ndarray]: ...
 
 
+# The MediaPipe model each name stands for (its TFLite file; the export's ONNX copy is named after it).
+MODEL_FILES = {
+    "full": "face_detection_full_range.tflite",
+    "short": "face_detection_short_range.tflite",
+    "landmark": "face_landmark.tflite",
+}
 # The detectors' SSD anchor layouts: input side, and (stride of a feature map, anchors per cell) per map.
 DETECTORS = {"short": (128, ((8, 2), (16, 6))), "full": (192, ((4, 1),))}
 MIN_SCORE = 0.5
@@ -400,6 +406,7 @@ __all__ = [
     "EYE_RIGHT",
     "MOUTH_LEFT",
     "MOUTH_RIGHT",
+    "MODEL_FILES",
     "Aligned",
     "Detection",
     "Face",

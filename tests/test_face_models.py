@@ -19,9 +19,9 @@ from tests.helpers.toolchains import require_toolchain
 PHOTOS = Path(__file__).parent / "fixtures" / "photos"
 # (input shape, output shape) of each converted file
 SHAPES = {
-    "face_detection_full_range": ([1, 192, 192, 3], [1, 2304, 17]),
-    "face_detection_short_range": ([1, 128, 128, 3], [1, 896, 17]),
-    "face_landmark": ([1, 192, 192, 3], [1, 1405]),
+    "full": ([1, 192, 192, 3], [1, 2304, 17]),
+    "short": ([1, 128, 128, 3], [1, 896, 17]),
+    "landmark": ([1, 192, 192, 3], [1, 1405]),
 }
 
 
@@ -37,7 +37,7 @@ def converted(tmp_path_factory):
 
 
 def _tflite(name: str) -> Path:
-    return faces.landmark_model_dir() / fm.FACE_MODELS[name][0]
+    return faces.landmark_model_dir() / faces.MODEL_FILES[name]
 
 
 def _ov(path: Path):
@@ -101,7 +101,7 @@ def test_check_parity_reports_and_catches_a_wrong_weight(converted, tmp_path):
     import onnx
 
     root, manifest = converted
-    name = "face_detection_short_range"
+    name = "short"
     path = root / manifest["models"][name]["file"]
     report = fm.check_parity(path, _tflite(name), fm.parity_inputs(name))
     assert set(report) == {"random", "gradient"}
@@ -144,7 +144,7 @@ def test_manifest_notice_and_sizes(converted):
         assert model["input"]["shape"] == SHAPES[name][0] and model["input"]["layout"] == "NHWC"
         assert model["output"]["shape"] == SHAPES[name][1]
         # float16 weights stay float16 (with a Cast): the file is about the size of the TFLite one
-        assert model["weights"] == ("float32" if name == "face_landmark" else "float16")
+        assert model["weights"] == ("float32" if name == "landmark" else "float16")
         assert model["bytes"] < 1.05 * _tflite(name).stat().st_size
 
 
@@ -154,7 +154,7 @@ def test_the_detector_agrees_on_a_real_photo(converted):
     from PIL import Image
 
     root, manifest = converted
-    name = "face_detection_full_range"
+    name = "full"
     img = np.asarray(Image.open(PHOTOS / "astronaut.png").convert("RGB"))
     h, w = img.shape[:2]
     s = max(h, w)

@@ -87,11 +87,11 @@ def _encoder_in_the_page(ctx: ExportContext, failures: list[str]) -> dict[str, A
     the fp32 encoder's; and within the parity rule of the Python runtime's encoder on the same file."""
     import torch
 
-    from export.gates import QUALITY_GATE_DB
+    from export.gates import QUALITY_GATE_DB, latents_psnr_db
     from export.manifest import json_number
     from export.runtime import load_runtime
     from export.web.site import CHECK_CASES, browser_encode
-    from teacher.numerics import max_abs_diff, parity_tolerance, pooled_psnr_db
+    from teacher.numerics import max_abs_diff, parity_tolerance
 
     x = ctx.encoder_inputs([s for s, _ in CHECK_CASES])
     page = browser_encode(ctx.tmp, x.numpy()[:, None])
@@ -105,11 +105,7 @@ def _encoder_in_the_page(ctx: ExportContext, failures: list[str]) -> dict[str, A
             failures.append(f"the encoder's max |diff| {diff:.3g} > {tol:.3g} against the float64 encoder")
     else:
         with torch.no_grad():
-            imgs = [
-                ctx.G.synthesis(torch.as_tensor(ws), noise_mode="const", inference=True).numpy()
-                for ws in (torch.from_numpy(got), ctx.encoder(x))
-            ]
-        db = pooled_psnr_db(imgs[0], imgs[1])
+            db = latents_psnr_db(ctx, got, ctx.encoder(x).numpy())
         out["vs_pytorch"] = {
             "reference": "fp32 PyTorch encoder; both latents rendered by the fp32 student",
             "psnr_db": json_number(db, 3),

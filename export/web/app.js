@@ -331,11 +331,15 @@ function renderLatent(latent, strengths) {
   });
 }
 
-function renderNpy(b64, strengths) {
+function fromBase64(b64) {
   const bin = atob(b64);
   const bytes = new Uint8Array(bin.length);
   for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-  return renderLatent(faces.parseNpy(bytes.buffer), strengths);
+  return bytes;
+}
+
+function renderNpy(b64, strengths) {
+  return renderLatent(faces.parseNpy(fromBase64(b64).buffer), strengths);
 }
 
 // ---- the controls ------------------------------------------------------------------------------------------
@@ -513,18 +517,13 @@ function controls() {
 
 // The harness's entry points for a photo: the same path as the page's controls.
 function photoFromBase64(b64, name, align) {
-  const bin = atob(b64);
-  const bytes = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-  return usePhoto(new Blob([bytes]), name, align ?? faces.canAlign);
+  return usePhoto(new Blob([fromBase64(b64)]), name, align ?? faces.canAlign);
 }
 
 async function encodeBase64(b64) {
-  const bin = atob(b64);
-  const bytes = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  const x = new Float32Array(fromBase64(b64).buffer);
   const t0 = performance.now();
-  const latent = await serial(() => faces.encode(new Float32Array(bytes.buffer)));
+  const latent = await serial(() => faces.encode(x));
   return { latent, ms: performance.now() - t0 };
 }
 

