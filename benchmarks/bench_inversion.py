@@ -84,6 +84,9 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--keep", type=int, nargs="+", default=[0, 5, 10, 20, 30, 45, 60])
     p.add_argument("--lr", type=float, default=None, help="refinement's peak learning rate (default: the command's)")
+    p.add_argument("--proxy-steps", type=int, default=0, help="the first N steps on the truncated student")
+    p.add_argument("--proxy-resolution", type=int, default=128)
+    p.add_argument("--proxy-refresh", type=int, default=10)
     p.add_argument("--lpips", default="off")
     p.add_argument("--nearest-faces", type=int, default=512)
     p.add_argument("--threads", type=int, default=2)
@@ -101,7 +104,13 @@ def main() -> int:
     if "nearest" in args.inits:
         nearest_bank(G, args.nearest_faces)
     bank_s = time.perf_counter() - t0
-    opts = ProjectOptions(steps=args.steps, lpips=args.lpips)
+    opts = ProjectOptions(
+        steps=args.steps,
+        lpips=args.lpips,
+        proxy_steps=args.proxy_steps,
+        proxy_resolution=args.proxy_resolution,
+        proxy_refresh=args.proxy_refresh,
+    )
     if args.lr is not None:
         opts.lr = args.lr
     projector = Projector(G, opts)

@@ -89,6 +89,24 @@ def test_augment_is_per_sample_and_seeded():
     assert torch.allclose(same, img, atol=1e-6)
 
 
+def test_background_replaces_only_what_lies_outside_the_face():
+    img = torch.rand(4, 3, 64, 64) * 2 - 1
+    gens = lambda: [sample_generator(0, 2, i, 13) for i in range(4)]  # noqa: E731
+    out = PhotoAugment(p=0.0, rotate=0, scale=0, shift=0, background=1.0)(img, gens())
+    # x 0.35..0.65, y 0.30..0.60 of the side lies inside the smallest drawn ellipse, short of its feather: kept as is
+    assert torch.equal(out[..., 19:38, 22:42], img[..., 19:38, 22:42])
+    # a corner lies outside the largest: a backdrop, the same whatever the image
+    other = PhotoAugment(p=0.0, rotate=0, scale=0, shift=0, background=1.0)(-img, gens())
+    assert torch.equal(out[..., :6, :6], other[..., :6, :6]) and not torch.allclose(out[..., :6, :6], img[..., :6, :6])
+    assert float(out.abs().max()) <= 1
+    # with the other augmentations, still per sample and seeded; background 0 leaves the image's pixels to them
+    aug = PhotoAugment(p=1.0, background=0.5)
+    a = aug(img, gens())
+    assert torch.equal(aug.one(img[2:3], sample_generator(0, 2, 2, 13)), a[2:3])
+    with pytest.raises(ValueError, match="background"):
+        PhotoAugment(background=1.5)
+
+
 def test_tiny_encoder_learns_and_writes_its_files(trained):
     out, summary, objects = trained
     saved = json.loads((out / "summary.json").read_text())

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mobilestylegan.cli.project import main as project_main
 from mobilestylegan.edit.latents import load_latent, save_latent
@@ -93,6 +94,39 @@ def test_wplus_changes_only_live_entries_and_the_proxy_warms_up(student, target)
 
     with pytest.raises(UsageError, match="proxy warm-up is defined for students"):
         project(load_generator_any(EMBEDDED_TEACHER, "cpu"), target, ProjectOptions(proxy_steps=5))
+
+
+def test_the_proxy_is_anchored_to_the_full_render(student, target):
+    """At each refresh the proxy's image plus its anchor is the full render at the proxy's resolution (the anchor is
+    their difference); between refreshes the loss is the proxy's image plus that anchor, against the target."""
+    from mobilestylegan.edit.project import _Loss
+    from mobilestylegan.nets.resize import area_downsample
+    from teacher.numerics import assert_parity
+
+    opts = ProjectOptions(steps=8, proxy_steps=6, proxy_refresh=3, proxy_resolution=16)
+    loss = _Loss(student, target, opts, None, None)
+    g = torch.Generator().manual_seed(3)
+    ws = student.mapping.w_avg.expand(1, student.num_ws, -1) + 0.3 * torch.randn(
+        1, student.num_ws, student.w_dim, generator=g
+    )
+    moved = ws + 0.05 * torch.randn(ws.shape, generator=g)
+    goal = (area_downsample(target, 16) + 1) / 2
+
+    def full(w: torch.Tensor) -> torch.Tensor:
+        return area_downsample(student.synthesis(w, noise_mode="const"), 16)
+
+    with torch.no_grad():
+        value, phase = loss(0, ws, None)
+        assert phase == "proxy"
+        assert_parity(loss.proxy(ws, None) + loss.anchor, full(ws), "anchored proxy at a refresh")
+        anchor = loss.anchor.clone()
+        between, _ = loss(1, moved, None)  # not a refresh: the moved latent's proxy image plus the old anchor
+        assert torch.equal(loss.anchor, anchor)
+        assert torch.allclose(between, F.mse_loss((loss.proxy(moved, None) + anchor + 1) / 2, goal))
+        assert not torch.allclose(loss.proxy(moved, None) + anchor, full(moved), atol=1e-3)  # the anchor is stale
+        loss(3, moved, None)  # a refresh: anchored to the moved latent's full render
+        assert_parity(loss.proxy(moved, None) + loss.anchor, full(moved), "anchored proxy after a refresh")
+        assert loss(6, moved, None)[1] == "full"
 
 
 def test_wplus_starts_with_a_shared_w(student, target):

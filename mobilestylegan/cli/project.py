@@ -30,7 +30,7 @@ EXAMPLES = """examples:
   mobilestylegan-project face.png --generator ffhq-1024 --out proj/                 # W+, 200 steps
   mobilestylegan-project photo.jpg --align --generator ffhq-1024 --out proj/        # any photo: FFHQ's crop first
   mobilestylegan-project a.png b.png --generator student.pt --space w --steps 300 --out proj/
-  mobilestylegan-project face.png --generator ffhq-1024 --proxy-steps 150 --steps 200 --out proj/   # faster warm-up
+  mobilestylegan-project face.png --generator ffhq-1024 --steps 58 --proxy-steps 50 --out proj/  # 50 cheap steps
   mobilestylegan-project face.png --generator student.pt --encoder enc/encoder.safetensors --steps 0 --out proj/
   mobilestylegan-project face.png --generator ffhq-1024 --init nearest --steps 100 --out proj/
 Without --align the image should be an FFHQ-aligned face (eyes and mouth where FFHQ puts them); a non-square image
@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="students: the first N steps on a truncated student at --proxy-resolution (default 0)",
     )
     p.add_argument("--proxy-resolution", type=int, default=128)
+    p.add_argument(
+        "--proxy-refresh",
+        type=int,
+        default=10,
+        help="proxy steps between two full renders that anchor the proxy's image (0: never; default 10)",
+    )
     p.add_argument("--loss-resolution", type=int, default=256)
     p.add_argument(
         "--optimize-noise",
@@ -137,6 +143,7 @@ def _options(args: argparse.Namespace) -> ProjectOptions:
         identity_weight=args.identity_weight,
         proxy_steps=args.proxy_steps,
         proxy_resolution=args.proxy_resolution,
+        proxy_refresh=args.proxy_refresh,
         seed=args.seed,
     )
     for name in ("lr", "w_noise", "w_steps"):

@@ -3,6 +3,12 @@
 Each sample draws from its own generator, so a run is the same however many processes share a batch and wherever it
 resumed. Per sample, in this order, each with probability ``p`` unless said otherwise:
 
+- background (probability ``background``): everything outside a soft ellipse around the face and hair is replaced
+  by a drawn backdrop, so that the encoder reads the face and not the scene: a photo's wall, studio backdrop or
+  clothes are never a generated face's. The ellipse is in the aligned frame (FFHQ's crop puts the face where the
+  ellipse is), its size and centre drawn per sample, its edge feathered; the backdrop is a smooth colour field
+  (2..8 random colours per side, bicubically upsampled, as a blurred room or a studio's gradient) plus, half the
+  time, finer grey texture (fabric, foliage, print). The latent target is unchanged (the scene is not the face's);
 - misalignment (always, small): a similarity transform about the centre, rotation within ``rotate`` degrees, scale
   within ``1 +- scale``, shift within ``shift`` of the side: FFHQ's crop of a photo is never exact (landmark error);
   the border is reflected, as the aligner pads;
@@ -39,10 +45,11 @@ class PhotoAugment:
     blur: float = 1.5
     noise: float = 0.03
     jpeg_min: int = 30
+    background: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0 <= self.p <= 1:
-            raise ValueError(f"augment.p must be within [0, 1], got {self.p}")
+        if not 0 <= self.p <= 1 or not 0 <= self.background <= 1:
+            raise ValueError(f"augment.p and augment.background must be within [0, 1], got {self.p}, {self.background}")
         if min(self.rotate, self.scale, self.shift, self.blur, self.noise) < 0 or not 1 <= self.jpeg_min <= 95:
             raise ValueError("augment strengths must be >= 0 and jpeg_min within 1..95")
 
@@ -53,6 +60,8 @@ class PhotoAugment:
     def one(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """One image ``[1, 3, S, S]`` augmented with draws from ``g`` (the draws are the same whichever apply)."""
         u = torch.rand(16, generator=g).tolist()  # a fixed number of draws: the stream's use never depends on p
+        if self.background:  # its draws come after the others' first draws (background 0 leaves the stream as it was)
+            x = _backdrop(x, g, self.background)
         x = self._misalign(x, u[0:4])
         x01 = (x + 1) / 2
         if u[4] < self.p:
@@ -88,6 +97,33 @@ class PhotoAugment:
         grey = (x * torch.tensor([0.299, 0.587, 0.114])[None, :, None, None]).sum(1, keepdim=True)
         x = grey + (x - grey) * saturation
         return (x - x.mean()) * contrast + x.mean()
+
+
+def _backdrop(x: torch.Tensor, g: torch.Generator, p: float) -> torch.Tensor:
+    """``x`` ``[1, 3, S, S]`` in [-1, 1] outside a drawn soft ellipse replaced by a drawn backdrop, with probability
+    ``p`` (the draws are the same either way)."""
+    u = torch.rand(9, generator=g).tolist()
+    colours = torch.randn(1, 3, 8, 8, generator=g)
+    texture = torch.randn(1, 1, 32, 32, generator=g)
+    if u[0] >= p:
+        return x
+    s = x.shape[-1]
+    # The ellipse keeps the face, hair and chin of an FFHQ-aligned crop: half-widths 0.36..0.46 and half-heights
+    # 0.44..0.54 of the side, centred at x 0.5 +- 0.03, y 0.45 +- 0.03, feathered over ~6% of the side.
+    ax, ay = 0.36 + 0.10 * u[1], 0.44 + 0.10 * u[2]
+    cx, cy = 0.5 + 0.06 * (u[3] - 0.5), 0.45 + 0.06 * (u[4] - 0.5)
+    t = (torch.arange(s, dtype=x.dtype) + 0.5) / s
+    r = (((t[None, :] - cx) / ax) ** 2 + ((t[:, None] - cy) / ay) ** 2).sqrt()
+    keep = ((1 - r) * min(ax, ay) / 0.06 + 0.5).clamp(0, 1)
+    k = 2 + int(u[5] * 5)  # 2..6 colours per side
+    c = colours[..., :k, :k]
+    c = c.mean(1, keepdim=True) + 0.3 * (c - c.mean(1, keepdim=True))  # mostly grey, some colour
+    field = F.interpolate(c, size=(s, s), mode="bicubic", align_corners=False)
+    backdrop = torch.tanh(0.6 * field + 1.6 * (u[6] - 0.5))  # mostly mid-tones, sometimes light or dark
+    if u[7] < 0.5:
+        n = 16 if u[8] < 0.5 else 32  # cells per side of the texture
+        backdrop = backdrop + 0.3 * u[8] * F.interpolate(texture[..., :n, :n], size=(s, s), mode="bilinear")
+    return x * keep + backdrop.clamp(-1, 1) * (1 - keep)
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:

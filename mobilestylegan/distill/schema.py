@@ -205,7 +205,8 @@ class TrainerSchema:
 @dataclass
 class EncoderAugmentSchema:
     """The photo augmentation of the encoder's training faces (:class:`~mobilestylegan.distill.encoder_augment.
-    PhotoAugment`): each of colour, blur, noise and JPEG with probability ``p``; a small misalignment always."""
+    PhotoAugment`): a drawn backdrop outside the face with probability ``background``; each of colour, blur, noise
+    and JPEG with probability ``p``; a small misalignment always."""
 
     p: float = 0.5
     rotate: float = 3.0
@@ -214,6 +215,7 @@ class EncoderAugmentSchema:
     blur: float = 1.5
     noise: float = 0.03
     jpeg_min: int = 30
+    background: float = 0.0
 
 
 @dataclass

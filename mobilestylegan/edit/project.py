@@ -21,7 +21,10 @@ Warm-up (students only): the first ``proxy_steps`` steps run a truncated student
 ``proxy_resolution`` features followed by a 1x1 head fitted by least squares to the full renders of a few seeded
 latents, and compare at ``proxy_resolution`` with MSE; the coarse pose, shape and colours settle there at a
 fraction of the cost of a full step, and the full steps refine (no perturbation, ``refine_lr`` ramped down by a
-cosine).
+cosine). The proxy's image is anchored to the full render: every ``proxy_refresh`` proxy steps one full render
+(no gradient) at the current latent gives the proxy's error there, which is added to the proxy's image until the
+next refresh, so the warm-up descends on the full render's error to first order instead of on the head's (without
+the anchor the optimiser exploits the head's error).
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class ProjectOptions:
         identity_weight: Weight of FaceNet's ``1 - cos`` to the target (0: off; needs FaceNet and the face models).
         proxy_steps / proxy_resolution / refine_lr: The students' warm-up on a truncated student, and the learning
             rate of the full steps after it.
+        proxy_refresh: Proxy steps between two full renders that anchor the proxy's image (0: never anchored).
         w_avg_samples / seed: Mapped latents behind the mean w, and the seed of every random draw.
     """
 
@@ -91,6 +95,7 @@ class ProjectOptions:
     identity_weight: float = 0.0
     proxy_steps: int = 0
     proxy_resolution: int = 128
+    proxy_refresh: int = 10
     refine_lr: float = 0.02
     w_avg_samples: int = 10_000
     seed: int = 0
@@ -108,9 +113,10 @@ class ProjectOptions:
             raise UsageError(f"space must be one of {', '.join(SPACES)}; got {self.space!r}")
         if self.lpips not in LPIPS_MODES:
             raise UsageError(f"lpips must be one of {', '.join(LPIPS_MODES)}; got {self.lpips!r}")
-        if self.steps < 0 or not 0 <= self.proxy_steps <= self.steps:
+        if self.steps < 0 or not 0 <= self.proxy_steps <= self.steps or self.proxy_refresh < 0:
             raise UsageError(
-                f"steps must be >= 0 and proxy steps within 0..steps; got {self.steps}, {self.proxy_steps}"
+                f"steps must be >= 0, proxy steps within 0..steps and the proxy refresh >= 0; got {self.steps}, "
+                f"{self.proxy_steps}, {self.proxy_refresh}"
             )
         if not 0 <= self.shared_w_steps <= self.steps or self.lr <= 0 or self.w_noise < 0:
             raise UsageError(
@@ -256,11 +262,20 @@ class _Loss:
         self.goal01 = (self.goal + 1) / 2
         self.proxy = _Proxy(G, opts.proxy_resolution) if opts.proxy_steps else None
         self.proxy_goal01 = (area_downsample(target.float(), opts.proxy_resolution) + 1) / 2 if self.proxy else None
+        self.anchor: torch.Tensor | float = 0.0  # the full render minus the proxy's image at the last refresh
 
     def __call__(self, step: int, ws: torch.Tensor, noise: list[torch.Tensor] | None) -> tuple[torch.Tensor, str]:
         """The loss of ``step`` for the W+ ``ws`` and the noise maps, and the phase (``proxy`` or ``full``)."""
         if step < self.opts.proxy_steps:
-            return F.mse_loss((self.proxy(ws, noise) + 1) / 2, self.proxy_goal01), "proxy"
+            image = self.proxy(ws, noise)
+            if self.opts.proxy_refresh and step % self.opts.proxy_refresh == 0:
+                with torch.no_grad():
+                    syn = self.G.synthesis
+                    full = (
+                        syn(ws, noise=noise, inference=True) if noise else syn(ws, noise_mode="const", inference=True)
+                    )
+                    self.anchor = area_downsample(full, self.opts.proxy_resolution) - image
+            return F.mse_loss((image + self.anchor + 1) / 2, self.proxy_goal01), "proxy"
         return self.full(ws, noise), "full"
 
     def full(self, ws: torch.Tensor, noise: list[torch.Tensor] | None) -> torch.Tensor:
@@ -289,7 +304,12 @@ class _Latent:
     Adam over them; with the random stream of the perturbation (which draws the initial noise maps first)."""
 
     def __init__(
-        self, G: torch.nn.Module, opts: ProjectOptions, live: list[int], w_avg: torch.Tensor, init: torch.Tensor | None
+        self,
+        G: torch.nn.Module,
+        opts: ProjectOptions,
+        live: list[int],
+        w_avg: torch.Tensor | None,
+        init: torch.Tensor | None,
     ) -> None:
         self.num_ws, self.live, self.opts = G.num_ws, live, opts
         n = 1 if opts.space == "w" or opts.shared_w_steps else len(live)
@@ -407,7 +427,10 @@ class Projector:
             opts = dataclasses.replace(opts, w_steps=0)
         self.G.requires_grad_(False)
         live = live_ws(self.G)
-        w_avg, w_std = w_statistics(self.G, opts.w_avg_samples, opts.seed)
+        if init is None or opts.w_noise:
+            w_avg, w_std = w_statistics(self.G, opts.w_avg_samples, opts.seed)
+        else:  # a given start and no perturbation: neither statistic is used
+            w_avg, w_std = None, 0.0
         loss = _Loss(self.G, target, opts, self.perceptual, identity)
         latent = _Latent(self.G, opts, live, w_avg, init)
         out = Projection(
