@@ -216,6 +216,15 @@ def _least_squares_head(feats: list[torch.Tensor], targets: list[torch.Tensor]) 
     return sol[:-1].t().contiguous()[:, :, None, None], sol[-1]
 
 
+def _render(
+    G: torch.nn.Module, ws: torch.Tensor, noise: list[torch.Tensor] | None, inference: bool = False
+) -> torch.Tensor:
+    """``G``'s render of the W+ ``ws`` with the optimised noise maps, or its constant maps when there are none."""
+    if noise:
+        return G.synthesis(ws, noise=noise, inference=inference)
+    return G.synthesis(ws, noise_mode="const", inference=inference)
+
+
 def _assemble(latent: torch.Tensor, num_ws: int, live: list[int]) -> torch.Tensor:
     """The full W+ ``[1, num_ws, w_dim]`` of an optimised latent: one shared w everywhere, or one per live entry with
     each dead entry taking the nearest live entry below (the first live one before it)."""
@@ -270,10 +279,7 @@ class _Loss:
             image = self.proxy(ws, noise)
             if self.opts.proxy_refresh and step % self.opts.proxy_refresh == 0:
                 with torch.no_grad():
-                    syn = self.G.synthesis
-                    full = (
-                        syn(ws, noise=noise, inference=True) if noise else syn(ws, noise_mode="const", inference=True)
-                    )
+                    full = _render(self.G, ws, noise, inference=True)
                     self.anchor = area_downsample(full, self.opts.proxy_resolution) - image
             return F.mse_loss((image + self.anchor + 1) / 2, self.proxy_goal01), "proxy"
         return self.full(ws, noise), "full"
@@ -281,7 +287,7 @@ class _Loss:
     def full(self, ws: torch.Tensor, noise: list[torch.Tensor] | None) -> torch.Tensor:
         """The full generator's render against the target."""
         G, opts = self.G, self.opts
-        full = G.synthesis(ws, noise=noise) if noise else G.synthesis(ws, noise_mode="const")
+        full = _render(G, ws, noise)
         img01 = (area_downsample(full, self.resolution) + 1) / 2
         loss = F.mse_loss(img01, self.goal01)
         if opts.msssim_weight and self.resolution >= 176:
@@ -486,12 +492,7 @@ class Projector:
     def _finish(self, latent: _Latent, loss: _Loss, out: Projection) -> None:
         """The final latent, noise maps and render in ``out``, and the render's PSNR and MS-SSIM."""
         out.ws, out.noise = latent.result()
-        synthesis = self.G.synthesis
-        out.image = (
-            synthesis(out.ws, noise=out.noise, inference=True)
-            if out.noise
-            else synthesis(out.ws, noise_mode="const", inference=True)
-        )
+        out.image = _render(self.G, out.ws, out.noise, inference=True)
         out.psnr_db, out.msssim = loss.measure(out.image)
 
 
